@@ -1,0 +1,239 @@
+//! The `switchboard` command line.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::plugins::kv::KvOverlay;
+use crate::plugins::{Manifest, Runtime};
+use crate::store::Store;
+
+/// Webhook router for the WhatsApp Business API, programmable with WebAssembly.
+#[derive(Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Receive webhooks and run the plugins of the plugins folder on them.
+    Serve {
+        /// The configuration file.
+        #[arg(long, short, default_value = "switchboard.toml")]
+        config: PathBuf,
+    },
+    /// Inspect and replay deliveries (forwards, replies, mark-read).
+    Deliveries {
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+    /// Run a plugin once on a saved webhook body and print the actions it returns.
+    RunPlugin {
+        /// The plugin's `.wasm` file (its `.toml` beside it is used if present).
+        plugin: PathBuf,
+        /// A file with an On-Premises webhook body.
+        #[arg(long)]
+        payload: PathBuf,
+    },
+    /// Create a new plugin crate from a template.
+    NewPlugin {
+        /// The plugin's name; a folder of that name is created.
+        name: String,
+        /// Path to the switchboard-sdk crate, when it is not published where you build.
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeliveriesCommand {
+    /// List deliveries not yet done, or with --dead the dead letters with their last error.
+    List {
+        #[arg(long, short, default_value = "switchboard.toml")]
+        config: PathBuf,
+        /// Only dead letters.
+        #[arg(long)]
+        dead: bool,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Queue dead letters again; a running server picks them up within a second.
+    Retry {
+        #[arg(long, short, default_value = "switchboard.toml")]
+        config: PathBuf,
+        /// The delivery id (from `deliveries list --dead`).
+        id: Option<i64>,
+        /// Retry every dead letter.
+        #[arg(long, conflicts_with = "id")]
+        all_dead: bool,
+    },
+}
+
+/// Log to stderr; `RUST_LOG` filters (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve { config } => rt.block_on(crate::server::serve(Config::load(&config)?)),
+        Command::Deliveries { command } => rt.block_on(deliveries(command)),
+        Command::RunPlugin { plugin, payload } => rt.block_on(run_plugin(&plugin, &payload)),
+        Command::NewPlugin { name, sdk_path } => new_plugin(&name, sdk_path.as_deref()),
+    }
+}
+
+async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<()> {
+    match command {
+        DeliveriesCommand::List { config, dead, limit } => {
+            let store = open_store(&config)?;
+            let rows = store.list_deliveries(dead, limit)?;
+            if rows.is_empty() {
+                println!("no {} deliveries", if dead { "dead" } else { "pending" });
+            }
+            for r in rows {
+                println!(
+                    "{}\t{}\t{}\tattempts={}\tcreated={}\t{}",
+                    r.id,
+                    r.kind,
+                    r.target,
+                    r.attempts,
+                    r.created_at,
+                    r.last_error.unwrap_or_default()
+                );
+            }
+            store.close().await;
+        }
+        DeliveriesCommand::Retry { config, id, all_dead } => {
+            if id.is_none() && !all_dead {
+                bail!("name a delivery id, or pass --all-dead");
+            }
+            let store = open_store(&config)?;
+            let n = store.retry_dead(id).await?;
+            store.close().await;
+            match (n, id) {
+                (0, Some(id)) => bail!("no dead delivery with id {id}"),
+                (n, _) => println!("{n} deliveries queued again"),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn open_store(config: &Path) -> anyhow::Result<Store> {
+    let config = Config::load(config)?;
+    Store::open(&config.storage.sqlite_path()?)
+}
+
+async fn run_plugin(plugin: &Path, payload: &Path) -> anyhow::Result<()> {
+    let body = std::fs::read(payload).with_context(|| format!("cannot read {}", payload.display()))?;
+    let notifications = switchboard_sdk::split::split_onprem(&body, "run-plugin")?;
+    let wasm = std::fs::read(plugin).with_context(|| format!("cannot read {}", plugin.display()))?;
+    let manifest = Manifest::load(&plugin.with_extension("toml"))?;
+    let scratch = std::env::temp_dir().join(format!("switchboard-run-plugin-{}.db", std::process::id()));
+    let store = Store::open(&scratch)?;
+    let runtime = Runtime::new(store.clone(), None)?;
+    let name = plugin.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
+    let loaded = runtime.load(name, &wasm, manifest).with_context(|| format!("cannot load {}", plugin.display()))?;
+    let mut overlay = KvOverlay::default();
+    let metrics = Metrics::default();
+    let snapshot = crate::plugins::Snapshot { plugins: vec![loaded] };
+    for n in &notifications {
+        let actions = crate::dispatch::run_chain(&snapshot, n, &mut overlay, &metrics);
+        let actions: Vec<_> = actions.into_iter().map(|(_, a)| a).collect();
+        println!("{}", serde_json::json!({ "kind": n.kind, "id": n.id, "actions": actions }));
+    }
+    store.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", scratch.display()));
+    }
+    Ok(())
+}
+
+fn new_plugin(name: &str, sdk_path: Option<&Path>) -> anyhow::Result<()> {
+    let dir = Path::new(name);
+    if dir.exists() {
+        bail!("{} already exists", dir.display());
+    }
+    let crate_name = name.trim_start_matches(|c: char| c.is_ascii_digit() || c == '-');
+    let sdk = match sdk_path {
+        Some(p) => format!("{{ path = {:?} }}", p.canonicalize().unwrap_or(p.to_path_buf()).display().to_string()),
+        None => format!("\"{}\"", env!("CARGO_PKG_VERSION")),
+    };
+    std::fs::create_dir_all(dir.join("src"))?;
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"{crate_name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n\
+             [dependencies]\nswitchboard-sdk = {sdk}\nserde = {{ version = \"1\", features = [\"derive\"] }}\n\n\
+             [dev-dependencies]\nserde_json = \"1\"\n\n[workspace]\n"
+        ),
+    )?;
+    std::fs::write(dir.join("src/lib.rs"), TEMPLATE)?;
+    std::fs::write(
+        dir.join(format!("{crate_name}.toml")),
+        "# Copy this file beside the .wasm in the plugins folder.\n[config]\ngreeting = \"Hello!\"\n\n\
+         [permissions]\nreply = true\ndestinations = []\n\n[subscribe]\nkinds = [\"message\"]\n",
+    )?;
+    println!(
+        "created {name}/: edit src/lib.rs, test with `cargo test`, build with \
+         `cargo build --release --target wasm32-wasip2`, then copy \
+         target/wasm32-wasip2/release/{}.wasm and {crate_name}.toml into the plugins folder",
+        crate_name.replace('-', "_")
+    );
+    Ok(())
+}
+
+const TEMPLATE: &str = r##"//! A Switchboard plugin: greets every customer who writes.
+
+use serde::Deserialize;
+use switchboard_sdk::{Action, Config, Notification, Plugin, whatsapp::Message};
+
+#[derive(Deserialize)]
+struct Settings {
+    greeting: String,
+}
+
+pub struct Greeter {
+    settings: Settings,
+}
+
+impl Plugin for Greeter {
+    fn init(config: Config) -> Result<Self, String> {
+        Ok(Greeter { settings: config.parse()? })
+    }
+
+    fn on_message(&self, n: &Notification, _message: &Message) -> Result<Vec<Action>, String> {
+        let Some(from) = &n.sender else { return Ok(vec![]) };
+        Ok(vec![Action::reply(from, &self.settings.greeting)])
+    }
+}
+
+switchboard_sdk::register_plugin!(Greeter);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_sdk::testing::Harness;
+
+    #[test]
+    fn greets_the_sender() {
+        let h = Harness::<Greeter>::new(serde_json::json!({ "greeting": "Hi!" })).unwrap();
+        let body = r#"{"messages":[{"from":"15550001","id":"m1","timestamp":"1","type":"text","text":{"body":"hello"}}]}"#;
+        assert_eq!(h.handle_body(body).unwrap(), vec![Action::reply("15550001", "Hi!")]);
+    }
+}
+"##;

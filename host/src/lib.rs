@@ -1,0 +1,16 @@
+//! Switchboard: a webhook router for the WhatsApp Business API, programmable with WebAssembly.
+//!
+//! The modules follow the data flow: [`ingress`] receives webhooks and stores them in the
+//! [`store`]'s inbox; [`dispatch`] runs them through the [`plugins`] and queues their actions in
+//! the outbox; [`delivery`] carries those out, to destinations and to the [`whatsapp`] API.
+
+pub mod cli;
+pub mod config;
+pub mod delivery;
+pub mod dispatch;
+pub mod ingress;
+pub mod metrics;
+pub mod plugins;
+pub mod server;
+pub mod store;
+pub mod whatsapp;

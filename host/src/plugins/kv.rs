@@ -1,0 +1,66 @@
+//! The plugins' key-value store as seen during dispatch.
+//!
+//! Writes of a call are kept in memory and become durable in the same transaction as the
+//! actions of the notification, so a crash never leaves state that no action matches. Later
+//! calls in the same dispatch batch read them from the overlay.
+
+use std::collections::HashMap;
+
+use crate::store::{KvWrite, Store, now_millis};
+
+/// Largest key, in bytes.
+pub const MAX_KEY: usize = 1024;
+/// Largest value, in bytes.
+pub const MAX_VALUE: usize = 64 * 1024;
+
+type Entry = Option<(Vec<u8>, Option<i64>)>;
+
+/// Key-value writes not yet committed, readable by later calls.
+#[derive(Default)]
+pub struct KvOverlay {
+    values: HashMap<(String, String), Entry>,
+    writes: Vec<KvWrite>,
+}
+
+impl KvOverlay {
+    /// The value a plugin sees for `key`: the overlay first, then the database.
+    pub fn get(&self, db: &Store, plugin: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        match self.values.get(&(plugin.to_string(), key.to_string())) {
+            Some(Some((value, expires))) if expires.is_none_or(|e| e > now_millis()) => Ok(Some(value.clone())),
+            Some(_) => Ok(None),
+            None => db.kv_get(plugin, key),
+        }
+    }
+
+    /// Apply the writes of one successful call.
+    pub fn apply(&mut self, writes: Vec<KvWrite>) {
+        for w in writes {
+            match &w {
+                KvWrite::Set { plugin, key, value, expires_at } => {
+                    self.values.insert((plugin.clone(), key.clone()), Some((value.clone(), *expires_at)));
+                }
+                KvWrite::Delete { plugin, key } => {
+                    self.values.insert((plugin.clone(), key.clone()), None);
+                }
+            }
+            self.writes.push(w);
+        }
+    }
+
+    /// The writes to commit; the overlay is empty afterwards.
+    pub fn take_writes(&mut self) -> Vec<KvWrite> {
+        self.values.clear();
+        std::mem::take(&mut self.writes)
+    }
+}
+
+/// The value of `key` among the uncommitted writes of the current call, if it was written.
+pub fn lookup(writes: &[KvWrite], plugin: &str, key: &str) -> Option<Option<Vec<u8>>> {
+    writes.iter().rev().find_map(|w| match w {
+        KvWrite::Set { plugin: p, key: k, value, expires_at } if p == plugin && k == key => {
+            Some(Some(value.clone()).filter(|_| expires_at.is_none_or(|e| e > now_millis())))
+        }
+        KvWrite::Delete { plugin: p, key: k } if p == plugin && k == key => Some(None),
+        _ => None,
+    })
+}

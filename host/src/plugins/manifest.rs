@@ -1,0 +1,155 @@
+//! `NAME.toml`, the optional manifest beside `NAME.wasm`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+use switchboard_sdk::Kind;
+
+/// A plugin's manifest. Without a file, every field has its default.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Handed to the plugin's `init`, as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// Resource limits per call.
+    #[serde(default)]
+    pub limits: Limits,
+    /// What the plugin's actions may do.
+    #[serde(default)]
+    pub permissions: Permissions,
+    /// Which notifications the plugin is called for.
+    #[serde(default)]
+    pub subscribe: Subscribe,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Wall time of one call, in milliseconds.
+    pub timeout_ms: u64,
+    /// Largest linear memory, in MiB.
+    pub memory_mb: u64,
+    /// Most actions one call may return.
+    pub max_actions: usize,
+    /// Largest total size of the text in the returned actions, in KiB.
+    pub max_output_kb: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { timeout_ms: 100, memory_mb: 64, max_actions: 32, max_output_kb: 256 }
+    }
+}
+
+impl Limits {
+    /// The wall-time limit.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// `[permissions]`. A plugin may do nothing outside the world by default.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Permissions {
+    /// Destinations the plugin may forward to; `"*"` allows all.
+    pub destinations: Vec<String>,
+    /// Whether the plugin may reply to customers and mark messages read.
+    pub reply: bool,
+}
+
+impl Permissions {
+    /// Whether forwarding to `destination` is allowed.
+    pub fn may_forward(&self, destination: &str) -> bool {
+        self.destinations.iter().any(|d| d == "*" || d == destination)
+    }
+}
+
+/// `[subscribe]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Subscribe {
+    /// `message`, `status`, `error`: all by default.
+    pub kinds: Vec<Kind>,
+}
+
+impl Default for Subscribe {
+    fn default() -> Self {
+        Subscribe { kinds: vec![Kind::Message, Kind::Status, Kind::Error] }
+    }
+}
+
+impl Manifest {
+    /// Read `path`; a missing file gives the defaults.
+    pub fn load(path: &Path) -> anyhow::Result<Manifest> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text).with_context(|| format!("invalid manifest {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read manifest {}", path.display())),
+        }
+    }
+
+    /// Parse manifest text.
+    pub fn parse(text: &str) -> anyhow::Result<Manifest> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// The `[config]` table as JSON text, for `init`.
+    pub fn config_json(&self) -> String {
+        serde_json::to_string(&self.config).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// Whether the plugin wants notifications of `kind`.
+    pub fn subscribes_to(&self, kind: Kind) -> bool {
+        self.subscribe.kinds.contains(&kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_allow_nothing_and_subscribe_to_everything() {
+        let m = Manifest::parse("").unwrap();
+        assert!(!m.permissions.reply);
+        assert!(!m.permissions.may_forward("crm"));
+        assert!(m.subscribes_to(Kind::Status));
+        assert_eq!(m.config_json(), "{}");
+    }
+
+    #[test]
+    fn parses_every_section() {
+        let m = Manifest::parse(
+            r#"
+            [config]
+            text = "hi"
+            routes = [{ keyword = "x", destination = "d" }]
+            [limits]
+            timeout_ms = 5
+            [permissions]
+            destinations = ["crm"]
+            reply = true
+            [subscribe]
+            kinds = ["message"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(m.limits.timeout_ms, 5);
+        assert_eq!(m.limits.memory_mb, 64);
+        assert!(m.permissions.may_forward("crm") && !m.permissions.may_forward("other"));
+        assert!(!m.subscribes_to(Kind::Error));
+        let config: serde_json::Value = serde_json::from_str(&m.config_json()).unwrap();
+        assert_eq!(config["routes"][0]["destination"], "d");
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_kinds() {
+        assert!(Manifest::parse("[limits]\ntimeout = 5").is_err());
+        assert!(Manifest::parse("[subscribe]\nkinds = [\"statuses\"]").is_err());
+    }
+}

@@ -1,0 +1,15 @@
+//! The plugins: loading WebAssembly components from the plugins folder, running them with
+//! limits, and reloading them when the folder changes.
+
+mod cache;
+pub mod kv;
+pub mod manifest;
+mod registry;
+mod runtime;
+mod version;
+mod watcher;
+
+pub use manifest::Manifest;
+pub use registry::{Registry, Snapshot};
+pub use runtime::{CallError, LoadedPlugin, Runtime};
+pub use watcher::watch;

@@ -1,0 +1,168 @@
+//! The set of plugins serving traffic, swapped atomically when the folder changes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+
+use super::manifest::Manifest;
+use super::runtime::{LoadedPlugin, Runtime};
+
+/// The plugins in the order they run (lexical order of their file names).
+#[derive(Default)]
+pub struct Snapshot {
+    /// Loaded plugins, sorted by name.
+    pub plugins: Vec<Arc<LoadedPlugin>>,
+}
+
+/// The plugins folder and what is loaded from it.
+pub struct Registry {
+    runtime: Arc<Runtime>,
+    dir: PathBuf,
+    current: ArcSwap<Snapshot>,
+    /// The last load error of each plugin whose newest version failed to load.
+    errors: Mutex<BTreeMap<String, String>>,
+}
+
+impl Registry {
+    /// A registry for `dir`, with nothing loaded yet.
+    pub fn new(runtime: Arc<Runtime>, dir: &Path) -> Arc<Registry> {
+        Arc::new(Registry {
+            runtime,
+            dir: dir.to_path_buf(),
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            errors: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The folder watched.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The plugins serving now. Calls keep the snapshot they started with.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Plugins whose newest version failed to load, with the reason.
+    pub fn errors(&self) -> BTreeMap<String, String> {
+        self.errors.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Load every `*.wasm` of the folder.
+    pub fn load_all(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cannot create the plugins folder {}", self.dir.display()))?;
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
+            .with_context(|| format!("cannot read the plugins folder {}", self.dir.display()))?
+            .filter_map(|e| plugin_name(&e.ok()?.path()))
+            .collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            self.reload(&name);
+        }
+        Ok(())
+    }
+
+    /// Bring plugin `name` in line with the folder: load a new or changed version, unload one
+    /// whose `.wasm` is gone. A version that fails to load leaves the previous one serving.
+    pub fn reload(&self, name: &str) {
+        let wasm_path = self.dir.join(format!("{name}.wasm"));
+        let bytes = match std::fs::read(&wasm_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if self.remove(name) {
+                    tracing::info!(plugin = name, "plugin unloaded: its .wasm file was removed");
+                }
+                self.set_error(name, None);
+                return;
+            }
+            Err(e) => {
+                self.fail(name, anyhow::Error::new(e).context(format!("cannot read {}", wasm_path.display())));
+                return;
+            }
+        };
+        let manifest = match Manifest::load(&self.dir.join(format!("{name}.toml"))) {
+            Ok(m) => m,
+            Err(e) => return self.fail(name, e),
+        };
+        let hash = super::cache::hash(&bytes);
+        let unchanged =
+            self.snapshot().plugins.iter().any(|p| &*p.name == name && p.hash == hash && p.manifest == manifest);
+        if unchanged {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match self.runtime.load(name, &bytes, manifest) {
+            Ok(plugin) => {
+                let version = plugin.version().to_string();
+                let replaced = self.insert(plugin);
+                self.set_error(name, None);
+                tracing::info!(
+                    plugin = name,
+                    version,
+                    ms = started.elapsed().as_millis() as u64,
+                    "plugin {}",
+                    if replaced { "reloaded" } else { "loaded" }
+                );
+            }
+            Err(e) => self.fail(name, e),
+        }
+    }
+
+    fn fail(&self, name: &str, error: anyhow::Error) {
+        let serving = self.snapshot().plugins.iter().find(|p| &*p.name == name).map(|p| p.version().to_string());
+        let reason = format!("{error:#}");
+        match serving {
+            Some(v) => tracing::error!(plugin = name, error = %reason, "plugin failed to load; version {v} keeps serving"),
+            None => tracing::error!(plugin = name, error = %reason, "plugin failed to load"),
+        }
+        self.set_error(name, Some(reason));
+    }
+
+    fn set_error(&self, name: &str, error: Option<String>) {
+        if let Ok(mut errors) = self.errors.lock() {
+            match error {
+                Some(e) => errors.insert(name.to_string(), e),
+                None => errors.remove(name),
+            };
+        }
+    }
+
+    fn insert(&self, plugin: Arc<LoadedPlugin>) -> bool {
+        let mut replaced = false;
+        self.current.rcu(|snap| {
+            let mut plugins: Vec<_> = snap.plugins.iter().filter(|p| p.name != plugin.name).cloned().collect();
+            replaced = plugins.len() != snap.plugins.len();
+            plugins.push(plugin.clone());
+            plugins.sort_by(|a, b| a.name.cmp(&b.name));
+            Snapshot { plugins }
+        });
+        replaced
+    }
+
+    fn remove(&self, name: &str) -> bool {
+        let mut removed = false;
+        self.current.rcu(|snap| {
+            let plugins: Vec<_> = snap.plugins.iter().filter(|p| &*p.name != name).cloned().collect();
+            removed = plugins.len() != snap.plugins.len();
+            Snapshot { plugins }
+        });
+        removed
+    }
+}
+
+/// The plugin a file of the folder belongs to: `NAME` for `NAME.wasm` and `NAME.toml`. Hidden
+/// and temporary files belong to none.
+pub fn plugin_name(path: &Path) -> Option<String> {
+    let file = path.file_name()?.to_str()?;
+    if file.starts_with('.') {
+        return None;
+    }
+    let (name, ext) = file.rsplit_once('.')?;
+    matches!(ext, "wasm" | "toml").then(|| name.to_string()).filter(|n| !n.is_empty())
+}

@@ -1,0 +1,131 @@
+//! `switchboard serve`: wire the stages together and run until SIGTERM or Ctrl-C.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::delivery::{self, Delivery};
+use crate::dispatch::{self, Dispatcher};
+use crate::ingress::{self, AppState};
+use crate::metrics::Metrics;
+use crate::plugins::{self, Registry, Runtime};
+use crate::store::{self, Store, now_millis};
+
+/// Open the store, load the plugins, and serve until a shutdown signal. On shutdown the
+/// listener stops accepting, requests in flight finish, the dispatcher drains the inbox, and
+/// delivery attempts in flight finish before the store is closed.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let db_path = config.storage.sqlite_path()?;
+    let store = Store::open(&db_path)?;
+    let cache_dir = db_path.parent().map(|d| d.join("compiled"));
+    let runtime = Runtime::new(store.clone(), cache_dir)?;
+    let registry = Registry::new(runtime, &config.plugins.dir);
+    registry.load_all()?;
+    let _watcher = plugins::watch(registry.clone())?;
+    let metrics = Arc::new(Metrics::default());
+
+    let delivery_wake = delivery::Wake::default();
+    let delivery = Delivery::new(store.clone(), config.clone(), metrics.clone(), delivery_wake.clone())?;
+    let (dispatch_wake, dispatch_rx) = dispatch::channel();
+    let stop_dispatch = Arc::new(AtomicBool::new(false));
+    let dispatcher = Dispatcher {
+        store: store.clone(),
+        registry: registry.clone(),
+        config: config.clone(),
+        metrics: metrics.clone(),
+        delivery: delivery_wake,
+    };
+    let dispatch_task = {
+        let stop = stop_dispatch.clone();
+        tokio::task::spawn_blocking(move || dispatcher.run(dispatch_rx, stop))
+    };
+    dispatch_wake.wake();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let delivery_task = {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(delivery.run(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }))
+    };
+    let prune_task = tokio::spawn(prune_loop(store.clone(), config.clone()));
+
+    let app = ingress::router(Arc::new(AppState {
+        config: config.clone(),
+        store: store.clone(),
+        metrics,
+        registry: registry.clone(),
+        dispatch: dispatch_wake.clone(),
+    }));
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let names: Vec<String> = registry.snapshot().plugins.iter().map(|p| p.name.to_string()).collect();
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        webhook_path = config.server.webhook_path,
+        plugins = ?names,
+        "switchboard is serving"
+    );
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+
+    tracing::info!("shutting down: draining the inbox and deliveries in flight");
+    stop_dispatch.store(true, Ordering::SeqCst);
+    dispatch_wake.wake();
+    let _ = dispatch_task.await;
+    let _ = stop_tx.send(true);
+    let _ = delivery_task.await;
+    prune_task.abort();
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Keep the database bounded: delivered rows, handled notifications and expired keys older
+/// than the retention go; dedup keys go after the dedup window.
+async fn prune_loop(store: Store, config: Arc<Config>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let retention = config.storage.retention.as_millis() as i64;
+        let window = config.storage.dedup_window.as_millis() as i64;
+        let result = store
+            .write(move |txn| {
+                let now = now_millis();
+                Ok(store::outbox::prune(txn, now - retention)?
+                    + store::inbox::prune(txn, now - retention, now - window)?
+                    + store::kv::prune(txn, now)?)
+            })
+            .await;
+        match result {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "pruned old rows"),
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "pruning failed"),
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Durable storage: the inbox of accepted notifications, the outbox of deliveries, the
+//! deduplication keys and the plugins' key-value state, in one SQLite database.
+//!
+//! All writes go through one writer thread that commits the writes waiting at that moment in
+//! one transaction (group commit), so durability costs one disk sync per batch, not per request.
+//! Reads use their own connections (WAL mode lets them run beside the writer).
+
+pub mod inbox;
+pub mod kv;
+pub mod outbox;
+mod schema;
+mod writer;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use rusqlite::Connection;
+
+pub use inbox::{InboxItem, NewInboxItem};
+pub use kv::KvWrite;
+pub use outbox::{DeliveryOutcome, NewDelivery, OutboxRow, OutboxState};
+use writer::Writer;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    writer: Writer,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: Arc<Path>,
+}
+
+impl Store {
+    /// Open (and create on first use) the database at `path`.
+    pub fn open(path: &Path) -> anyhow::Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
+        }
+        let conn = open_connection(path)?;
+        schema::migrate(&conn).with_context(|| format!("cannot set up the database {}", path.display()))?;
+        Ok(Store {
+            writer: Writer::start(conn)?,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            path: path.into(),
+        })
+    }
+
+    /// Run `f` in the next group-commit transaction and wait until it is durable.
+    pub async fn write<T, F>(&self, f: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.writer.write(f).await
+    }
+
+    /// Run `f` on a read connection (on the calling thread: call from blocking code or keep
+    /// `f` short).
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {
+        let conn = match self.readers.lock().ok().and_then(|mut r| r.pop()) {
+            Some(c) => c,
+            None => open_connection(&self.path)?,
+        };
+        let out = f(&conn).context("database read failed");
+        if let Ok(mut r) = self.readers.lock() {
+            r.push(conn);
+        }
+        out
+    }
+
+    /// Wait for every write queued so far, then stop the writer.
+    pub async fn close(&self) {
+        self.writer.close().await;
+    }
+}
+
+fn open_connection(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("cannot open the database {}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a batch acknowledged to the Coreapp survives a power cut, not only a crash.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}

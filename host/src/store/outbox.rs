@@ -1,0 +1,183 @@
+use rusqlite::{Transaction, params};
+
+use super::{Store, now_millis};
+
+/// A delivery to store, produced by a plugin's action.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    /// `forward`, `reply` or `mark-read`.
+    pub kind: String,
+    /// A destination name, or `whatsapp`.
+    pub target: String,
+    /// Deliveries of one lane (target and customer) go out in order.
+    pub lane: String,
+    /// Stable id of this delivery, sent to receivers so they can deduplicate.
+    pub webhook_id: String,
+    /// What to send, as JSON (see `delivery::Request`).
+    pub request: String,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxState {
+    /// Waiting for its first attempt or a retry.
+    Pending,
+    /// Delivered.
+    Done,
+    /// Given up: listed by `deliveries list --dead`, replayed by `deliveries retry`.
+    Dead,
+}
+
+impl OutboxState {
+    fn from_i64(v: i64) -> Self {
+        match v {
+            1 => OutboxState::Done,
+            2 => OutboxState::Dead,
+            _ => OutboxState::Pending,
+        }
+    }
+}
+
+/// A stored delivery.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub kind: String,
+    pub target: String,
+    pub lane: String,
+    pub webhook_id: String,
+    pub request: String,
+    pub state: OutboxState,
+    pub attempts: i64,
+    pub created_at: i64,
+    pub next_at: i64,
+    pub last_error: Option<String>,
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone)]
+pub enum DeliveryOutcome {
+    /// The receiver accepted it.
+    Delivered,
+    /// Try again at `at` (Unix ms).
+    Retry { at: i64, error: String },
+    /// Give up.
+    Dead { error: String },
+}
+
+const COLUMNS: &str =
+    "id, kind, target, lane, webhook_id, request, state, attempts, created_at, next_at, last_error";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+    Ok(OutboxRow {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        target: r.get(2)?,
+        lane: r.get(3)?,
+        webhook_id: r.get(4)?,
+        request: r.get(5)?,
+        state: OutboxState::from_i64(r.get(6)?),
+        attempts: r.get(7)?,
+        created_at: r.get(8)?,
+        next_at: r.get(9)?,
+        last_error: r.get(10)?,
+    })
+}
+
+/// Queue deliveries inside a transaction.
+pub fn insert(txn: &Transaction<'_>, deliveries: &[NewDelivery]) -> rusqlite::Result<()> {
+    let now = now_millis();
+    let mut stmt = txn.prepare_cached(
+        "INSERT INTO outbox (kind, target, lane, webhook_id, request, created_at, next_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+    )?;
+    for d in deliveries {
+        stmt.execute(params![d.kind, d.target, d.lane, d.webhook_id, d.request, now])?;
+    }
+    Ok(())
+}
+
+/// Remove delivered rows finished before `before`.
+pub fn prune(txn: &Transaction<'_>, before: i64) -> rusqlite::Result<usize> {
+    txn.execute("DELETE FROM outbox WHERE state = 1 AND finished_at < ?1", [before])
+}
+
+impl Store {
+    /// Deliveries due now that are first in their lane, oldest first: at most `limit`, first
+    /// attempts (`retries == false`) or retries (`retries == true`).
+    pub fn due_deliveries(&self, retries: bool, limit: usize) -> anyhow::Result<Vec<OutboxRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM outbox o
+             WHERE state = 0 AND next_at <= ?1 AND (attempts > 0) = ?2
+               AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.state = 0 AND p.lane = o.lane AND p.id < o.id)
+             ORDER BY id LIMIT ?3"
+        );
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params![now_millis(), retries, limit as i64], row)?;
+            rows.collect()
+        })
+    }
+
+    /// When the next pending delivery falls due (Unix ms), if any.
+    pub fn next_due_at(&self) -> anyhow::Result<Option<i64>> {
+        self.read(|conn| conn.query_row("SELECT min(next_at) FROM outbox WHERE state = 0", [], |r| r.get(0)))
+    }
+
+    /// Record the outcomes of attempts.
+    pub async fn record_outcomes(&self, outcomes: Vec<(i64, DeliveryOutcome)>) -> anyhow::Result<()> {
+        self.write(move |txn| {
+            let now = now_millis();
+            for (id, outcome) in &outcomes {
+                match outcome {
+                    DeliveryOutcome::Delivered => txn
+                        .prepare_cached(
+                            "UPDATE outbox SET state = 1, attempts = attempts + 1, finished_at = ?2 WHERE id = ?1",
+                        )?
+                        .execute(params![id, now])?,
+                    DeliveryOutcome::Retry { at, error } => txn
+                        .prepare_cached(
+                            "UPDATE outbox SET attempts = attempts + 1, next_at = ?2, last_error = ?3 WHERE id = ?1",
+                        )?
+                        .execute(params![id, at, error])?,
+                    DeliveryOutcome::Dead { error } => txn
+                        .prepare_cached(
+                            "UPDATE outbox SET state = 2, attempts = attempts + 1, finished_at = ?2, last_error = ?3 WHERE id = ?1",
+                        )?
+                        .execute(params![id, now, error])?,
+                };
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Deliveries for operators: the dead ones, or all not yet delivered.
+    pub fn list_deliveries(&self, dead: bool, limit: usize) -> anyhow::Result<Vec<OutboxRow>> {
+        let sql = format!("SELECT {COLUMNS} FROM outbox WHERE state = ?1 ORDER BY id LIMIT ?2");
+        self.read(|conn| {
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map(params![if dead { 2 } else { 0 }, limit as i64], row)?;
+            rows.collect()
+        })
+    }
+
+    /// Put dead deliveries back in the queue, due now, with a fresh retry horizon: the one with
+    /// `id`, or all of them. Returns how many.
+    pub async fn retry_dead(&self, id: Option<i64>) -> anyhow::Result<usize> {
+        self.write(move |txn| {
+            let now = now_millis();
+            match id {
+                Some(id) => txn.execute(
+                    "UPDATE outbox SET state = 0, next_at = ?1, created_at = ?1, finished_at = NULL WHERE state = 2 AND id = ?2",
+                    params![now, id],
+                ),
+                None => txn.execute(
+                    "UPDATE outbox SET state = 0, next_at = ?1, created_at = ?1, finished_at = NULL WHERE state = 2",
+                    params![now],
+                ),
+            }
+        })
+        .await
+    }
+}

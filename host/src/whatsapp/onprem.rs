@@ -1,0 +1,146 @@
+//! The On-Premises API (`/v1/...`): `POST /v1/users/login` with Basic auth gives a Bearer
+//! token, kept and renewed on 401.
+
+use anyhow::Context;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::config::WhatsAppConfig;
+
+/// A logged-in client of one Coreapp.
+pub struct OnPremClient {
+    http: reqwest::Client,
+    base_url: String,
+    username: String,
+    password: String,
+    token: Mutex<Option<String>>,
+}
+
+/// The answer to a call, for the delivery worker to classify.
+pub struct Response {
+    pub status: StatusCode,
+    pub retry_after: Option<std::time::Duration>,
+    pub body: String,
+}
+
+#[derive(Deserialize)]
+struct LoginResponse {
+    users: Vec<LoginUser>,
+}
+
+#[derive(Deserialize)]
+struct LoginUser {
+    token: String,
+}
+
+impl OnPremClient {
+    /// A client for `[whatsapp]`; logs in on first use.
+    pub fn new(http: reqwest::Client, config: &WhatsAppConfig) -> anyhow::Result<OnPremClient> {
+        Ok(OnPremClient {
+            http,
+            base_url: config.base_url.trim_end_matches('/').to_string(),
+            username: config.username.clone(),
+            password: config.password()?,
+            token: Mutex::new(None),
+        })
+    }
+
+    /// `POST /v1/messages` with a text message.
+    pub async fn send_text(&self, to: &str, body: &str, quote: Option<&str>) -> anyhow::Result<Response> {
+        let mut message = serde_json::json!({
+            "recipient_type": "individual",
+            "to": to,
+            "type": "text",
+            "preview_url": false,
+            "text": { "body": body },
+        });
+        if let Some(id) = quote {
+            message["context"] = serde_json::json!({ "message_id": id });
+        }
+        self.call(Method::POST, "/v1/messages", &message).await
+    }
+
+    /// `PUT /v1/messages/{id}` with `{"status":"read"}`.
+    pub async fn mark_read(&self, message_id: &str) -> anyhow::Result<Response> {
+        let path = format!("/v1/messages/{}", urlencode(message_id));
+        self.call(Method::PUT, &path, &serde_json::json!({ "status": "read" })).await
+    }
+
+    async fn call(&self, method: Method, path: &str, body: &serde_json::Value) -> anyhow::Result<Response> {
+        let mut token = self.token().await?;
+        for attempt in 0..2 {
+            let resp = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base_url))
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await?;
+            if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
+                *self.token.lock().await = None;
+                token = self.token().await?;
+                continue;
+            }
+            return read(resp).await;
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
+    async fn token(&self) -> anyhow::Result<String> {
+        let mut slot = self.token.lock().await;
+        if let Some(t) = &*slot {
+            return Ok(t.clone());
+        }
+        let resp = self
+            .http
+            .post(format!("{}/v1/users/login", self.base_url))
+            .basic_auth(&self.username, Some(&self.password))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .context("WhatsApp login failed")?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            anyhow::bail!("WhatsApp login as {:?} answered {status}: {}", self.username, snippet(&text));
+        }
+        let login: LoginResponse = serde_json::from_str(&text).context("unexpected WhatsApp login response")?;
+        let token = login.users.into_iter().next().context("WhatsApp login response has no token")?.token;
+        *slot = Some(token.clone());
+        Ok(token)
+    }
+}
+
+/// Read a response into a [`Response`].
+pub async fn read(resp: reqwest::Response) -> anyhow::Result<Response> {
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(std::time::Duration::from_secs);
+    let body = resp.text().await.unwrap_or_default();
+    Ok(Response { status, retry_after, body })
+}
+
+/// At most 512 bytes of a response body, for error messages.
+pub fn snippet(text: &str) -> &str {
+    let mut end = text.len().min(512);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,78 @@
+//! What the host offers a plugin: logging, a key-value store, the clock. Inside the server these
+//! are calls into the host; in native tests they go to the fake host of [`crate::testing`].
+
+#[cfg(target_arch = "wasm32")]
+use crate::__private::bindings::switchboard::plugin::host as imp;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::testing::fake_host as imp;
+
+/// Logging into the host's log, attributed to the plugin.
+pub mod log {
+    use super::imp;
+
+    #[cfg(target_arch = "wasm32")]
+    use imp::Level;
+    #[cfg(not(target_arch = "wasm32"))]
+    use crate::testing::Level;
+
+    /// Log at debug level.
+    pub fn debug(message: &str) {
+        imp::log(Level::Debug, message)
+    }
+
+    /// Log at info level.
+    pub fn info(message: &str) {
+        imp::log(Level::Info, message)
+    }
+
+    /// Log at warn level.
+    pub fn warn(message: &str) {
+        imp::log(Level::Warn, message)
+    }
+
+    /// Log at error level.
+    pub fn error(message: &str) {
+        imp::log(Level::Error, message)
+    }
+}
+
+/// The plugin's own persistent key-value store. Keys of one plugin are invisible to the others.
+pub mod kv {
+    use super::imp;
+    use std::time::Duration;
+
+    /// The value of `key`, if set and not expired.
+    pub fn get(key: &str) -> Option<Vec<u8>> {
+        imp::kv_get(key)
+    }
+
+    /// Set `key`; with a `ttl`, the key expires after it.
+    pub fn set(key: &str, value: &[u8], ttl: Option<Duration>) {
+        imp::kv_set(key, value, ttl.map(|d| d.as_secs().max(1)))
+    }
+
+    /// Remove `key`.
+    pub fn delete(key: &str) {
+        imp::kv_delete(key)
+    }
+
+    /// The value of `key` as UTF-8 text.
+    pub fn get_string(key: &str) -> Option<String> {
+        get(key).and_then(|v| String::from_utf8(v).ok())
+    }
+}
+
+/// Wall-clock time as the host sees it (fixed and settable in tests).
+pub mod clock {
+    use super::imp;
+
+    /// Unix time in milliseconds.
+    pub fn now_millis() -> u64 {
+        imp::now_millis()
+    }
+
+    /// Unix time in seconds.
+    pub fn now_secs() -> u64 {
+        now_millis() / 1000
+    }
+}

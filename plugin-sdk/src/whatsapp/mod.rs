@@ -1,0 +1,1 @@
+//! WhatsApp webhook payload types (On-Premises API, and the Cloud API envelope).

@@ -1,0 +1,4 @@
+//! End-to-end tests: the real server with the real example plugins, against fake Coreapp and
+//! destination servers on loopback. Run them with `cargo xtask test`.
+
+mod end_to_end;

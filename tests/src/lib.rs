@@ -1,0 +1,324 @@
+//! What the end-to-end tests share: building the server and the example plugins, starting the
+//! server on a free loopback port, and fake servers (Coreapp, destinations) that record what
+//! they receive.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+
+/// The workspace folder.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A fixture body from `shared/fixtures/onprem/`.
+pub fn fixture(name: &str) -> String {
+    let path = root().join("../shared/fixtures/onprem").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+/// The server binary and the example plugins, built by `cargo xtask test` before the tests run
+/// (cargo cannot build from inside `cargo test`: the build folder is locked). Returns the folder
+/// with the plugins' `.wasm` and `.toml` files.
+pub fn build() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let plugins = root().join("target/plugins");
+        for needed in [root().join("target/release/switchboard"), plugins.join("auto-reply.wasm")] {
+            assert!(needed.exists(), "{} is missing: run the tests with `cargo xtask test`", needed.display());
+        }
+        plugins
+    })
+}
+
+/// A request a fake server received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body of {} is not JSON: {e}", self.path))
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+type Responder = Arc<dyn Fn(&Received) -> (StatusCode, String) + Send + Sync>;
+
+struct FakeState {
+    received: Mutex<Vec<Received>>,
+    respond: Mutex<Responder>,
+}
+
+/// An HTTP server on a loopback port that records every request and answers as told.
+pub struct Fake {
+    pub addr: SocketAddr,
+    state: Arc<FakeState>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Fake {
+    /// A fake answering `200 {}` to everything.
+    pub async fn start() -> Fake {
+        Self::with(|_| (StatusCode::OK, "{}".into())).await
+    }
+
+    /// A fake answering with `respond`.
+    pub async fn with(respond: impl Fn(&Received) -> (StatusCode, String) + Send + Sync + 'static) -> Fake {
+        let state = Arc::new(FakeState { received: Mutex::new(Vec::new()), respond: Mutex::new(Arc::new(respond)) });
+        let app = Router::new().fallback(record).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Fake { addr, state, _task: task }
+    }
+
+    /// A fake Coreapp: login gives a token, `POST /v1/messages` an id, the rest `{}`; requests
+    /// without the token get 401.
+    pub async fn coreapp() -> Fake {
+        Self::with(|r| {
+            if r.path == "/v1/users/login" {
+                let ok = r.header("authorization") == Some("Basic YWRtaW46c2VjcmV0"); // admin:secret
+                return if ok {
+                    (StatusCode::OK, r#"{"users":[{"token":"tok-1","expires_after":"2030-01-01 00:00:00+00:00"}]}"#.into())
+                } else {
+                    (StatusCode::UNAUTHORIZED, r#"{"errors":[{"code":1005,"title":"Access denied"}]}"#.into())
+                };
+            }
+            if r.header("authorization") != Some("Bearer tok-1") {
+                return (StatusCode::UNAUTHORIZED, r#"{"errors":[{"code":1005,"title":"Access denied"}]}"#.into());
+            }
+            if r.method == Method::POST && r.path == "/v1/messages" {
+                return (StatusCode::OK, r#"{"messages":[{"id":"gBEGkYiEB1VXAglK1ZEqA1YKPrU"}]}"#.into());
+            }
+            (StatusCode::OK, "{}".into())
+        })
+        .await
+    }
+
+    /// Change how the fake answers from now on.
+    pub fn respond(&self, respond: impl Fn(&Received) -> (StatusCode, String) + Send + Sync + 'static) {
+        *self.state.respond.lock().unwrap() = Arc::new(respond);
+    }
+
+    /// The base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// What was received on `path` (with any method).
+    pub fn received_on(&self, path: &str) -> Vec<Received> {
+        self.received().into_iter().filter(|r| r.path == path).collect()
+    }
+}
+
+async fn record(State(state): State<Arc<FakeState>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+    let r = Received { method, path: uri.path().to_string(), headers, body };
+    let respond = state.respond.lock().unwrap().clone();
+    let (status, body) = respond(&r);
+    state.received.lock().unwrap().push(r);
+    (status, [("content-type", "application/json")], body)
+}
+
+/// A running `switchboard serve`, killed when dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    child: Child,
+    log: PathBuf,
+}
+
+/// What a test server is made of.
+pub struct ServerSetup {
+    /// The folder for config, plugins and data (kept by the caller, usually a tempdir).
+    pub dir: PathBuf,
+    /// The fake Coreapp's base URL, if any.
+    pub coreapp: Option<String>,
+    /// `(name, url)` of each destination.
+    pub destinations: Vec<(String, String)>,
+    /// Extra TOML appended to the config.
+    pub extra: String,
+    /// Copy the example plugins into the plugins folder.
+    pub example_plugins: bool,
+}
+
+impl ServerSetup {
+    /// A setup in `dir` with the example plugins and nothing else.
+    pub fn new(dir: &Path) -> ServerSetup {
+        ServerSetup { dir: dir.to_path_buf(), coreapp: None, destinations: Vec::new(), extra: String::new(), example_plugins: true }
+    }
+
+    /// The plugins folder.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.join("plugins")
+    }
+
+    /// Write config and plugins, then start the server (see [`Server::start`]).
+    pub async fn start(&self) -> Server {
+        let plugins = build();
+        std::fs::create_dir_all(self.plugins_dir()).unwrap();
+        if self.example_plugins {
+            for entry in std::fs::read_dir(plugins).unwrap() {
+                let path = entry.unwrap().path();
+                std::fs::copy(&path, self.plugins_dir().join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        let port = free_port();
+        let mut config = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nwebhook_path = \"/webhook\"\n\n[plugins]\ndir = \"plugins\"\n\n\
+             [storage]\nurl = \"sqlite://data/switchboard.db\"\n\n[delivery]\ninitial_backoff = \"100ms\"\nmax_backoff = \"1s\"\ntimeout = \"2s\"\n\n"
+        );
+        if let Some(url) = &self.coreapp {
+            config += &format!("[whatsapp]\nbase_url = \"{url}\"\nusername = \"admin\"\npassword = \"secret\"\n\n");
+        }
+        for (name, url) in &self.destinations {
+            config += &format!("[destinations.{name}]\nurl = \"{url}\"\n\n");
+        }
+        config += &self.extra;
+        std::fs::write(self.dir.join("switchboard.toml"), config).unwrap();
+        Server::start(&self.dir, format!("127.0.0.1:{port}").parse().unwrap()).await
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    /// Start the server on `dir/switchboard.toml` and wait until it answers `/health`.
+    pub async fn start(dir: &Path, addr: SocketAddr) -> Server {
+        build();
+        let log = dir.join("server.log");
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let child = Command::new(root().join("target/release/switchboard"))
+            .current_dir(dir)
+            .args(["serve", "--config", "switchboard.toml"])
+            .env("RUST_LOG", "info,switchboard=debug")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start switchboard");
+        let mut server = Server { addr, dir: dir.to_path_buf(), child, log };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("switchboard exited with {status}:\n{}", server.log());
+            }
+            if let Ok(r) = client.get(server.url("/health")).send().await {
+                if r.status().is_success() {
+                    return server;
+                }
+            }
+            assert!(Instant::now() < deadline, "switchboard did not come up:\n{}", server.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `http://ADDR{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POST a webhook body; returns the status and the response body.
+    pub async fn post(&self, body: &str) -> (StatusCode, String) {
+        let r = reqwest::Client::new()
+            .post(self.url("/webhook"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("POST the webhook");
+        let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+        (status, r.text().await.unwrap_or_default())
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A counter of `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = reqwest::get(self.url("/metrics")).await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("switchboard_{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    }
+
+    /// Send SIGTERM and wait for the process to exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Kill the process with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poll `check` until it returns true or `timeout` passes; returns the last result.
+pub async fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Group requests by path, for readable assertion messages.
+pub fn by_path(received: &[Received]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for r in received {
+        *m.entry(format!("{} {}", r.method, r.path)).or_insert(0) += 1;
+    }
+    m
+}
