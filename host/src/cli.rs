@@ -77,17 +77,24 @@ enum DeliveriesCommand {
 
 /// Log to stderr; `RUST_LOG` filters (default `info`).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn")
+    });
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal();
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Serve { config } => rt.block_on(crate::server::serve(Config::load(&config)?)),
         Command::Deliveries { command } => rt.block_on(deliveries(command)),
@@ -98,7 +105,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<()> {
     match command {
-        DeliveriesCommand::List { config, dead, limit } => {
+        DeliveriesCommand::List {
+            config,
+            dead,
+            limit,
+        } => {
             let store = open_store(&config)?;
             let rows = store.list_deliveries(dead, limit)?;
             if rows.is_empty() {
@@ -117,7 +128,11 @@ async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<()> {
             }
             store.close().await;
         }
-        DeliveriesCommand::Retry { config, id, all_dead } => {
+        DeliveriesCommand::Retry {
+            config,
+            id,
+            all_dead,
+        } => {
             if id.is_none() && !all_dead {
                 bail!("name a delivery id, or pass --all-dead");
             }
@@ -139,22 +154,35 @@ fn open_store(config: &Path) -> anyhow::Result<Store> {
 }
 
 async fn run_plugin(plugin: &Path, payload: &Path) -> anyhow::Result<()> {
-    let body = std::fs::read(payload).with_context(|| format!("cannot read {}", payload.display()))?;
+    let body =
+        std::fs::read(payload).with_context(|| format!("cannot read {}", payload.display()))?;
     let notifications = switchboard_sdk::split::split_onprem(&body, "run-plugin")?;
-    let wasm = std::fs::read(plugin).with_context(|| format!("cannot read {}", plugin.display()))?;
+    let wasm =
+        std::fs::read(plugin).with_context(|| format!("cannot read {}", plugin.display()))?;
     let manifest = Manifest::load(&plugin.with_extension("toml"))?;
-    let scratch = std::env::temp_dir().join(format!("switchboard-run-plugin-{}.db", std::process::id()));
+    let scratch =
+        std::env::temp_dir().join(format!("switchboard-run-plugin-{}.db", std::process::id()));
     let store = Store::open(&scratch)?;
     let runtime = Runtime::new(store.clone(), None)?;
-    let name = plugin.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin");
-    let loaded = runtime.load(name, &wasm, manifest).with_context(|| format!("cannot load {}", plugin.display()))?;
+    let name = plugin
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("plugin");
+    let loaded = runtime
+        .load(name, &wasm, manifest)
+        .with_context(|| format!("cannot load {}", plugin.display()))?;
     let mut overlay = KvOverlay::default();
     let metrics = Metrics::default();
-    let snapshot = crate::plugins::Snapshot { plugins: vec![loaded] };
+    let snapshot = crate::plugins::Snapshot {
+        plugins: vec![loaded],
+    };
     for n in &notifications {
         let actions = crate::dispatch::run_chain(&snapshot, n, &mut overlay, &metrics);
         let actions: Vec<_> = actions.into_iter().map(|(_, a)| a).collect();
-        println!("{}", serde_json::json!({ "kind": n.kind, "id": n.id, "actions": actions }));
+        println!(
+            "{}",
+            serde_json::json!({ "kind": n.kind, "id": n.id, "actions": actions })
+        );
     }
     store.close().await;
     for suffix in ["", "-wal", "-shm"] {
@@ -170,7 +198,13 @@ fn new_plugin(name: &str, sdk_path: Option<&Path>) -> anyhow::Result<()> {
     }
     let crate_name = name.trim_start_matches(|c: char| c.is_ascii_digit() || c == '-');
     let sdk = match sdk_path {
-        Some(p) => format!("{{ path = {:?} }}", p.canonicalize().unwrap_or(p.to_path_buf()).display().to_string()),
+        Some(p) => format!(
+            "{{ path = {:?} }}",
+            p.canonicalize()
+                .unwrap_or(p.to_path_buf())
+                .display()
+                .to_string()
+        ),
         None => format!("\"{}\"", env!("CARGO_PKG_VERSION")),
     };
     std::fs::create_dir_all(dir.join("src"))?;

@@ -89,7 +89,9 @@ pub struct PluginsConfig {
 
 impl Default for PluginsConfig {
     fn default() -> Self {
-        PluginsConfig { dir: default_plugins_dir() }
+        PluginsConfig {
+            dir: default_plugins_dir(),
+        }
     }
 }
 
@@ -216,8 +218,8 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let mut config: Config =
-            toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        let mut config: Config = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.plugins.dir = base.join(&config.plugins.dir);
         if let Some(p) = config.storage.url.strip_prefix("sqlite://") {
@@ -231,7 +233,10 @@ impl Config {
 
     fn check(&self) -> anyhow::Result<()> {
         if !self.server.webhook_path.starts_with('/') {
-            bail!("[server] webhook_path must start with '/', got {:?}", self.server.webhook_path);
+            bail!(
+                "[server] webhook_path must start with '/', got {:?}",
+                self.server.webhook_path
+            );
         }
         self.storage.sqlite_path()?;
         for (name, d) in &self.destinations {

@@ -33,24 +33,70 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self, plugins_loaded: usize, plugin_load_errors: usize) -> String {
         let counters = [
-            ("webhooks_received_total", "Webhook POSTs received", &self.webhooks_received),
-            ("webhooks_rejected_total", "Webhook POSTs answered with an error", &self.webhooks_rejected),
-            ("notifications_accepted_total", "Notifications stored", &self.notifications_accepted),
-            ("notifications_duplicate_total", "Notifications dropped as already seen", &self.notifications_duplicate),
-            ("notifications_dispatched_total", "Notifications run through the plugins", &self.notifications_dispatched),
+            (
+                "webhooks_received_total",
+                "Webhook POSTs received",
+                &self.webhooks_received,
+            ),
+            (
+                "webhooks_rejected_total",
+                "Webhook POSTs answered with an error",
+                &self.webhooks_rejected,
+            ),
+            (
+                "notifications_accepted_total",
+                "Notifications stored",
+                &self.notifications_accepted,
+            ),
+            (
+                "notifications_duplicate_total",
+                "Notifications dropped as already seen",
+                &self.notifications_duplicate,
+            ),
+            (
+                "notifications_dispatched_total",
+                "Notifications run through the plugins",
+                &self.notifications_dispatched,
+            ),
             ("plugin_calls_total", "Plugin calls", &self.plugin_calls),
-            ("plugin_failures_total", "Plugin calls that failed", &self.plugin_failures),
-            ("actions_refused_total", "Plugin actions refused for lack of permission", &self.actions_refused),
-            ("deliveries_ok_total", "Deliveries accepted by their receiver", &self.deliveries_ok),
-            ("deliveries_retried_total", "Delivery attempts that will be retried", &self.deliveries_retried),
-            ("deliveries_dead_total", "Deliveries given up (dead letters)", &self.deliveries_dead),
+            (
+                "plugin_failures_total",
+                "Plugin calls that failed",
+                &self.plugin_failures,
+            ),
+            (
+                "actions_refused_total",
+                "Plugin actions refused for lack of permission",
+                &self.actions_refused,
+            ),
+            (
+                "deliveries_ok_total",
+                "Deliveries accepted by their receiver",
+                &self.deliveries_ok,
+            ),
+            (
+                "deliveries_retried_total",
+                "Delivery attempts that will be retried",
+                &self.deliveries_retried,
+            ),
+            (
+                "deliveries_dead_total",
+                "Deliveries given up (dead letters)",
+                &self.deliveries_dead,
+            ),
         ];
         let mut out = String::new();
         for (name, help, c) in counters {
-            let _ = writeln!(out, "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} counter");
+            let _ = writeln!(
+                out,
+                "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} counter"
+            );
             let _ = writeln!(out, "switchboard_{name} {}", c.load(Ordering::Relaxed));
         }
-        let _ = writeln!(out, "# TYPE switchboard_plugins_loaded gauge\nswitchboard_plugins_loaded {plugins_loaded}");
+        let _ = writeln!(
+            out,
+            "# TYPE switchboard_plugins_loaded gauge\nswitchboard_plugins_loaded {plugins_loaded}"
+        );
         let _ = writeln!(
             out,
             "# TYPE switchboard_plugin_load_errors gauge\nswitchboard_plugin_load_errors {plugin_load_errors}"

@@ -29,7 +29,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
 
     let delivery_wake = delivery::Wake::default();
-    let delivery = Delivery::new(store.clone(), config.clone(), metrics.clone(), delivery_wake.clone())?;
+    let delivery = Delivery::new(
+        store.clone(),
+        config.clone(),
+        metrics.clone(),
+        delivery_wake.clone(),
+    )?;
     let (dispatch_wake, dispatch_rx) = dispatch::channel();
     let stop_dispatch = Arc::new(AtomicBool::new(false));
     let dispatcher = Dispatcher {
@@ -64,14 +69,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    let names: Vec<String> = registry.snapshot().plugins.iter().map(|p| p.name.to_string()).collect();
+    let names: Vec<String> = registry
+        .snapshot()
+        .plugins
+        .iter()
+        .map(|p| p.name.to_string())
+        .collect();
     tracing::info!(
         listen = %listener.local_addr()?,
         webhook_path = config.server.webhook_path,
         plugins = ?names,
         "switchboard is serving"
     );
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
 
     tracing::info!("shutting down: draining the inbox and deliveries in flight");
     stop_dispatch.store(true, Ordering::SeqCst);

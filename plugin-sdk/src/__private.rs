@@ -35,10 +35,18 @@ pub fn init<P: Plugin>(config: &str) -> Result<P, String> {
     P::init(Config::from_json(config)?)
 }
 
-pub fn handle<P: Plugin>(plugin: &P, n: WitNotification, prior: Vec<WitAction>) -> Result<Vec<WitAction>, String> {
+pub fn handle<P: Plugin>(
+    plugin: &P,
+    n: WitNotification,
+    prior: Vec<WitAction>,
+) -> Result<Vec<WitAction>, String> {
     let mut n = Notification::from(n);
     n.prior = prior.into_iter().map(Action::from).collect();
-    Ok(plugin.handle(&n)?.into_iter().map(WitAction::from).collect())
+    Ok(plugin
+        .handle(&n)?
+        .into_iter()
+        .map(WitAction::from)
+        .collect())
 }
 
 impl From<WitNotification> for Notification {
@@ -68,8 +76,15 @@ impl From<WitNotification> for Notification {
 impl From<WitAction> for Action {
     fn from(a: WitAction) -> Self {
         match a {
-            WitAction::Reply(r) => Action::Reply { to: r.to, body: r.body, quote: r.quote },
-            WitAction::Forward(f) => Action::Forward { destination: f.destination, body: f.body },
+            WitAction::Reply(r) => Action::Reply {
+                to: r.to,
+                body: r.body,
+                quote: r.quote,
+            },
+            WitAction::Forward(f) => Action::Forward {
+                destination: f.destination,
+                body: f.body,
+            },
             WitAction::MarkRead(id) => Action::MarkRead { message_id: id },
             WitAction::Tag(tag) => Action::Tag { tag },
             WitAction::Stop => Action::Stop,
@@ -81,7 +96,9 @@ impl From<Action> for WitAction {
     fn from(a: Action) -> Self {
         match a {
             Action::Reply { to, body, quote } => WitAction::Reply(WitReply { to, body, quote }),
-            Action::Forward { destination, body } => WitAction::Forward(WitForward { destination, body }),
+            Action::Forward { destination, body } => {
+                WitAction::Forward(WitForward { destination, body })
+            }
             Action::MarkRead { message_id } => WitAction::MarkRead(message_id),
             Action::Tag { tag } => WitAction::Tag(tag),
             Action::Stop => WitAction::Stop,

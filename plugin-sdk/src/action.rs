@@ -41,22 +41,34 @@ pub enum Action {
 impl Action {
     /// A text reply to `to`.
     pub fn reply(to: impl Into<String>, body: impl Into<String>) -> Self {
-        Action::Reply { to: to.into(), body: body.into(), quote: None }
+        Action::Reply {
+            to: to.into(),
+            body: body.into(),
+            quote: None,
+        }
     }
 
     /// Forward the notification, in the standard envelope, to `destination`.
     pub fn forward(destination: impl Into<String>) -> Self {
-        Action::Forward { destination: destination.into(), body: None }
+        Action::Forward {
+            destination: destination.into(),
+            body: None,
+        }
     }
 
     /// Forward a JSON body of the plugin's own to `destination`.
     pub fn forward_json(destination: impl Into<String>, body: &serde_json::Value) -> Self {
-        Action::Forward { destination: destination.into(), body: Some(body.to_string()) }
+        Action::Forward {
+            destination: destination.into(),
+            body: Some(body.to_string()),
+        }
     }
 
     /// Mark the inbound message `message_id` as read.
     pub fn mark_read(message_id: impl Into<String>) -> Self {
-        Action::MarkRead { message_id: message_id.into() }
+        Action::MarkRead {
+            message_id: message_id.into(),
+        }
     }
 
     /// Tag the notification.

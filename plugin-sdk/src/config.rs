@@ -10,7 +10,9 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Config(serde_json::Value::Object(Default::default())));
         }
-        serde_json::from_str(text).map(Config).map_err(|e| format!("config is not valid JSON: {e}"))
+        serde_json::from_str(text)
+            .map(Config)
+            .map_err(|e| format!("config is not valid JSON: {e}"))
     }
 
     /// Wrap a JSON value, as the test harness does.

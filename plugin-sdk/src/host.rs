@@ -10,10 +10,10 @@ use crate::testing::fake_host as imp;
 pub mod log {
     use super::imp;
 
-    #[cfg(target_arch = "wasm32")]
-    use imp::Level;
     #[cfg(not(target_arch = "wasm32"))]
     use crate::testing::Level;
+    #[cfg(target_arch = "wasm32")]
+    use imp::Level;
 
     /// Log at debug level.
     pub fn debug(message: &str) {

@@ -51,8 +51,10 @@ struct ContactKey {
 /// keeps its exact JSON text and gets the `contacts` entry whose `wa_id` matches its sender
 /// (or the only contact, when there is one).
 pub fn split_onprem(body: &[u8], source: &str) -> Result<Vec<Notification>, SplitError> {
-    let text = std::str::from_utf8(body).map_err(|e| SplitError::Syntax(format!("body is not UTF-8: {e}")))?;
-    let value: &RawValue = serde_json::from_str(text).map_err(|e| SplitError::Syntax(e.to_string()))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|e| SplitError::Syntax(format!("body is not UTF-8: {e}")))?;
+    let value: &RawValue =
+        serde_json::from_str(text).map_err(|e| SplitError::Syntax(e.to_string()))?;
     let parsed: OnPremBody<'_> =
         serde_json::from_str(value.get()).map_err(|e| SplitError::Shape(e.to_string()))?;
     split_parts(&parsed, source, None)
@@ -67,8 +69,8 @@ fn split_parts(
         .contacts
         .iter()
         .map(|c| {
-            let key: ContactKey =
-                serde_json::from_str(c.get()).map_err(|e| SplitError::Shape(format!("contacts: {e}")))?;
+            let key: ContactKey = serde_json::from_str(c.get())
+                .map_err(|e| SplitError::Shape(format!("contacts: {e}")))?;
             Ok((key.wa_id, *c))
         })
         .collect::<Result<_, SplitError>>()?;
@@ -99,7 +101,8 @@ fn split_parts(
             Kind::Error => None,
         };
         if let Some(contact) = contact {
-            n.set_contact(contact).map_err(|e| SplitError::Shape(format!("contacts: {e}")))?;
+            n.set_contact(contact)
+                .map_err(|e| SplitError::Shape(format!("contacts: {e}")))?;
         }
         n.phone_number_id = phone_number_id.map(str::to_string);
         out.push(n);
@@ -153,7 +156,8 @@ struct CloudMetadata {
 /// notifications as the On-Premises format, each carrying the business phone number id of its
 /// `value.metadata`. Changes of a `field` other than `messages` are skipped.
 pub fn split_cloud(body: &[u8], source: &str) -> Result<Vec<Notification>, SplitError> {
-    let text = std::str::from_utf8(body).map_err(|e| SplitError::Syntax(format!("body is not UTF-8: {e}")))?;
+    let text = std::str::from_utf8(body)
+        .map_err(|e| SplitError::Syntax(format!("body is not UTF-8: {e}")))?;
     let _: &RawValue = serde_json::from_str(text).map_err(|e| SplitError::Syntax(e.to_string()))?;
     let envelope: CloudEnvelope<'_> =
         serde_json::from_str(text).map_err(|e| SplitError::Shape(e.to_string()))?;
@@ -169,7 +173,10 @@ pub fn split_cloud(body: &[u8], source: &str) -> Result<Vec<Notification>, Split
             continue;
         }
         let value = &change.value;
-        let number = value.metadata.as_ref().and_then(|m| m.phone_number_id.as_deref());
+        let number = value
+            .metadata
+            .as_ref()
+            .and_then(|m| m.phone_number_id.as_deref());
         let body = OnPremBody {
             contacts: value.contacts.clone(),
             messages: value.messages.clone(),

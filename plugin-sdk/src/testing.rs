@@ -102,8 +102,15 @@ impl<P: Plugin> Harness<P> {
     /// Reset the fake host (empty store, clock at [`START_MILLIS`], no logs) and build the
     /// plugin from `config`, the JSON form of its `[config]` table.
     pub fn new(config: serde_json::Value) -> Result<Self, String> {
-        HOST.with(|h| *h.borrow_mut() = FakeHost { now_millis: START_MILLIS, ..Default::default() });
-        Ok(Harness { plugin: P::init(Config::from_value(config))? })
+        HOST.with(|h| {
+            *h.borrow_mut() = FakeHost {
+                now_millis: START_MILLIS,
+                ..Default::default()
+            }
+        });
+        Ok(Harness {
+            plugin: P::init(Config::from_value(config))?,
+        })
     }
 
     /// Run the plugin on one notification.

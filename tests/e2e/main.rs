@@ -2,3 +2,4 @@
 //! destination servers on loopback. Run them with `cargo xtask test`.
 
 mod end_to_end;
+mod plugins;

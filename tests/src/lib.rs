@@ -17,7 +17,17 @@ use axum::response::IntoResponse;
 
 /// The workspace folder.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Cargo's build folder: `CARGO_TARGET_DIR`, or `target/` of the workspace.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
 
 /// A fixture body from `shared/fixtures/onprem/`.
@@ -32,12 +42,41 @@ pub fn fixture(name: &str) -> String {
 pub fn build() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let plugins = root().join("target/plugins");
-        for needed in [root().join("target/release/switchboard"), plugins.join("auto-reply.wasm")] {
-            assert!(needed.exists(), "{} is missing: run the tests with `cargo xtask test`", needed.display());
+        let plugins = target_dir().join("plugins");
+        for needed in [
+            target_dir().join("release/switchboard"),
+            plugins.join("auto-reply.wasm"),
+        ] {
+            assert!(
+                needed.exists(),
+                "{} is missing: run the tests with `cargo xtask test`",
+                needed.display()
+            );
         }
         plugins
     })
+}
+
+/// A plugin built for the tests (`misbehave.wasm`, `misbehave-b.wasm`), from
+/// `target/test-plugins/`.
+pub fn test_plugin(file: &str) -> PathBuf {
+    let path = target_dir().join("test-plugins").join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo xtask test`",
+        path.display()
+    );
+    path
+}
+
+/// Put a plugin into a plugins folder the way an operator should: write under a temporary name,
+/// then rename, so the server never sees half a file.
+pub fn install(dir: &Path, name: &str, wasm: &Path, manifest: &str) {
+    let tmp = dir.join(format!(".{name}.partial"));
+    std::fs::write(&tmp, manifest).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{name}.toml"))).unwrap();
+    std::fs::copy(wasm, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).unwrap();
 }
 
 /// A request a fake server received.
@@ -52,7 +91,8 @@ pub struct Received {
 impl Received {
     /// The body as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body of {} is not JSON: {e}", self.path))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body of {} is not JSON: {e}", self.path))
     }
 
     /// A header as text.
@@ -82,15 +122,24 @@ impl Fake {
     }
 
     /// A fake answering with `respond`.
-    pub async fn with(respond: impl Fn(&Received) -> (StatusCode, String) + Send + Sync + 'static) -> Fake {
-        let state = Arc::new(FakeState { received: Mutex::new(Vec::new()), respond: Mutex::new(Arc::new(respond)) });
+    pub async fn with(
+        respond: impl Fn(&Received) -> (StatusCode, String) + Send + Sync + 'static,
+    ) -> Fake {
+        let state = Arc::new(FakeState {
+            received: Mutex::new(Vec::new()),
+            respond: Mutex::new(Arc::new(respond)),
+        });
         let app = Router::new().fallback(record).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Fake { addr, state, _task: task }
+        Fake {
+            addr,
+            state,
+            _task: task,
+        }
     }
 
     /// A fake Coreapp: login gives a token, `POST /v1/messages` an id, the rest `{}`; requests
@@ -117,7 +166,10 @@ impl Fake {
     }
 
     /// Change how the fake answers from now on.
-    pub fn respond(&self, respond: impl Fn(&Received) -> (StatusCode, String) + Send + Sync + 'static) {
+    pub fn respond(
+        &self,
+        respond: impl Fn(&Received) -> (StatusCode, String) + Send + Sync + 'static,
+    ) {
         *self.state.respond.lock().unwrap() = Arc::new(respond);
     }
 
@@ -133,12 +185,26 @@ impl Fake {
 
     /// What was received on `path` (with any method).
     pub fn received_on(&self, path: &str) -> Vec<Received> {
-        self.received().into_iter().filter(|r| r.path == path).collect()
+        self.received()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
     }
 }
 
-async fn record(State(state): State<Arc<FakeState>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
-    let r = Received { method, path: uri.path().to_string(), headers, body };
+async fn record(
+    State(state): State<Arc<FakeState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let r = Received {
+        method,
+        path: uri.path().to_string(),
+        headers,
+        body,
+    };
     let respond = state.respond.lock().unwrap().clone();
     let (status, body) = respond(&r);
     state.received.lock().unwrap().push(r);
@@ -170,7 +236,13 @@ pub struct ServerSetup {
 impl ServerSetup {
     /// A setup in `dir` with the example plugins and nothing else.
     pub fn new(dir: &Path) -> ServerSetup {
-        ServerSetup { dir: dir.to_path_buf(), coreapp: None, destinations: Vec::new(), extra: String::new(), example_plugins: true }
+        ServerSetup {
+            dir: dir.to_path_buf(),
+            coreapp: None,
+            destinations: Vec::new(),
+            extra: String::new(),
+            example_plugins: true,
+        }
     }
 
     /// The plugins folder.
@@ -194,7 +266,9 @@ impl ServerSetup {
              [storage]\nurl = \"sqlite://data/switchboard.db\"\n\n[delivery]\ninitial_backoff = \"100ms\"\nmax_backoff = \"1s\"\ntimeout = \"2s\"\n\n"
         );
         if let Some(url) = &self.coreapp {
-            config += &format!("[whatsapp]\nbase_url = \"{url}\"\nusername = \"admin\"\npassword = \"secret\"\n\n");
+            config += &format!(
+                "[whatsapp]\nbase_url = \"{url}\"\nusername = \"admin\"\npassword = \"secret\"\n\n"
+            );
         }
         for (name, url) in &self.destinations {
             config += &format!("[destinations.{name}]\nurl = \"{url}\"\n\n");
@@ -205,9 +279,20 @@ impl ServerSetup {
     }
 }
 
+/// An HTTP client for the tests (the workspace builds reqwest with rustls and no default crypto
+/// provider: this installs ring's).
+pub fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Server {
@@ -215,8 +300,12 @@ impl Server {
     pub async fn start(dir: &Path, addr: SocketAddr) -> Server {
         build();
         let log = dir.join("server.log");
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let child = Command::new(root().join("target/release/switchboard"))
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(target_dir().join("release/switchboard"))
             .current_dir(dir)
             .args(["serve", "--config", "switchboard.toml"])
             .env("RUST_LOG", "info,switchboard=debug")
@@ -224,8 +313,13 @@ impl Server {
             .stderr(log_file)
             .spawn()
             .expect("start switchboard");
-        let mut server = Server { addr, dir: dir.to_path_buf(), child, log };
-        let client = reqwest::Client::new();
+        let mut server = Server {
+            addr,
+            dir: dir.to_path_buf(),
+            child,
+            log,
+        };
+        let client = http();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -236,7 +330,11 @@ impl Server {
                     return server;
                 }
             }
-            assert!(Instant::now() < deadline, "switchboard did not come up:\n{}", server.log());
+            assert!(
+                Instant::now() < deadline,
+                "switchboard did not come up:\n{}",
+                server.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -248,7 +346,7 @@ impl Server {
 
     /// POST a webhook body; returns the status and the response body.
     pub async fn post(&self, body: &str) -> (StatusCode, String) {
-        let r = reqwest::Client::new()
+        let r = http()
             .post(self.url("/webhook"))
             .header("content-type", "application/json")
             .body(body.to_string())
@@ -266,7 +364,14 @@ impl Server {
 
     /// A counter of `/metrics`.
     pub async fn metric(&self, name: &str) -> u64 {
-        let text = reqwest::get(self.url("/metrics")).await.unwrap().text().await.unwrap();
+        let text = http()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("switchboard_{name} ")))
             .and_then(|v| v.trim().parse().ok())
@@ -275,7 +380,9 @@ impl Server {
 
     /// Send SIGTERM and wait for the process to exit; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {

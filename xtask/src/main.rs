@@ -14,7 +14,9 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("run") => run(&root, &args[1..]),
         Some("test") => test(&root, &args[1..]),
-        Some("build-plugins") => build_plugins(&root).map(|dir| println!("plugins in {}", dir.display())),
+        Some("build-plugins") => {
+            build_plugins(&root).map(|dir| println!("plugins in {}", dir.display()))
+        }
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
@@ -28,7 +30,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_path_buf()
+}
+
+/// Cargo's build folder: `CARGO_TARGET_DIR`, or `target/` of the workspace.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
 }
 
 fn cargo() -> Command {
@@ -37,7 +49,9 @@ fn cargo() -> Command {
 
 fn status(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("xtask: {cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -50,7 +64,10 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
         .args(["target", "list", "--installed"])
         .output()
         .context("rustup is needed to install the wasm32-wasip2 target")?;
-    if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == WASM_TARGET) {
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == WASM_TARGET)
+    {
         return Ok(());
     }
     status(Command::new("rustup").args(["target", "add", WASM_TARGET]))
@@ -61,17 +78,22 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
 fn build_plugins(root: &Path) -> anyhow::Result<PathBuf> {
     ensure_wasm_target()?;
     let mut cmd = cargo();
-    cmd.current_dir(root).args(["build", "--profile", "plugin", "--target", WASM_TARGET]);
+    cmd.current_dir(root)
+        .args(["build", "--profile", "plugin", "--target", WASM_TARGET]);
     for p in PLUGINS {
         cmd.args(["-p", p]);
     }
     status(&mut cmd)?;
-    let out = root.join("target/plugins");
+    let out = target_dir(root).join("plugins");
     std::fs::create_dir_all(&out)?;
     for p in PLUGINS {
-        let wasm = root.join(format!("target/{WASM_TARGET}/plugin/{}.wasm", p.replace('-', "_")));
+        let wasm =
+            target_dir(root).join(format!("{WASM_TARGET}/plugin/{}.wasm", p.replace('-', "_")));
         copy_atomically(&wasm, &out.join(format!("{p}.wasm")))?;
-        copy_atomically(&root.join(format!("example-plugins/{p}/{p}.toml")), &out.join(format!("{p}.toml")))?;
+        copy_atomically(
+            &root.join(format!("example-plugins/{p}/{p}.toml")),
+            &out.join(format!("{p}.toml")),
+        )?;
     }
     Ok(out)
 }
@@ -113,8 +135,12 @@ url = "http://127.0.0.1:9101/crm"
 
 fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     build_plugins(root)?;
-    status(cargo().current_dir(root).args(["build", "--release", "-p", "switchboard"]))?;
-    let dir = root.join("target/run");
+    status(
+        cargo()
+            .current_dir(root)
+            .args(["build", "--release", "-p", "switchboard"]),
+    )?;
+    let dir = target_dir(root).join("run");
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("switchboard.toml");
     if !config.exists() {
@@ -126,7 +152,7 @@ fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
          --data @../shared/fixtures/onprem/e1-text.json",
         config.display()
     );
-    let mut cmd = Command::new(root.join("target/release/switchboard"));
+    let mut cmd = Command::new(target_dir(root).join("release/switchboard"));
     cmd.arg("serve").arg("--config").arg(&config).args(args);
     if std::env::var_os("SWITCHBOARD_WA_PASSWORD").is_none() {
         cmd.env("SWITCHBOARD_WA_PASSWORD", "change-me");
@@ -134,11 +160,50 @@ fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     status(&mut cmd)
 }
 
+/// Build the plugins only the tests use into `target/test-plugins/`: `misbehave.wasm`, and a
+/// second build of it, `misbehave-b.wasm`, that reports another build id.
+fn build_test_plugins(root: &Path) -> anyhow::Result<()> {
+    let out = target_dir(root).join("test-plugins");
+    std::fs::create_dir_all(&out)?;
+    for build in ["a", "b"] {
+        let mut cmd = cargo();
+        cmd.current_dir(root)
+            .args([
+                "build",
+                "--profile",
+                "plugin",
+                "--target",
+                WASM_TARGET,
+                "-p",
+                "misbehave",
+            ])
+            .env("MISBEHAVE_BUILD", build);
+        status(&mut cmd)?;
+        let name = if build == "a" {
+            "misbehave.wasm".to_string()
+        } else {
+            format!("misbehave-{build}.wasm")
+        };
+        copy_atomically(
+            &target_dir(root).join(format!("{WASM_TARGET}/plugin/misbehave.wasm")),
+            &out.join(name),
+        )?;
+    }
+    Ok(())
+}
+
 fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     build_plugins(root)?;
+    build_test_plugins(root)?;
     // The end-to-end tests run the server binary: build it first, in the same profile.
-    status(cargo().current_dir(root).args(["build", "--release", "-p", "switchboard"]))?;
+    status(
+        cargo()
+            .current_dir(root)
+            .args(["build", "--release", "-p", "switchboard"]),
+    )?;
     let mut cmd = cargo();
-    cmd.current_dir(root).args(["test", "--release", "--workspace", "--exclude", "xtask"]).args(args);
+    cmd.current_dir(root)
+        .args(["test", "--release", "--workspace", "--exclude", "xtask"])
+        .args(args);
     status(&mut cmd)
 }

@@ -39,7 +39,9 @@ impl Plugin for AutoReply {
     }
 
     fn on_message(&self, n: &Notification, message: &Message) -> Result<Vec<Action>, String> {
-        let Some(from) = n.sender.as_deref() else { return Ok(vec![]) };
+        let Some(from) = n.sender.as_deref() else {
+            return Ok(vec![]);
+        };
         if message.kind != "text" {
             return Ok(vec![]);
         }
@@ -57,7 +59,9 @@ impl Plugin for AutoReply {
 impl AutoReply {
     /// Whether to reply to `customer` now, remembering the reply for the window.
     fn first_in_window(&self, customer: &str) -> bool {
-        let Some(hours) = self.settings.once_per_hours else { return true };
+        let Some(hours) = self.settings.once_per_hours else {
+            return true;
+        };
         let key = format!("replied:{customer}");
         if kv::get(&key).is_some() {
             return false;
@@ -83,7 +87,10 @@ mod tests {
         let h = Harness::<AutoReply>::new(json!({ "text": "Thanks!" })).unwrap();
         assert_eq!(
             h.handle_body(TEXT).unwrap(),
-            vec![Action::reply("5511987650001", "Thanks!"), Action::mark_read("ABEGVRGYdlABAgo-sKq3Yc7rN2Tz")]
+            vec![
+                Action::reply("5511987650001", "Thanks!"),
+                Action::mark_read("ABEGVRGYdlABAgo-sKq3Yc7rN2Tz")
+            ]
         );
     }
 
@@ -91,26 +98,46 @@ mod tests {
     fn ignores_other_types_and_statuses() {
         let h = Harness::<AutoReply>::new(json!({ "text": "Thanks!" })).unwrap();
         assert_eq!(h.handle_body(IMAGE).unwrap(), vec![]);
-        let status = include_str!("../../../../shared/fixtures/onprem/e16-status-sent-pricing.json");
+        let status =
+            include_str!("../../../../shared/fixtures/onprem/e16-status-sent-pricing.json");
         assert_eq!(h.handle_body(status).unwrap(), vec![]);
     }
 
     #[test]
     fn mark_read_can_be_turned_off() {
-        let h = Harness::<AutoReply>::new(json!({ "text": "Thanks!", "mark_read": false })).unwrap();
-        assert_eq!(h.handle_body(TEXT).unwrap(), vec![Action::reply("5511987650001", "Thanks!")]);
+        let h =
+            Harness::<AutoReply>::new(json!({ "text": "Thanks!", "mark_read": false })).unwrap();
+        assert_eq!(
+            h.handle_body(TEXT).unwrap(),
+            vec![Action::reply("5511987650001", "Thanks!")]
+        );
     }
 
     #[test]
     fn replies_once_per_window() {
-        let h = Harness::<AutoReply>::new(json!({ "text": "Thanks!", "once_per_hours": 2, "mark_read": false })).unwrap();
+        let h = Harness::<AutoReply>::new(
+            json!({ "text": "Thanks!", "once_per_hours": 2, "mark_read": false }),
+        )
+        .unwrap();
         assert_eq!(h.handle_body(TEXT).unwrap().len(), 1);
         h.advance(Duration::from_secs(3600));
-        assert_eq!(h.handle_body(TEXT).unwrap(), vec![], "a second message within the window gets no reply");
+        assert_eq!(
+            h.handle_body(TEXT).unwrap(),
+            vec![],
+            "a second message within the window gets no reply"
+        );
         let other = TEXT.replace("5511987650001", "5511987650002");
-        assert_eq!(h.handle_body(&other).unwrap().len(), 1, "the window is per customer");
+        assert_eq!(
+            h.handle_body(&other).unwrap().len(),
+            1,
+            "the window is per customer"
+        );
         h.advance(Duration::from_secs(3601));
-        assert_eq!(h.handle_body(TEXT).unwrap().len(), 1, "after the window it replies again");
+        assert_eq!(
+            h.handle_body(TEXT).unwrap().len(),
+            1,
+            "after the window it replies again"
+        );
     }
 
     #[test]

@@ -34,11 +34,17 @@ impl Plugin for KeywordRouter {
         let mut routes = settings.routes;
         for r in &mut routes {
             if r.keyword.trim().is_empty() {
-                return Err(format!("a route to {:?} has an empty keyword", r.destination));
+                return Err(format!(
+                    "a route to {:?} has an empty keyword",
+                    r.destination
+                ));
             }
             r.keyword = r.keyword.to_lowercase();
         }
-        Ok(KeywordRouter { routes, default: settings.default })
+        Ok(KeywordRouter {
+            routes,
+            default: settings.default,
+        })
     }
 
     fn on_message(&self, n: &Notification, _message: &Message) -> Result<Vec<Action>, String> {
@@ -70,34 +76,60 @@ mod tests {
     }
 
     fn fixture(name: &str) -> String {
-        std::fs::read_to_string(format!("{}/../../../shared/fixtures/onprem/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        std::fs::read_to_string(format!(
+            "{}/../../../shared/fixtures/onprem/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
     }
 
     #[test]
     fn routes_text_case_insensitively() {
-        assert_eq!(router().handle_body(&fixture("e1-text.json")).unwrap(), vec![Action::forward("store")]);
+        assert_eq!(
+            router().handle_body(&fixture("e1-text.json")).unwrap(),
+            vec![Action::forward("store")]
+        );
     }
 
     #[test]
     fn routes_on_a_caption() {
-        assert_eq!(router().handle_body(&fixture("e2-image.json")).unwrap(), vec![Action::forward("support")]);
+        assert_eq!(
+            router().handle_body(&fixture("e2-image.json")).unwrap(),
+            vec![Action::forward("support")]
+        );
     }
 
     #[test]
     fn routes_on_a_button_title() {
         let body = fixture("e10-interactive-button-reply.json");
-        assert_eq!(router().handle_body(&body).unwrap(), vec![Action::forward("sales")]);
+        assert_eq!(
+            router().handle_body(&body).unwrap(),
+            vec![Action::forward("sales")]
+        );
     }
 
     #[test]
     fn sends_the_rest_to_default() {
-        assert_eq!(router().handle_body(&fixture("e8-location.json")).unwrap(), vec![Action::forward("inbox")]);
+        assert_eq!(
+            router().handle_body(&fixture("e8-location.json")).unwrap(),
+            vec![Action::forward("inbox")]
+        );
         let no_default = Harness::<KeywordRouter>::new(json!({ "routes": [] })).unwrap();
-        assert_eq!(no_default.handle_body(&fixture("e8-location.json")).unwrap(), vec![]);
+        assert_eq!(
+            no_default
+                .handle_body(&fixture("e8-location.json"))
+                .unwrap(),
+            vec![]
+        );
     }
 
     #[test]
     fn leaves_statuses_alone() {
-        assert_eq!(router().handle_body(&fixture("e19-status-failed.json")).unwrap(), vec![]);
+        assert_eq!(
+            router()
+                .handle_body(&fixture("e19-status-failed.json"))
+                .unwrap(),
+            vec![]
+        );
     }
 }

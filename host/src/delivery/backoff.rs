@@ -8,7 +8,9 @@ use crate::config::DeliveryConfig;
 /// `max_backoff`, with "full jitter" between half and all of it so that retries of many
 /// deliveries spread out. A `Retry-After` from the receiver is honoured when longer.
 pub fn delay(config: &DeliveryConfig, attempts: u32, retry_after: Option<Duration>) -> Duration {
-    let exp = config.initial_backoff.saturating_mul(1u32 << attempts.min(20));
+    let exp = config
+        .initial_backoff
+        .saturating_mul(1u32 << attempts.min(20));
     let capped = exp.min(config.max_backoff);
     let jittered = capped.mul_f64(rand::rng().random_range(0.5..=1.0));
     match retry_after {
@@ -23,18 +25,29 @@ mod tests {
 
     #[test]
     fn grows_exponentially_within_jitter_and_cap() {
-        let c = DeliveryConfig { initial_backoff: Duration::from_secs(1), max_backoff: Duration::from_secs(60), ..Default::default() };
+        let c = DeliveryConfig {
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            ..Default::default()
+        };
         for attempts in 0..10 {
             let d = delay(&c, attempts, None);
             let full = Duration::from_secs(1 << attempts).min(Duration::from_secs(60));
-            assert!(d >= full / 2 && d <= full, "attempt {attempts}: {d:?} not within [{:?}, {full:?}]", full / 2);
+            assert!(
+                d >= full / 2 && d <= full,
+                "attempt {attempts}: {d:?} not within [{:?}, {full:?}]",
+                full / 2
+            );
         }
     }
 
     #[test]
     fn honours_a_longer_retry_after() {
         let c = DeliveryConfig::default();
-        assert_eq!(delay(&c, 0, Some(Duration::from_secs(120))), Duration::from_secs(120));
+        assert_eq!(
+            delay(&c, 0, Some(Duration::from_secs(120))),
+            Duration::from_secs(120)
+        );
         assert!(delay(&c, 0, Some(Duration::from_millis(1))) >= Duration::from_millis(500));
     }
 }

@@ -50,13 +50,22 @@ pub struct Delivery {
 
 impl Delivery {
     /// Set up delivery for `config`.
-    pub fn new(store: Store, config: Arc<Config>, metrics: Arc<Metrics>, wake: Wake) -> anyhow::Result<Arc<Delivery>> {
+    pub fn new(
+        store: Store,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        wake: Wake,
+    ) -> anyhow::Result<Arc<Delivery>> {
         let http = reqwest::Client::builder()
             .timeout(config.delivery.timeout)
             .pool_max_idle_per_host(config.delivery.concurrency)
             .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let whatsapp = config.whatsapp.as_ref().map(|c| OnPremClient::new(http.clone(), c)).transpose()?;
+        let whatsapp = config
+            .whatsapp
+            .as_ref()
+            .map(|c| OnPremClient::new(http.clone(), c))
+            .transpose()?;
         let lanes = config.delivery.concurrency * (config.destinations.len() + 1);
         Ok(Arc::new(Delivery {
             store,
@@ -77,7 +86,11 @@ impl Delivery {
         tokio::pin!(shutdown);
         loop {
             let started = self.schedule().await;
-            let wait = if started { Duration::from_millis(0) } else { self.idle_wait() };
+            let wait = if started {
+                Duration::from_millis(0)
+            } else {
+                self.idle_wait()
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = self.wake.0.notified() => {}
@@ -110,7 +123,9 @@ impl Delivery {
             }
             let skip = self.in_flight.lock().map(|f| f.len()).unwrap_or(0);
             let store = self.store.clone();
-            let rows = tokio::task::spawn_blocking(move || store.due_deliveries(retries, free + skip)).await;
+            let rows =
+                tokio::task::spawn_blocking(move || store.due_deliveries(retries, free + skip))
+                    .await;
             let rows = match rows {
                 Ok(Ok(rows)) => rows,
                 Ok(Err(e)) => {
@@ -120,9 +135,18 @@ impl Delivery {
                 Err(_) => continue,
             };
             for row in rows {
-                let Ok(lane_permit) = budget.clone().try_acquire_owned() else { break };
-                let Ok(target_permit) = self.target(&row.target).try_acquire_owned() else { continue };
-                if !self.in_flight.lock().map(|mut f| f.insert(row.id)).unwrap_or(false) {
+                let Ok(lane_permit) = budget.clone().try_acquire_owned() else {
+                    break;
+                };
+                let Ok(target_permit) = self.target(&row.target).try_acquire_owned() else {
+                    continue;
+                };
+                if !self
+                    .in_flight
+                    .lock()
+                    .map(|mut f| f.insert(row.id))
+                    .unwrap_or(false)
+                {
                     continue;
                 }
                 started = true;
@@ -146,7 +170,10 @@ impl Delivery {
 
     fn target(&self, name: &str) -> Arc<Semaphore> {
         let mut targets = self.targets.lock().expect("targets lock");
-        targets.entry(name.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.config.delivery.concurrency))).clone()
+        targets
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.delivery.concurrency)))
+            .clone()
     }
 
     fn count(&self, outcome: &DeliveryOutcome) {
@@ -162,27 +189,53 @@ impl Delivery {
     async fn attempt(&self, row: &OutboxRow) -> DeliveryOutcome {
         let request: Request = match serde_json::from_str(&row.request) {
             Ok(r) => r,
-            Err(e) => return DeliveryOutcome::Dead { error: format!("unreadable outbox row: {e}") },
+            Err(e) => {
+                return DeliveryOutcome::Dead {
+                    error: format!("unreadable outbox row: {e}"),
+                };
+            }
         };
         let result = match &request {
             Request::Forward { body } => self.forward(row, body).await,
             Request::Reply { to, body, quote } => match &self.whatsapp {
                 Some(wa) => wa.send_text(to, body, quote.as_deref()).await,
-                None => return DeliveryOutcome::Dead { error: "no [whatsapp] section in the configuration".into() },
+                None => {
+                    return DeliveryOutcome::Dead {
+                        error: "no [whatsapp] section in the configuration".into(),
+                    };
+                }
             },
             Request::MarkRead { message_id } => match &self.whatsapp {
                 Some(wa) => wa.mark_read(message_id).await,
-                None => return DeliveryOutcome::Dead { error: "no [whatsapp] section in the configuration".into() },
+                None => {
+                    return DeliveryOutcome::Dead {
+                        error: "no [whatsapp] section in the configuration".into(),
+                    };
+                }
             },
         };
         let outcome = self.classify(row, result);
         match &outcome {
             DeliveryOutcome::Delivered => {}
             DeliveryOutcome::Retry { error, .. } => {
-                tracing::debug!(id = row.id, target = row.target, kind = row.kind, attempt = row.attempts + 1, error, "delivery will be retried")
+                tracing::debug!(
+                    id = row.id,
+                    target = row.target,
+                    kind = row.kind,
+                    attempt = row.attempts + 1,
+                    error,
+                    "delivery will be retried"
+                )
             }
             DeliveryOutcome::Dead { error } => {
-                tracing::warn!(id = row.id, target = row.target, kind = row.kind, attempts = row.attempts + 1, error, "delivery dead-lettered")
+                tracing::warn!(
+                    id = row.id,
+                    target = row.target,
+                    kind = row.kind,
+                    attempts = row.attempts + 1,
+                    error,
+                    "delivery dead-lettered"
+                )
             }
         }
         outcome
@@ -202,9 +255,15 @@ impl Delivery {
         if let Some(var) = &dest.secret_env {
             match std::env::var(var) {
                 Ok(secret) => {
-                    req = req.header("webhook-signature", signature::sign(&secret, &row.webhook_id, timestamp, body.as_bytes()))
+                    req = req.header(
+                        "webhook-signature",
+                        signature::sign(&secret, &row.webhook_id, timestamp, body.as_bytes()),
+                    )
                 }
-                Err(_) => anyhow::bail!("[destinations.{}] secret_env names {var}, which is not set", row.target),
+                Err(_) => anyhow::bail!(
+                    "[destinations.{}] secret_env names {var}, which is not set",
+                    row.target
+                ),
             }
         }
         Ok(read(req.body(body.to_string()).send().await?).await?)
@@ -213,8 +272,14 @@ impl Delivery {
     fn classify(&self, row: &OutboxRow, result: anyhow::Result<Response>) -> DeliveryOutcome {
         let (error, retry_after) = match result {
             Ok(r) if r.status.is_success() => return DeliveryOutcome::Delivered,
-            Ok(r) if retryable(r.status) => (format!("{}: {}", r.status, snippet(&r.body)), r.retry_after),
-            Ok(r) => return DeliveryOutcome::Dead { error: format!("{}: {}", r.status, snippet(&r.body)) },
+            Ok(r) if retryable(r.status) => {
+                (format!("{}: {}", r.status, snippet(&r.body)), r.retry_after)
+            }
+            Ok(r) => {
+                return DeliveryOutcome::Dead {
+                    error: format!("{}: {}", r.status, snippet(&r.body)),
+                };
+            }
             Err(e) => (format!("{e:#}"), None),
         };
         let cfg = &self.config.delivery;
@@ -222,7 +287,11 @@ impl Delivery {
         let at = now_millis() + delay.as_millis() as i64;
         if at > row.created_at + cfg.horizon.as_millis() as i64 {
             return DeliveryOutcome::Dead {
-                error: format!("gave up after {} attempts over the {:?} horizon; last error: {error}", row.attempts + 1, cfg.horizon),
+                error: format!(
+                    "gave up after {} attempts over the {:?} horizon; last error: {error}",
+                    row.attempts + 1,
+                    cfg.horizon
+                ),
             };
         }
         DeliveryOutcome::Retry { at, error }
@@ -230,5 +299,7 @@ impl Delivery {
 }
 
 fn retryable(status: StatusCode) -> bool {
-    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT
+    status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
 }

@@ -19,7 +19,10 @@ struct Envelope<'a> {
 /// The JSON text of the envelope for `n`.
 pub fn build(n: &Notification, tags: &[&str]) -> String {
     let item: Option<&RawValue> = serde_json::from_str(&n.item_json).ok();
-    let contact: Option<&RawValue> = n.contact_json.as_deref().and_then(|c| serde_json::from_str(c).ok());
+    let contact: Option<&RawValue> = n
+        .contact_json
+        .as_deref()
+        .and_then(|c| serde_json::from_str(c).ok());
     let null: &RawValue = serde_json::from_str("null").expect("null is JSON");
     let envelope = Envelope {
         kind: n.kind.as_str(),

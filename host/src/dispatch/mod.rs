@@ -80,7 +80,8 @@ impl Dispatcher {
             });
             match handle.block_on(write) {
                 Ok(n) => {
-                    self.metrics.add(&self.metrics.notifications_dispatched, count as u64);
+                    self.metrics
+                        .add(&self.metrics.notifications_dispatched, count as u64);
                     if n > 0 {
                         self.delivery.wake();
                     }
@@ -93,7 +94,10 @@ impl Dispatcher {
         }
     }
 
-    fn dispatch_batch(&self, items: Vec<InboxItem>) -> (Vec<i64>, Vec<NewDelivery>, Vec<store::KvWrite>) {
+    fn dispatch_batch(
+        &self,
+        items: Vec<InboxItem>,
+    ) -> (Vec<i64>, Vec<NewDelivery>, Vec<store::KvWrite>) {
         let snapshot = self.registry.snapshot();
         let mut overlay = KvOverlay::default();
         let mut done = Vec::with_capacity(items.len());
@@ -114,7 +118,12 @@ impl Dispatcher {
     }
 
     /// Turn the chain's actions into outbox rows, refusing what the configuration lacks.
-    fn deliveries(&self, key: &str, n: &Notification, actions: &[(Arc<str>, Action)]) -> Vec<NewDelivery> {
+    fn deliveries(
+        &self,
+        key: &str,
+        n: &Notification,
+        actions: &[(Arc<str>, Action)],
+    ) -> Vec<NewDelivery> {
         let tags: Vec<&str> = actions
             .iter()
             .filter_map(|(_, a)| match a {
@@ -134,12 +143,20 @@ impl Dispatcher {
                     let body = body.clone().unwrap_or_else(|| envelope::build(n, &tags));
                     (destination.as_str(), Request::Forward { body })
                 }
-                Action::Reply { to, body, quote } => {
-                    (delivery::WHATSAPP, Request::Reply { to: to.clone(), body: body.clone(), quote: quote.clone() })
-                }
-                Action::MarkRead { message_id } => {
-                    (delivery::WHATSAPP, Request::MarkRead { message_id: message_id.clone() })
-                }
+                Action::Reply { to, body, quote } => (
+                    delivery::WHATSAPP,
+                    Request::Reply {
+                        to: to.clone(),
+                        body: body.clone(),
+                        quote: quote.clone(),
+                    },
+                ),
+                Action::MarkRead { message_id } => (
+                    delivery::WHATSAPP,
+                    Request::MarkRead {
+                        message_id: message_id.clone(),
+                    },
+                ),
                 Action::Tag { .. } | Action::Stop => continue,
             };
             if target == delivery::WHATSAPP && self.config.whatsapp.is_none() {

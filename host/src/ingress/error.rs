@@ -13,12 +13,22 @@ pub struct WhatsAppError {
 impl WhatsAppError {
     /// An error whose code is the HTTP status.
     pub fn new(status: StatusCode, title: &'static str, details: String) -> Self {
-        WhatsAppError { status, code: status.as_u16() as u32, title, details }
+        WhatsAppError {
+            status,
+            code: status.as_u16() as u32,
+            title,
+            details,
+        }
     }
 
     /// A 400 with a WhatsApp error code.
     pub fn bad_request(code: u32, title: &'static str, details: String) -> Self {
-        WhatsAppError { status: StatusCode::BAD_REQUEST, code, title, details }
+        WhatsAppError {
+            status: StatusCode::BAD_REQUEST,
+            code,
+            title,
+            details,
+        }
     }
 }
 
@@ -27,6 +37,11 @@ impl IntoResponse for WhatsAppError {
         let body = serde_json::json!({
             "errors": [{ "code": self.code, "title": self.title, "details": self.details }]
         });
-        (self.status, [("content-type", "application/json")], body.to_string()).into_response()
+        (
+            self.status,
+            [("content-type", "application/json")],
+            body.to_string(),
+        )
+            .into_response()
     }
 }

@@ -47,11 +47,16 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     let snapshot = app.registry.snapshot();
-    let body = app.metrics.render(snapshot.plugins.len(), app.registry.errors().len());
+    let body = app
+        .metrics
+        .render(snapshot.plugins.len(), app.registry.errors().len());
     ([("content-type", "text/plain; version=0.0.4")], body)
 }
 
-async fn webhook(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn webhook(
+    State(app): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     app.metrics.inc(&app.metrics.webhooks_received);
     match accept(&app, body).await {
         Ok(()) => (StatusCode::OK, [("content-type", "application/json")], "{}").into_response(),
@@ -63,7 +68,8 @@ async fn webhook(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesReje
 }
 
 async fn accept(app: &AppState, body: Result<Bytes, BytesRejection>) -> Result<(), WhatsAppError> {
-    let body = body.map_err(|r| WhatsAppError::new(r.status(), "Request body rejected", r.body_text()))?;
+    let body =
+        body.map_err(|r| WhatsAppError::new(r.status(), "Request body rejected", r.body_text()))?;
     let notifications = split::split_onprem(&body, "default").map_err(|e| match e {
         SplitError::Syntax(d) => WhatsAppError::bad_request(400, "Malformed JSON", d),
         SplitError::Shape(d) => WhatsAppError::bad_request(1009, "Invalid webhook body", d),
@@ -86,7 +92,8 @@ async fn accept(app: &AppState, body: Result<Bytes, BytesRejection>) -> Result<(
         WhatsAppError::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable", "storage is unavailable; retry later".into())
     })? as u64;
     app.metrics.add(&app.metrics.notifications_accepted, fresh);
-    app.metrics.add(&app.metrics.notifications_duplicate, total - fresh);
+    app.metrics
+        .add(&app.metrics.notifications_duplicate, total - fresh);
     if fresh > 0 {
         app.dispatch.wake();
     }

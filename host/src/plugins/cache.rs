@@ -13,7 +13,12 @@ pub fn hash(bytes: &[u8]) -> String {
 }
 
 /// Compile `wasm`, or load its compiled code from `dir` when it is there.
-pub fn compile(engine: &Engine, dir: Option<&Path>, wasm: &[u8], hash: &str) -> anyhow::Result<(Component, bool)> {
+pub fn compile(
+    engine: &Engine,
+    dir: Option<&Path>,
+    wasm: &[u8],
+    hash: &str,
+) -> anyhow::Result<(Component, bool)> {
     let Some(dir) = dir else {
         return Ok((Component::new(engine, wasm)?, false));
     };
@@ -23,7 +28,9 @@ pub fn compile(engine: &Engine, dir: Option<&Path>, wasm: &[u8], hash: &str) -> 
         // wasmtime compiled; wasmtime checks that they match this engine's version and settings.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(c) => return Ok((c, true)),
-            Err(e) => tracing::warn!(path = %path.display(), error = %e, "stale compiled-code cache entry; recompiling"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "stale compiled-code cache entry; recompiling")
+            }
         }
     }
     let component = Component::new(engine, wasm)?;

@@ -26,7 +26,9 @@ impl KvOverlay {
     /// The value a plugin sees for `key`: the overlay first, then the database.
     pub fn get(&self, db: &Store, plugin: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
         match self.values.get(&(plugin.to_string(), key.to_string())) {
-            Some(Some((value, expires))) if expires.is_none_or(|e| e > now_millis()) => Ok(Some(value.clone())),
+            Some(Some((value, expires))) if expires.is_none_or(|e| e > now_millis()) => {
+                Ok(Some(value.clone()))
+            }
             Some(_) => Ok(None),
             None => db.kv_get(plugin, key),
         }
@@ -36,8 +38,16 @@ impl KvOverlay {
     pub fn apply(&mut self, writes: Vec<KvWrite>) {
         for w in writes {
             match &w {
-                KvWrite::Set { plugin, key, value, expires_at } => {
-                    self.values.insert((plugin.clone(), key.clone()), Some((value.clone(), *expires_at)));
+                KvWrite::Set {
+                    plugin,
+                    key,
+                    value,
+                    expires_at,
+                } => {
+                    self.values.insert(
+                        (plugin.clone(), key.clone()),
+                        Some((value.clone(), *expires_at)),
+                    );
                 }
                 KvWrite::Delete { plugin, key } => {
                     self.values.insert((plugin.clone(), key.clone()), None);
@@ -57,7 +67,12 @@ impl KvOverlay {
 /// The value of `key` among the uncommitted writes of the current call, if it was written.
 pub fn lookup(writes: &[KvWrite], plugin: &str, key: &str) -> Option<Option<Vec<u8>>> {
     writes.iter().rev().find_map(|w| match w {
-        KvWrite::Set { plugin: p, key: k, value, expires_at } if p == plugin && k == key => {
+        KvWrite::Set {
+            plugin: p,
+            key: k,
+            value,
+            expires_at,
+        } if p == plugin && k == key => {
             Some(Some(value.clone()).filter(|_| expires_at.is_none_or(|e| e > now_millis())))
         }
         KvWrite::Delete { plugin: p, key: k } if p == plugin && k == key => Some(None),

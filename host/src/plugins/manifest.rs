@@ -41,7 +41,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { timeout_ms: 100, memory_mb: 64, max_actions: 32, max_output_kb: 256 }
+        Limits {
+            timeout_ms: 100,
+            memory_mb: 64,
+            max_actions: 32,
+            max_output_kb: 256,
+        }
     }
 }
 
@@ -65,7 +70,9 @@ pub struct Permissions {
 impl Permissions {
     /// Whether forwarding to `destination` is allowed.
     pub fn may_forward(&self, destination: &str) -> bool {
-        self.destinations.iter().any(|d| d == "*" || d == destination)
+        self.destinations
+            .iter()
+            .any(|d| d == "*" || d == destination)
     }
 }
 
@@ -79,7 +86,9 @@ pub struct Subscribe {
 
 impl Default for Subscribe {
     fn default() -> Self {
-        Subscribe { kinds: vec![Kind::Message, Kind::Status, Kind::Error] }
+        Subscribe {
+            kinds: vec![Kind::Message, Kind::Status, Kind::Error],
+        }
     }
 }
 
@@ -87,7 +96,9 @@ impl Manifest {
     /// Read `path`; a missing file gives the defaults.
     pub fn load(path: &Path) -> anyhow::Result<Manifest> {
         match std::fs::read_to_string(path) {
-            Ok(text) => Self::parse(&text).with_context(|| format!("invalid manifest {}", path.display())),
+            Ok(text) => {
+                Self::parse(&text).with_context(|| format!("invalid manifest {}", path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
             Err(e) => Err(e).with_context(|| format!("cannot read manifest {}", path.display())),
         }

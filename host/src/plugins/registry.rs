@@ -82,7 +82,10 @@ impl Registry {
                 return;
             }
             Err(e) => {
-                self.fail(name, anyhow::Error::new(e).context(format!("cannot read {}", wasm_path.display())));
+                self.fail(
+                    name,
+                    anyhow::Error::new(e).context(format!("cannot read {}", wasm_path.display())),
+                );
                 return;
             }
         };
@@ -91,8 +94,11 @@ impl Registry {
             Err(e) => return self.fail(name, e),
         };
         let hash = super::cache::hash(&bytes);
-        let unchanged =
-            self.snapshot().plugins.iter().any(|p| &*p.name == name && p.hash == hash && p.manifest == manifest);
+        let unchanged = self
+            .snapshot()
+            .plugins
+            .iter()
+            .any(|p| &*p.name == name && p.hash == hash && p.manifest == manifest);
         if unchanged {
             return;
         }
@@ -100,11 +106,13 @@ impl Registry {
         match self.runtime.load(name, &bytes, manifest) {
             Ok(plugin) => {
                 let version = plugin.version().to_string();
+                let cached = plugin.from_cache;
                 let replaced = self.insert(plugin);
                 self.set_error(name, None);
                 tracing::info!(
                     plugin = name,
                     version,
+                    cached,
                     ms = started.elapsed().as_millis() as u64,
                     "plugin {}",
                     if replaced { "reloaded" } else { "loaded" }
@@ -115,10 +123,17 @@ impl Registry {
     }
 
     fn fail(&self, name: &str, error: anyhow::Error) {
-        let serving = self.snapshot().plugins.iter().find(|p| &*p.name == name).map(|p| p.version().to_string());
+        let serving = self
+            .snapshot()
+            .plugins
+            .iter()
+            .find(|p| &*p.name == name)
+            .map(|p| p.version().to_string());
         let reason = format!("{error:#}");
         match serving {
-            Some(v) => tracing::error!(plugin = name, error = %reason, "plugin failed to load; version {v} keeps serving"),
+            Some(v) => {
+                tracing::error!(plugin = name, error = %reason, "plugin failed to load; version {v} keeps serving")
+            }
             None => tracing::error!(plugin = name, error = %reason, "plugin failed to load"),
         }
         self.set_error(name, Some(reason));
@@ -136,7 +151,12 @@ impl Registry {
     fn insert(&self, plugin: Arc<LoadedPlugin>) -> bool {
         let mut replaced = false;
         self.current.rcu(|snap| {
-            let mut plugins: Vec<_> = snap.plugins.iter().filter(|p| p.name != plugin.name).cloned().collect();
+            let mut plugins: Vec<_> = snap
+                .plugins
+                .iter()
+                .filter(|p| p.name != plugin.name)
+                .cloned()
+                .collect();
             replaced = plugins.len() != snap.plugins.len();
             plugins.push(plugin.clone());
             plugins.sort_by(|a, b| a.name.cmp(&b.name));
@@ -148,7 +168,12 @@ impl Registry {
     fn remove(&self, name: &str) -> bool {
         let mut removed = false;
         self.current.rcu(|snap| {
-            let plugins: Vec<_> = snap.plugins.iter().filter(|p| &*p.name != name).cloned().collect();
+            let plugins: Vec<_> = snap
+                .plugins
+                .iter()
+                .filter(|p| &*p.name != name)
+                .cloned()
+                .collect();
             removed = plugins.len() != snap.plugins.len();
             Snapshot { plugins }
         });
@@ -164,5 +189,7 @@ pub fn plugin_name(path: &Path) -> Option<String> {
         return None;
     }
     let (name, ext) = file.rsplit_once('.')?;
-    matches!(ext, "wasm" | "toml").then(|| name.to_string()).filter(|n| !n.is_empty())
+    matches!(ext, "wasm" | "toml")
+        .then(|| name.to_string())
+        .filter(|n| !n.is_empty())
 }

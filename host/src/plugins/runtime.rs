@@ -74,7 +74,10 @@ pub struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -118,12 +121,21 @@ impl wit_host::Host for HostState {
             );
             return;
         }
-        let expires_at = ttl_seconds.map(|t| now_millis().saturating_add((t.min(i64::MAX as u64 / 2000) * 1000) as i64));
-        self.call_writes.push(KvWrite::Set { plugin: self.plugin.to_string(), key, value, expires_at });
+        let expires_at = ttl_seconds
+            .map(|t| now_millis().saturating_add((t.min(i64::MAX as u64 / 2000) * 1000) as i64));
+        self.call_writes.push(KvWrite::Set {
+            plugin: self.plugin.to_string(),
+            key,
+            value,
+            expires_at,
+        });
     }
 
     fn kv_delete(&mut self, key: String) {
-        self.call_writes.push(KvWrite::Delete { plugin: self.plugin.to_string(), key });
+        self.call_writes.push(KvWrite::Delete {
+            plugin: self.plugin.to_string(),
+            key,
+        });
     }
 
     fn now_millis(&mut self) -> u64 {
@@ -157,40 +169,59 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         bindings::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         let ticker = engine.weak();
-        std::thread::Builder::new().name("plugin-epoch".into()).spawn(move || {
-            while let Some(engine) = ticker.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        })?;
-        Ok(Arc::new(Runtime { engine, linker, db, cache_dir }))
+        std::thread::Builder::new()
+            .name("plugin-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            db,
+            cache_dir,
+        }))
     }
 
     /// Compile, link and initialise a plugin. Fails without side effects when any step fails,
     /// so the caller can keep the previous version serving.
-    pub fn load(self: &Arc<Self>, name: &str, wasm: &[u8], manifest: Manifest) -> anyhow::Result<Arc<LoadedPlugin>> {
+    pub fn load(
+        self: &Arc<Self>,
+        name: &str,
+        wasm: &[u8],
+        manifest: Manifest,
+    ) -> anyhow::Result<Arc<LoadedPlugin>> {
         let api_version = version::check(wasm)?;
         let hash = cache::hash(wasm);
-        let (component, cached) = cache::compile(&self.engine, self.cache_dir.as_deref(), wasm, &hash)
-            .context("cannot compile the component")?;
-        let pre = self.linker.instantiate_pre(&component).map_err(anyhow::Error::from).context(
-            "cannot link the component: it imports something this host does not provide \
+        let (component, cached) =
+            cache::compile(&self.engine, self.cache_dir.as_deref(), wasm, &hash)
+                .context("cannot compile the component")?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .context(
+                "cannot link the component: it imports something this host does not provide \
              (plugins get only the switchboard:plugin host interface and an empty WASI)",
-        )?;
-        let pre = bindings::PluginPre::new(pre).map_err(anyhow::Error::from).context("the component does not export the switchboard:plugin world")?;
+            )?;
+        let pre = bindings::PluginPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .context("the component does not export the switchboard:plugin world")?;
         let plugin = Arc::new(LoadedPlugin {
             name: name.into(),
             hash,
             api_version,
             manifest,
+            from_cache: cached,
             runtime: self.clone(),
             pre,
             idle: Mutex::new(Vec::new()),
         });
         let instance = plugin.instantiate().map_err(|e| anyhow::anyhow!("{e}"))?;
         plugin.idle.lock().expect("idle pool").push(instance);
-        tracing::debug!(plugin = name, cached, "plugin compiled");
         Ok(plugin)
     }
 }
@@ -225,6 +256,8 @@ pub struct LoadedPlugin {
     pub api_version: Option<String>,
     /// The manifest it was loaded with.
     pub manifest: Manifest,
+    /// Whether the compiled code came from the on-disk cache.
+    pub from_cache: bool,
     runtime: Arc<Runtime>,
     pre: bindings::PluginPre<HostState>,
     idle: Mutex<Vec<Instance>>,
@@ -242,7 +275,10 @@ impl LoadedPlugin {
         let state = HostState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(memory << 20).trap_on_grow_failure(true).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory << 20)
+                .trap_on_grow_failure(true)
+                .build(),
             plugin: self.name.clone(),
             db: self.runtime.db.clone(),
             overlay: KvOverlay::default(),
@@ -252,7 +288,10 @@ impl LoadedPlugin {
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store.set_epoch_deadline(deadline_ticks(limits.timeout()));
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         store.set_epoch_deadline(deadline_ticks(limits.timeout()));
         match bindings.call_init(&mut store, &self.manifest.config_json()) {
             Ok(Ok(())) => Ok(Instance { store, bindings }),
@@ -263,7 +302,12 @@ impl LoadedPlugin {
 
     /// Run the plugin on one notification. Key-value writes of a successful call go into
     /// `overlay`; a failed call leaves no trace, and an instance that trapped is discarded.
-    pub fn call(&self, n: &Notification, prior: &[Action], overlay: &mut KvOverlay) -> Result<Vec<Action>, CallError> {
+    pub fn call(
+        &self,
+        n: &Notification,
+        prior: &[Action],
+        overlay: &mut KvOverlay,
+    ) -> Result<Vec<Action>, CallError> {
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let mut instance = match idle {
             Some(i) => i,
@@ -274,8 +318,12 @@ impl LoadedPlugin {
         let state = instance.store.data_mut();
         state.overlay = std::mem::take(overlay);
         state.call_writes.clear();
-        instance.store.set_epoch_deadline(deadline_ticks(self.manifest.limits.timeout()));
-        let result = instance.bindings.call_handle(&mut instance.store, &notification, &prior);
+        instance
+            .store
+            .set_epoch_deadline(deadline_ticks(self.manifest.limits.timeout()));
+        let result = instance
+            .bindings
+            .call_handle(&mut instance.store, &notification, &prior);
         let state = instance.store.data_mut();
         *overlay = std::mem::take(&mut state.overlay);
         let writes = std::mem::take(&mut state.call_writes);
@@ -327,11 +375,19 @@ fn deadline_ticks(timeout: Duration) -> u64 {
 fn describe_trap(trap: &wasmtime::Error, manifest: &Manifest) -> String {
     match trap.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => {
-            format!("ran longer than {} ms ([limits] timeout_ms)", manifest.limits.timeout_ms)
+            format!(
+                "ran longer than {} ms ([limits] timeout_ms)",
+                manifest.limits.timeout_ms
+            )
         }
-        Some(wasmtime::Trap::UnreachableCodeReached) => "panicked (unreachable code reached)".into(),
+        Some(wasmtime::Trap::UnreachableCodeReached) => {
+            "panicked (unreachable code reached)".into()
+        }
         _ if format!("{trap:#}").contains("memory") => {
-            format!("{trap:#} (the memory limit is {} MiB: [limits] memory_mb)", manifest.limits.memory_mb)
+            format!(
+                "{trap:#} (the memory limit is {} MiB: [limits] memory_mb)",
+                manifest.limits.memory_mb
+            )
         }
         _ => format!("{trap:#}"),
     }
@@ -339,8 +395,12 @@ fn describe_trap(trap: &wasmtime::Error, manifest: &Manifest) -> String {
 
 fn action_size(a: &Action) -> usize {
     match a {
-        Action::Reply { to, body, quote } => to.len() + body.len() + quote.as_ref().map_or(0, String::len),
-        Action::Forward { destination, body } => destination.len() + body.as_ref().map_or(0, String::len),
+        Action::Reply { to, body, quote } => {
+            to.len() + body.len() + quote.as_ref().map_or(0, String::len)
+        }
+        Action::Forward { destination, body } => {
+            destination.len() + body.as_ref().map_or(0, String::len)
+        }
         Action::MarkRead { message_id } => message_id.len(),
         Action::Tag { tag } => tag.len(),
         Action::Stop => 0,
@@ -371,7 +431,9 @@ fn to_wit(n: &Notification) -> wit::Notification {
 fn to_wit_action(a: Action) -> wit::Action {
     match a {
         Action::Reply { to, body, quote } => wit::Action::Reply(wit::Reply { to, body, quote }),
-        Action::Forward { destination, body } => wit::Action::Forward(wit::Forward { destination, body }),
+        Action::Forward { destination, body } => {
+            wit::Action::Forward(wit::Forward { destination, body })
+        }
         Action::MarkRead { message_id } => wit::Action::MarkRead(message_id),
         Action::Tag { tag } => wit::Action::Tag(tag),
         Action::Stop => wit::Action::Stop,
@@ -380,8 +442,15 @@ fn to_wit_action(a: Action) -> wit::Action {
 
 fn from_wit_action(a: wit::Action) -> Action {
     match a {
-        wit::Action::Reply(r) => Action::Reply { to: r.to, body: r.body, quote: r.quote },
-        wit::Action::Forward(f) => Action::Forward { destination: f.destination, body: f.body },
+        wit::Action::Reply(r) => Action::Reply {
+            to: r.to,
+            body: r.body,
+            quote: r.quote,
+        },
+        wit::Action::Forward(f) => Action::Forward {
+            destination: f.destination,
+            body: f.body,
+        },
         wit::Action::MarkRead(id) => Action::MarkRead { message_id: id },
         wit::Action::Tag(tag) => Action::Tag { tag },
         wit::Action::Stop => Action::Stop,

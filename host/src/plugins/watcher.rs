@@ -29,23 +29,25 @@ pub fn watch(registry: Arc<Registry>) -> anyhow::Result<notify::RecommendedWatch
     watcher
         .watch(registry.dir(), RecursiveMode::NonRecursive)
         .with_context(|| format!("cannot watch {}", registry.dir().display()))?;
-    std::thread::Builder::new().name("plugin-watcher".into()).spawn(move || {
-        let mut changed = BTreeSet::new();
-        loop {
-            match rx.recv_timeout(DEBOUNCE) {
-                Ok(path) => {
-                    if let Some(name) = plugin_name(&path) {
-                        changed.insert(name);
+    std::thread::Builder::new()
+        .name("plugin-watcher".into())
+        .spawn(move || {
+            let mut changed = BTreeSet::new();
+            loop {
+                match rx.recv_timeout(DEBOUNCE) {
+                    Ok(path) => {
+                        if let Some(name) = plugin_name(&path) {
+                            changed.insert(name);
+                        }
                     }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    for name in std::mem::take(&mut changed) {
-                        registry.reload(&name);
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        for name in std::mem::take(&mut changed) {
+                            registry.reload(&name);
+                        }
                     }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
-        }
-    })?;
+        })?;
     Ok(watcher)
 }

@@ -26,9 +26,11 @@ impl Store {
     pub async fn ingest(&self, items: Vec<NewInboxItem>) -> anyhow::Result<usize> {
         self.write(move |txn| {
             let now = now_millis();
-            let mut seen = txn.prepare_cached("INSERT OR IGNORE INTO seen (key, at) VALUES (?1, ?2)")?;
-            let mut insert =
-                txn.prepare_cached("INSERT INTO inbox (received_at, dedup_key, notification) VALUES (?1, ?2, ?3)")?;
+            let mut seen =
+                txn.prepare_cached("INSERT OR IGNORE INTO seen (key, at) VALUES (?1, ?2)")?;
+            let mut insert = txn.prepare_cached(
+                "INSERT INTO inbox (received_at, dedup_key, notification) VALUES (?1, ?2, ?3)",
+            )?;
             let mut fresh = 0;
             for item in &items {
                 if seen.execute(params![item.dedup_key, now])? == 1 {
@@ -56,20 +58,27 @@ impl Store {
 
     /// How many notifications wait for the plugins.
     pub fn inbox_backlog(&self) -> anyhow::Result<i64> {
-        self.read(|conn| conn.query_row("SELECT count(*) FROM inbox WHERE done = 0", [], |r| r.get(0)))
+        self.read(|conn| {
+            conn.query_row("SELECT count(*) FROM inbox WHERE done = 0", [], |r| {
+                r.get(0)
+            })
+        })
     }
 }
 
 /// Mark an inbox row handled, inside the transaction that stores what came of it.
 pub fn mark_done(txn: &Transaction<'_>, id: i64) -> rusqlite::Result<()> {
-    txn.prepare_cached("UPDATE inbox SET done = 1 WHERE id = ?1")?.execute([id])?;
+    txn.prepare_cached("UPDATE inbox SET done = 1 WHERE id = ?1")?
+        .execute([id])?;
     Ok(())
 }
 
 /// Remove handled notifications older than `before`, and dedup keys older than `seen_before`.
 pub fn prune(txn: &Transaction<'_>, before: i64, seen_before: i64) -> rusqlite::Result<usize> {
-    let a = txn.execute("DELETE FROM inbox WHERE done = 1 AND received_at < ?1", [before])?;
+    let a = txn.execute(
+        "DELETE FROM inbox WHERE done = 1 AND received_at < ?1",
+        [before],
+    )?;
     let b = txn.execute("DELETE FROM seen WHERE at < ?1", [seen_before])?;
     Ok(a + b)
 }
-

@@ -7,7 +7,12 @@ use super::{Store, now_millis};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvWrite {
     /// Set a key, with an expiry time (Unix ms) if any.
-    Set { plugin: String, key: String, value: Vec<u8>, expires_at: Option<i64> },
+    Set {
+        plugin: String,
+        key: String,
+        value: Vec<u8>,
+        expires_at: Option<i64>,
+    },
     /// Remove a key.
     Delete { plugin: String, key: String },
 }
@@ -29,7 +34,12 @@ impl Store {
 pub fn apply(txn: &Transaction<'_>, writes: &[KvWrite]) -> rusqlite::Result<()> {
     for w in writes {
         match w {
-            KvWrite::Set { plugin, key, value, expires_at } => {
+            KvWrite::Set {
+                plugin,
+                key,
+                value,
+                expires_at,
+            } => {
                 txn.prepare_cached(
                     "INSERT INTO kv (plugin, key, value, expires_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
@@ -47,5 +57,8 @@ pub fn apply(txn: &Transaction<'_>, writes: &[KvWrite]) -> rusqlite::Result<()> 
 
 /// Remove expired keys.
 pub fn prune(txn: &Transaction<'_>, now: i64) -> rusqlite::Result<usize> {
-    txn.execute("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?1", [now])
+    txn.execute(
+        "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+        [now],
+    )
 }

@@ -46,7 +46,8 @@ impl Store {
                 .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
         }
         let conn = open_connection(path)?;
-        schema::migrate(&conn).with_context(|| format!("cannot set up the database {}", path.display()))?;
+        schema::migrate(&conn)
+            .with_context(|| format!("cannot set up the database {}", path.display()))?;
         Ok(Store {
             writer: Writer::start(conn)?,
             readers: Arc::new(Mutex::new(Vec::new())),
@@ -84,7 +85,8 @@ impl Store {
 }
 
 fn open_connection(path: &Path) -> anyhow::Result<Connection> {
-    let conn = Connection::open(path).with_context(|| format!("cannot open the database {}", path.display()))?;
+    let conn = Connection::open(path)
+        .with_context(|| format!("cannot open the database {}", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a batch acknowledged to the Coreapp survives a power cut, not only a crash.

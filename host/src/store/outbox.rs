@@ -92,14 +92,24 @@ pub fn insert(txn: &Transaction<'_>, deliveries: &[NewDelivery]) -> rusqlite::Re
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
     )?;
     for d in deliveries {
-        stmt.execute(params![d.kind, d.target, d.lane, d.webhook_id, d.request, now])?;
+        stmt.execute(params![
+            d.kind,
+            d.target,
+            d.lane,
+            d.webhook_id,
+            d.request,
+            now
+        ])?;
     }
     Ok(())
 }
 
 /// Remove delivered rows finished before `before`.
 pub fn prune(txn: &Transaction<'_>, before: i64) -> rusqlite::Result<usize> {
-    txn.execute("DELETE FROM outbox WHERE state = 1 AND finished_at < ?1", [before])
+    txn.execute(
+        "DELETE FROM outbox WHERE state = 1 AND finished_at < ?1",
+        [before],
+    )
 }
 
 impl Store {
@@ -121,11 +131,18 @@ impl Store {
 
     /// When the next pending delivery falls due (Unix ms), if any.
     pub fn next_due_at(&self) -> anyhow::Result<Option<i64>> {
-        self.read(|conn| conn.query_row("SELECT min(next_at) FROM outbox WHERE state = 0", [], |r| r.get(0)))
+        self.read(|conn| {
+            conn.query_row("SELECT min(next_at) FROM outbox WHERE state = 0", [], |r| {
+                r.get(0)
+            })
+        })
     }
 
     /// Record the outcomes of attempts.
-    pub async fn record_outcomes(&self, outcomes: Vec<(i64, DeliveryOutcome)>) -> anyhow::Result<()> {
+    pub async fn record_outcomes(
+        &self,
+        outcomes: Vec<(i64, DeliveryOutcome)>,
+    ) -> anyhow::Result<()> {
         self.write(move |txn| {
             let now = now_millis();
             for (id, outcome) in &outcomes {

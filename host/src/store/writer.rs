@@ -48,8 +48,12 @@ impl Writer {
                 let _ = done_tx.send(result);
             })
         });
-        self.tx.send(Command::Job(job)).map_err(|_| anyhow!("the database writer has stopped"))?;
-        done_rx.await.map_err(|_| anyhow!("the database writer has stopped"))?
+        self.tx
+            .send(Command::Job(job))
+            .map_err(|_| anyhow!("the database writer has stopped"))?;
+        done_rx
+            .await
+            .map_err(|_| anyhow!("the database writer has stopped"))?
     }
 
     pub async fn close(&self) {

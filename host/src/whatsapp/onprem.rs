@@ -47,7 +47,12 @@ impl OnPremClient {
     }
 
     /// `POST /v1/messages` with a text message.
-    pub async fn send_text(&self, to: &str, body: &str, quote: Option<&str>) -> anyhow::Result<Response> {
+    pub async fn send_text(
+        &self,
+        to: &str,
+        body: &str,
+        quote: Option<&str>,
+    ) -> anyhow::Result<Response> {
         let mut message = serde_json::json!({
             "recipient_type": "individual",
             "to": to,
@@ -64,10 +69,16 @@ impl OnPremClient {
     /// `PUT /v1/messages/{id}` with `{"status":"read"}`.
     pub async fn mark_read(&self, message_id: &str) -> anyhow::Result<Response> {
         let path = format!("/v1/messages/{}", urlencode(message_id));
-        self.call(Method::PUT, &path, &serde_json::json!({ "status": "read" })).await
+        self.call(Method::PUT, &path, &serde_json::json!({ "status": "read" }))
+            .await
     }
 
-    async fn call(&self, method: Method, path: &str, body: &serde_json::Value) -> anyhow::Result<Response> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<Response> {
         let mut token = self.token().await?;
         for attempt in 0..2 {
             let resp = self
@@ -105,10 +116,20 @@ impl OnPremClient {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {
-            anyhow::bail!("WhatsApp login as {:?} answered {status}: {}", self.username, snippet(&text));
+            anyhow::bail!(
+                "WhatsApp login as {:?} answered {status}: {}",
+                self.username,
+                snippet(&text)
+            );
         }
-        let login: LoginResponse = serde_json::from_str(&text).context("unexpected WhatsApp login response")?;
-        let token = login.users.into_iter().next().context("WhatsApp login response has no token")?.token;
+        let login: LoginResponse =
+            serde_json::from_str(&text).context("unexpected WhatsApp login response")?;
+        let token = login
+            .users
+            .into_iter()
+            .next()
+            .context("WhatsApp login response has no token")?
+            .token;
         *slot = Some(token.clone());
         Ok(token)
     }
@@ -124,7 +145,11 @@ pub async fn read(resp: reqwest::Response) -> anyhow::Result<Response> {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(std::time::Duration::from_secs);
     let body = resp.text().await.unwrap_or_default();
-    Ok(Response { status, retry_after, body })
+    Ok(Response {
+        status,
+        retry_after,
+        body,
+    })
 }
 
 /// At most 512 bytes of a response body, for error messages.
@@ -139,7 +164,9 @@ pub fn snippet(text: &str) -> &str {
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -1,0 +1,322 @@
+//! The plugin runtime: limits, isolation, permissions, hot reload, the compiled-code cache.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde_json::Value;
+use switchboard_tests::{Fake, Server, ServerSetup, eventually, fixture, install, test_plugin};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A text message with its own id.
+fn message(id: usize) -> String {
+    fixture("e1-text.json").replace("ABEGVRGYdlABAgo-sKq3Yc7rN2Tz", &format!("ABEG-test-{id}"))
+}
+
+fn echo_manifest(version: &str) -> String {
+    format!(
+        "[config]\nmode = \"echo\"\ndestination = \"sink\"\nversion = \"{version}\"\n[permissions]\ndestinations = [\"sink\"]\n"
+    )
+}
+
+fn bodies(fake: &Fake) -> Vec<Value> {
+    fake.received().iter().map(|r| r.json()).collect()
+}
+
+#[tokio::test]
+async fn each_bad_plugin_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, secret, coreapp) = (
+        Fake::start().await,
+        Fake::start().await,
+        Fake::coreapp().await,
+    );
+    let mut setup = ServerSetup::new(dir.path());
+    setup.example_plugins = false;
+    setup.coreapp = Some(coreapp.url());
+    setup.destinations = vec![("sink".into(), sink.url()), ("secret".into(), secret.url())];
+    let plugins = setup.plugins_dir();
+    std::fs::create_dir_all(&plugins).unwrap();
+    let wasm = test_plugin("misbehave.wasm");
+    let bad = [
+        ("10-loop", "loop", "[limits]\ntimeout_ms = 50\n"),
+        ("11-alloc", "alloc", "[limits]\nmemory_mb = 16\n"),
+        ("12-trap", "trap", ""),
+        ("13-panic", "panic", ""),
+        ("14-error", "error", ""),
+        ("15-oversized", "oversized", "[permissions]\nreply = true\n"),
+        ("16-many", "many", ""),
+        (
+            "17-forbidden",
+            "forbidden",
+            "[permissions]\ndestinations = [\"sink\"]\n",
+        ),
+    ];
+    for (name, mode, extra) in bad {
+        install(
+            &plugins,
+            name,
+            &wasm,
+            &format!("[config]\nmode = \"{mode}\"\ndestination = \"secret\"\n{extra}"),
+        );
+    }
+    install(
+        &plugins,
+        "05-init-error",
+        &wasm,
+        "[config]\nmode = \"init-error\"\n",
+    );
+    install(&plugins, "90-echo", &wasm, &echo_manifest("1"));
+    let server = setup.start().await;
+
+    for id in 0..2 {
+        let (status, _) = server.post(&message(id)).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "webhook {id} is accepted whatever the plugins do"
+        );
+        assert!(
+            eventually(WAIT, || sink.received().len() == id + 1).await,
+            "the last plugin still runs for webhook {id}:\n{}",
+            server.log()
+        );
+    }
+    let log = server.log();
+    for expected in [
+        "ran longer than 50 ms",
+        "the memory limit is 16 MiB",
+        "panicked",
+        "deliberate error",
+        "actions returned, the limit is 32",
+        "bytes of actions returned, the limit is 256 KiB",
+        "forward to \"secret\" is not granted",
+        "replies and mark-read are not granted",
+        "deliberate init failure",
+    ] {
+        assert!(
+            log.contains(expected),
+            "the log names the failure {expected:?}:\n{log}"
+        );
+    }
+    assert_eq!(
+        server.metric("plugin_failures_total").await,
+        2 * 7,
+        "seven bad plugins fail on each of two webhooks"
+    );
+    assert_eq!(server.metric("actions_refused_total").await, 2 * 2);
+    assert!(
+        secret.received().is_empty(),
+        "a forbidden forward is never carried out"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        coreapp.received().is_empty(),
+        "a forbidden or oversized reply is never sent"
+    );
+    assert_eq!(
+        server.metric("plugins_loaded").await,
+        9,
+        "the plugin that fails init is not loaded"
+    );
+}
+
+#[tokio::test]
+async fn hot_reload_swaps_versions_under_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Fake::start().await;
+    let mut setup = ServerSetup::new(dir.path());
+    setup.example_plugins = false;
+    setup.destinations = vec![("sink".into(), sink.url())];
+    let plugins = setup.plugins_dir();
+    std::fs::create_dir_all(&plugins).unwrap();
+    install(
+        &plugins,
+        "echo",
+        &test_plugin("misbehave.wasm"),
+        &echo_manifest("1"),
+    );
+    let server = Arc::new(setup.start().await);
+
+    // A client posting distinct messages until told to stop (bounded: at most 5000).
+    let stop = Arc::new(AtomicBool::new(false));
+    let poster = {
+        let (server, stop) = (server.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for id in 0..5000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                statuses.push(server.post(&message(id)).await.0);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            statuses
+        })
+    };
+    let saw = |f: &dyn Fn(&Value) -> bool| bodies(&sink).iter().any(f);
+
+    assert!(
+        eventually(WAIT, || sink.received().len() >= 20).await,
+        "{}",
+        server.log()
+    );
+    // Replace the code: build b takes over.
+    install(
+        &plugins,
+        "echo",
+        &test_plugin("misbehave-b.wasm"),
+        &echo_manifest("1"),
+    );
+    assert!(
+        eventually(WAIT, || saw(&|b| b["build"] == "b")).await,
+        "build b never served:\n{}",
+        server.log()
+    );
+    // A corrupt file: logged, and build b keeps serving.
+    let before_corrupt = sink.received().len();
+    std::fs::write(
+        plugins.join(".echo.partial"),
+        b"\0asm this is not a component",
+    )
+    .unwrap();
+    std::fs::rename(plugins.join(".echo.partial"), plugins.join("echo.wasm")).unwrap();
+    assert!(
+        eventually(WAIT, || server
+            .log()
+            .contains("plugin failed to load; version"))
+        .await,
+        "{}",
+        server.log()
+    );
+    assert!(eventually(WAIT, || sink.received().len() >= before_corrupt + 20).await);
+    assert!(
+        bodies(&sink)[before_corrupt..]
+            .iter()
+            .all(|b| b["build"] == "b"),
+        "the old version keeps serving"
+    );
+    // Fixed: build a again, with a new config.
+    install(
+        &plugins,
+        "echo",
+        &test_plugin("misbehave.wasm"),
+        &echo_manifest("2"),
+    );
+    assert!(
+        eventually(WAIT, || saw(&|b| b["build"] == "a" && b["config"] == "2")).await,
+        "{}",
+        server.log()
+    );
+    // A manifest change alone reloads too.
+    std::fs::write(plugins.join("echo.toml"), echo_manifest("3")).unwrap();
+    assert!(
+        eventually(WAIT, || saw(&|b| b["config"] == "3")).await,
+        "{}",
+        server.log()
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    let statuses = poster.await.unwrap();
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "every webhook got 200: {statuses:?}"
+    );
+    let posted = statuses.len();
+    assert!(
+        eventually(WAIT, || sink.received().len() >= posted).await,
+        "{} of {posted} notifications handled",
+        sink.received().len()
+    );
+    let mut ids: Vec<String> = bodies(&sink)
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        posted,
+        "each notification handled by exactly one version"
+    );
+    assert_eq!(sink.received().len(), posted);
+
+    // Deleted: unloaded, and the next notifications reach no plugin.
+    std::fs::remove_file(plugins.join("echo.wasm")).unwrap();
+    assert!(
+        eventually(WAIT, || server.log().contains("plugin unloaded")).await,
+        "{}",
+        server.log()
+    );
+    assert_eq!(server.post(&message(999_999)).await.0, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        sink.received().len(),
+        posted,
+        "an unloaded plugin handles nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_reuses_compiled_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut setup = ServerSetup::new(dir.path());
+    let mut server = setup.start().await;
+    assert!(server.log().contains("cached=false"), "{}", server.log());
+    assert!(server.terminate(), "clean exit on SIGTERM");
+    let compiled = std::fs::read_dir(dir.path().join("data/compiled"))
+        .unwrap()
+        .count();
+    assert_eq!(compiled, 3, "one compiled file per example plugin");
+    setup.example_plugins = false; // the files are already in place
+    let server: Server = setup.start().await;
+    let log = server.log();
+    let second_run = &log[log.rfind("stopped").unwrap()..];
+    assert_eq!(second_run.matches("cached=true").count(), 3, "{second_run}");
+}
+
+#[tokio::test]
+async fn plugin_state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Fake::start().await;
+    let mut setup = ServerSetup::new(dir.path());
+    setup.example_plugins = false;
+    setup.destinations = vec![("sink".into(), sink.url())];
+    let plugins = setup.plugins_dir();
+    std::fs::create_dir_all(&plugins).unwrap();
+    let manifest = "[config]\nmode = \"count\"\ndestination = \"sink\"\n[permissions]\ndestinations = [\"sink\"]\n";
+    install(
+        &plugins,
+        "counter",
+        &test_plugin("misbehave.wasm"),
+        manifest,
+    );
+    let mut server = setup.start().await;
+    for id in 0..3 {
+        server.post(&message(id)).await;
+    }
+    assert!(
+        eventually(WAIT, || sink.received().len() == 3).await,
+        "{}",
+        server.log()
+    );
+    assert!(server.terminate());
+    let server = setup.start().await;
+    server.post(&message(3)).await;
+    assert!(
+        eventually(WAIT, || sink.received().len() == 4).await,
+        "{}",
+        server.log()
+    );
+    let counts: Vec<u64> = bodies(&sink)
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        counts,
+        vec![1, 2, 3, 4],
+        "the count lives in the key-value store, across restarts"
+    );
+}
