@@ -2,4 +2,5 @@
 //! destination servers on loopback. Run them with `cargo xtask test`.
 
 mod end_to_end;
+mod durability;
 mod plugins;

@@ -217,6 +217,7 @@ pub struct Server {
     pub dir: PathBuf,
     child: Child,
     log: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 /// What a test server is made of.
@@ -231,6 +232,8 @@ pub struct ServerSetup {
     pub extra: String,
     /// Copy the example plugins into the plugins folder.
     pub example_plugins: bool,
+    /// Environment variables for the server process.
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerSetup {
@@ -242,6 +245,7 @@ impl ServerSetup {
             destinations: Vec::new(),
             extra: String::new(),
             example_plugins: true,
+            env: Vec::new(),
         }
     }
 
@@ -275,7 +279,7 @@ impl ServerSetup {
         }
         config += &self.extra;
         std::fs::write(self.dir.join("switchboard.toml"), config).unwrap();
-        Server::start(&self.dir, format!("127.0.0.1:{port}").parse().unwrap()).await
+        Server::start(&self.dir, format!("127.0.0.1:{port}").parse().unwrap(), &self.env).await
     }
 }
 
@@ -297,7 +301,7 @@ pub fn free_port() -> u16 {
 
 impl Server {
     /// Start the server on `dir/switchboard.toml` and wait until it answers `/health`.
-    pub async fn start(dir: &Path, addr: SocketAddr) -> Server {
+    pub async fn start(dir: &Path, addr: SocketAddr, env: &[(String, String)]) -> Server {
         build();
         let log = dir.join("server.log");
         let log_file = std::fs::OpenOptions::new()
@@ -309,6 +313,7 @@ impl Server {
             .current_dir(dir)
             .args(["serve", "--config", "switchboard.toml"])
             .env("RUST_LOG", "info,switchboard=debug")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -318,6 +323,7 @@ impl Server {
             dir: dir.to_path_buf(),
             child,
             log,
+            env: env.to_vec(),
         };
         let client = http();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -376,6 +382,23 @@ impl Server {
             .find_map(|l| l.strip_prefix(&format!("switchboard_{name} ")))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+    }
+
+    /// Run `switchboard ARGS` against this server's config; returns (success, stdout).
+    pub fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new(target_dir().join("release/switchboard"))
+            .current_dir(&self.dir)
+            .args(args)
+            .args(["--config", "switchboard.toml"])
+            .output()
+            .expect("run switchboard");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    }
+
+    /// Start the server again on the same folder and port, as after a crash.
+    pub async fn restart(&mut self) {
+        self.kill();
+        *self = Server::start(&self.dir, self.addr, &self.env.clone()).await;
     }
 
     /// Send SIGTERM and wait for the process to exit; returns whether it exited successfully.

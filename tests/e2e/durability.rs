@@ -1,0 +1,145 @@
+//! Durable delivery: nothing lost between the Coreapp and the destinations.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use switchboard_tests::{Fake, ServerSetup, eventually, fixture, install, test_plugin};
+
+fn message(id: usize) -> String {
+    fixture("e1-text.json").replace("ABEGVRGYdlABAgo-sKq3Yc7rN2Tz", &format!("ABEG-durable-{id}"))
+}
+
+const ECHO: &str = "[config]\nmode = \"echo\"\ndestination = \"sink\"\n[permissions]\ndestinations = [\"sink\"]\n";
+
+#[tokio::test]
+async fn a_crash_and_a_destination_outage_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // The destination is down (503) for the first part of the test.
+    let sink = Fake::with(|_| (StatusCode::SERVICE_UNAVAILABLE, "down".into())).await;
+    let mut setup = ServerSetup::new(dir.path());
+    setup.example_plugins = false;
+    setup.destinations = vec![("sink".into(), sink.url())];
+    std::fs::create_dir_all(setup.plugins_dir()).unwrap();
+    install(&setup.plugins_dir(), "echo", &test_plugin("misbehave.wasm"), ECHO);
+    let mut server = setup.start().await;
+
+    // A bounded stream of webhooks; the server is killed with SIGKILL halfway. Like the Coreapp,
+    // the client retries a webhook until it gets 200.
+    const TOTAL: usize = 200;
+    let mut acknowledged = BTreeSet::new();
+    for id in 0..TOTAL {
+        if id == TOTAL / 2 {
+            server.restart().await; // SIGKILL, then start again on the same data
+        }
+        for _attempt in 0..100 {
+            let ok = tokio::time::timeout(Duration::from_secs(5), server.post(&message(id))).await;
+            if matches!(ok, Ok((StatusCode::OK, _))) {
+                acknowledged.insert(format!("ABEG-durable-{id}"));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(acknowledged.len(), TOTAL);
+    assert!(!sink.received().is_empty(), "deliveries were attempted during the outage");
+
+    // The destination comes back.
+    sink.respond(|_| (StatusCode::OK, "{}".into()));
+    let delivered = || {
+        sink.received()
+            .iter()
+            .filter(|r| r.json().get("id").is_some())
+            .map(|r| (r.json()["id"].as_str().unwrap().to_string(), r.header("webhook-id").unwrap().to_string()))
+            .collect::<Vec<_>>()
+    };
+    let all_in = eventually(Duration::from_secs(60), || {
+        delivered().iter().map(|(id, _)| id.clone()).collect::<BTreeSet<_>>().is_superset(&acknowledged)
+    })
+    .await;
+    assert!(all_in, "every acknowledged webhook reaches the destination after the outage:\n{}", server.log());
+    // Attempts of one notification all carry the same webhook-id, and different notifications
+    // different ones, so the receiver can deduplicate.
+    let mut ids_by_webhook: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (id, webhook_id) in delivered() {
+        ids_by_webhook.entry(webhook_id).or_default().insert(id);
+    }
+    assert_eq!(ids_by_webhook.len(), TOTAL);
+    assert!(ids_by_webhook.values().all(|ids| ids.len() == 1));
+    assert!(server.metric("deliveries_retried_total").await > 0 || server.log().contains("will be retried"));
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Fake::with(|_| (StatusCode::BAD_REQUEST, r#"{"error":"bad payload"}"#.into())).await;
+    let mut setup = ServerSetup::new(dir.path());
+    setup.example_plugins = false;
+    setup.destinations = vec![("sink".into(), sink.url())];
+    std::fs::create_dir_all(setup.plugins_dir()).unwrap();
+    install(&setup.plugins_dir(), "echo", &test_plugin("misbehave.wasm"), ECHO);
+    let server = setup.start().await;
+    assert_eq!(server.post(&message(1)).await.0, StatusCode::OK);
+
+    // A 400 is not retried: the delivery is dead at once, with the response kept.
+    assert!(eventually(Duration::from_secs(20), || server.cli(&["deliveries", "list", "--dead"]).1.contains("bad payload")).await);
+    let (ok, listing) = server.cli(&["deliveries", "list", "--dead"]);
+    assert!(ok, "{listing}");
+    assert!(listing.contains("400 Bad Request"), "{listing}");
+    assert_eq!(sink.received().len(), 1, "a 4xx is not retried");
+    let id = listing.split('\t').next().unwrap().trim().to_string();
+
+    sink.respond(|_| (StatusCode::OK, "{}".into()));
+    let (ok, out) = server.cli(&["deliveries", "retry", &id]);
+    assert!(ok && out.contains("1 deliveries queued again"), "{out}");
+    assert!(eventually(Duration::from_secs(20), || sink.received().len() == 2).await, "{}", server.log());
+    assert!(server.cli(&["deliveries", "list", "--dead"]).1.contains("no dead deliveries"));
+    let (ok, out) = server.cli(&["deliveries", "retry", "12345"]);
+    assert!(!ok && out.contains("no dead delivery with id 12345"), "{out}");
+}
+
+#[tokio::test]
+async fn forwards_are_signed_with_standard_webhooks_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Fake::start().await;
+    let mut setup = ServerSetup::new(dir.path());
+    setup.example_plugins = false;
+    setup.extra = format!("[destinations.sink]\nurl = \"{}\"\nsecret_env = \"SINK_SECRET\"\n", sink.url());
+    setup.env = vec![("SINK_SECRET".into(), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into())];
+    std::fs::create_dir_all(setup.plugins_dir()).unwrap();
+    install(&setup.plugins_dir(), "echo", &test_plugin("misbehave.wasm"), ECHO);
+    let server = setup.start().await;
+    assert_eq!(server.post(&message(7)).await.0, StatusCode::OK);
+    assert!(eventually(Duration::from_secs(20), || sink.received().len() == 1).await, "{}", server.log());
+
+    let r = &sink.received()[0];
+    let (id, ts) = (r.header("webhook-id").unwrap(), r.header("webhook-timestamp").unwrap());
+    let key = base64::engine::general_purpose::STANDARD.decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{ts}.").as_bytes());
+    mac.update(&r.body);
+    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+    assert_eq!(r.header("webhook-signature"), Some(expected.as_str()));
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Fake::start().await;
+    let mut setup = ServerSetup::new(dir.path());
+    setup.example_plugins = false;
+    setup.destinations = vec![("sink".into(), sink.url())];
+    std::fs::create_dir_all(setup.plugins_dir()).unwrap();
+    install(&setup.plugins_dir(), "echo", &test_plugin("misbehave.wasm"), ECHO);
+    let mut server = setup.start().await;
+    for id in 0..20 {
+        assert_eq!(server.post(&message(id)).await.0, StatusCode::OK);
+    }
+    assert!(server.terminate(), "exit status 0 after SIGTERM:\n{}", server.log());
+    // What was accepted before the signal is delivered by now, or on the next start.
+    let server = setup.start().await;
+    assert!(eventually(Duration::from_secs(20), || sink.received().len() >= 20).await, "{}", server.log());
+}
