@@ -36,12 +36,59 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address and port to listen on, e.g. `127.0.0.1:8080`.
     pub listen: SocketAddr,
-    /// The path the Coreapp POSTs webhooks to.
+    /// The path of the default On-Premises endpoint (no authentication: use it behind a
+    /// private network, or set it to "" and declare `[[server.endpoints]]`).
     #[serde(default = "default_webhook_path")]
     pub webhook_path: String,
     /// Largest accepted body, in bytes (WhatsApp sends at most 3 MB).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Deepest accepted JSON nesting.
+    #[serde(default = "default_max_depth")]
+    pub max_json_depth: usize,
+    /// PEM certificate chain: serve HTTPS. A renewed file is picked up without a restart.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// More webhook endpoints, each with its own kind and authentication.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+fn default_max_depth() -> usize {
+    32
+}
+
+/// The webhook format an endpoint takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointKind {
+    /// The On-Premises API's flat body.
+    Onprem,
+    /// The Cloud API's `object` / `entry` / `changes` envelope, signed with the app secret.
+    Cloud,
+}
+
+/// `[[server.endpoints]]`: a webhook endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Name, handed to plugins as the notification's `source`.
+    pub name: String,
+    /// URL path. A `{token}` segment takes the secret token in the path.
+    pub path: String,
+    /// `onprem` or `cloud`.
+    pub kind: EndpointKind,
+    /// Environment variable holding a secret token the caller must present: in the path's
+    /// `{token}` segment, the `token` query parameter, or the `X-Switchboard-Token` header.
+    pub token_env: Option<String>,
+    /// Only these client addresses (CIDRs) may call.
+    #[serde(default)]
+    pub allow_ips: Vec<ipnet::IpNet>,
+    /// Cloud: environment variable holding the app secret that signs `X-Hub-Signature-256`.
+    pub app_secret_env: Option<String>,
+    /// Cloud: environment variable holding the token of the `hub.verify_token` handshake.
+    pub verify_token_env: Option<String>,
 }
 
 fn default_webhook_path() -> String {
@@ -52,18 +99,45 @@ fn default_max_body() -> usize {
     3 * 1024 * 1024
 }
 
-/// `[whatsapp]`
+/// `[whatsapp]`: the On-Premises API, and in `[whatsapp.cloud]` the Cloud API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WhatsAppConfig {
     /// Base URL of the On-Premises API, e.g. `https://coreapp.internal:9090`.
-    pub base_url: String,
+    pub base_url: Option<String>,
     /// API user for `POST /v1/users/login`.
+    #[serde(default = "default_username")]
     pub username: String,
     /// The password, inline (prefer `password_env`).
     pub password: Option<String>,
     /// The environment variable that holds the password.
     pub password_env: Option<String>,
+    /// The Cloud API, for notifications that came in on a `cloud` endpoint.
+    pub cloud: Option<CloudApiConfig>,
+}
+
+fn default_username() -> String {
+    "admin".into()
+}
+
+/// `[whatsapp.cloud]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudApiConfig {
+    /// Graph API base with version, e.g. `https://graph.facebook.com/v21.0`.
+    pub base_url: String,
+    /// The business phone number id to send from when a notification carries none.
+    pub phone_number_id: Option<String>,
+    /// Environment variable holding the access token.
+    pub token_env: String,
+}
+
+impl CloudApiConfig {
+    /// The access token, from the environment.
+    pub fn token(&self) -> anyhow::Result<String> {
+        std::env::var(&self.token_env)
+            .with_context(|| format!("[whatsapp.cloud] token_env names {}, which is not set", self.token_env))
+    }
 }
 
 impl WhatsAppConfig {
@@ -222,6 +296,9 @@ impl Config {
             .with_context(|| format!("invalid config file {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.plugins.dir = base.join(&config.plugins.dir);
+        for file in [&mut config.server.tls_cert, &mut config.server.tls_key].into_iter().flatten() {
+            *file = base.join(&*file);
+        }
         if let Some(p) = config.storage.url.strip_prefix("sqlite://") {
             if !Path::new(p).is_absolute() {
                 config.storage.url = format!("sqlite://{}", base.join(p).display());
@@ -231,8 +308,21 @@ impl Config {
         Ok(config)
     }
 
+    /// The kind of the endpoint named `source`; the default endpoint is On-Premises.
+    pub fn endpoint_kind(&self, source: &str) -> EndpointKind {
+        self.server.endpoints.iter().find(|e| e.name == source).map_or(EndpointKind::Onprem, |e| e.kind)
+    }
+
+    /// The API that replies to `n` go through: the one it came in from.
+    pub fn via(&self, n: &switchboard_sdk::Notification) -> crate::whatsapp::Via {
+        match self.endpoint_kind(&n.source) {
+            EndpointKind::Onprem => crate::whatsapp::Via::Onprem,
+            EndpointKind::Cloud => crate::whatsapp::Via::Cloud { phone_number_id: n.phone_number_id.clone() },
+        }
+    }
+
     fn check(&self) -> anyhow::Result<()> {
-        if !self.server.webhook_path.starts_with('/') {
+        if !self.server.webhook_path.is_empty() && !self.server.webhook_path.starts_with('/') {
             bail!(
                 "[server] webhook_path must start with '/', got {:?}",
                 self.server.webhook_path
@@ -244,8 +334,25 @@ impl Config {
                 .with_context(|| format!("[destinations.{name}] url {:?} is not a URL", d.url))?;
         }
         if let Some(wa) = &self.whatsapp {
-            reqwest::Url::parse(&wa.base_url)
-                .with_context(|| format!("[whatsapp] base_url {:?} is not a URL", wa.base_url))?;
+            for url in wa.base_url.iter().chain(wa.cloud.as_ref().map(|c| &c.base_url)) {
+                reqwest::Url::parse(url).with_context(|| format!("[whatsapp] base_url {url:?} is not a URL"))?;
+            }
+        }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            bail!("[server] tls_cert and tls_key go together");
+        }
+        let mut paths = vec![self.server.webhook_path.as_str()];
+        for e in &self.server.endpoints {
+            if !e.path.starts_with('/') {
+                bail!("[[server.endpoints]] {}: path must start with '/', got {:?}", e.name, e.path);
+            }
+            if e.kind == EndpointKind::Cloud && e.app_secret_env.is_none() {
+                bail!("[[server.endpoints]] {}: a cloud endpoint needs app_secret_env (it checks X-Hub-Signature-256)", e.name);
+            }
+            if paths.contains(&e.path.as_str()) {
+                bail!("[[server.endpoints]] {}: path {:?} is used twice", e.name, e.path);
+            }
+            paths.push(&e.path);
         }
         Ok(())
     }

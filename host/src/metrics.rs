@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Metrics {
     pub webhooks_received: AtomicU64,
     pub webhooks_rejected: AtomicU64,
+    pub webhooks_unauthorized: AtomicU64,
     pub notifications_accepted: AtomicU64,
     pub notifications_duplicate: AtomicU64,
     pub notifications_dispatched: AtomicU64,
@@ -38,11 +39,8 @@ impl Metrics {
                 "Webhook POSTs received",
                 &self.webhooks_received,
             ),
-            (
-                "webhooks_rejected_total",
-                "Webhook POSTs answered with an error",
-                &self.webhooks_rejected,
-            ),
+            ("webhooks_rejected_total", "Webhook POSTs refused as bad input", &self.webhooks_rejected),
+            ("webhooks_unauthorized_total", "Requests refused by authentication", &self.webhooks_unauthorized),
             (
                 "notifications_accepted_total",
                 "Notifications stored",

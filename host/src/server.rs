@@ -59,13 +59,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let prune_task = tokio::spawn(prune_loop(store.clone(), config.clone()));
 
-    let app = ingress::router(Arc::new(AppState {
+    let state = Arc::new(AppState {
         config: config.clone(),
         store: store.clone(),
         metrics,
         registry: registry.clone(),
         dispatch: dispatch_wake.clone(),
-    }));
+    });
+    let app = ingress::router(state, ingress::endpoints(&config)?)
+        .into_make_service_with_connect_info::<ingress::ClientAddr>();
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -75,15 +77,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .iter()
         .map(|p| p.name.to_string())
         .collect();
+    let tls = config.server.tls_cert.as_ref().zip(config.server.tls_key.as_ref());
     tracing::info!(
         listen = %listener.local_addr()?,
-        webhook_path = config.server.webhook_path,
+        https = tls.is_some(),
         plugins = ?names,
         "switchboard is serving"
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    match tls {
+        Some((cert, key)) => {
+            let listener = ingress::tls::TlsListener::new(listener, cert, key)?;
+            axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?,
+    }
 
     tracing::info!("shutting down: draining the inbox and deliveries in flight");
     stop_dispatch.store(true, Ordering::SeqCst);

@@ -85,19 +85,26 @@ async fn dead_letters_are_listed_and_retried() {
     assert_eq!(server.post(&message(1)).await.0, StatusCode::OK);
 
     // A 400 is not retried: the delivery is dead at once, with the response kept.
-    assert!(eventually(Duration::from_secs(20), || server.cli(&["deliveries", "list", "--dead"]).1.contains("bad payload")).await);
-    let (ok, listing) = server.cli(&["deliveries", "list", "--dead"]);
+    let mut listing = String::new();
+    for _ in 0..200 {
+        listing = server.cli(&["deliveries", "list", "--dead"]).await.1;
+        if listing.contains("bad payload") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, listing) = server.cli(&["deliveries", "list", "--dead"]).await;
     assert!(ok, "{listing}");
     assert!(listing.contains("400 Bad Request"), "{listing}");
     assert_eq!(sink.received().len(), 1, "a 4xx is not retried");
     let id = listing.split('\t').next().unwrap().trim().to_string();
 
     sink.respond(|_| (StatusCode::OK, "{}".into()));
-    let (ok, out) = server.cli(&["deliveries", "retry", &id]);
+    let (ok, out) = server.cli(&["deliveries", "retry", &id]).await;
     assert!(ok && out.contains("1 deliveries queued again"), "{out}");
     assert!(eventually(Duration::from_secs(20), || sink.received().len() == 2).await, "{}", server.log());
-    assert!(server.cli(&["deliveries", "list", "--dead"]).1.contains("no dead deliveries"));
-    let (ok, out) = server.cli(&["deliveries", "retry", "12345"]);
+    assert!(server.cli(&["deliveries", "list", "--dead"]).await.1.contains("no dead deliveries"));
+    let (ok, out) = server.cli(&["deliveries", "retry", "12345"]).await;
     assert!(!ok && out.contains("no dead delivery with id 12345"), "{out}");
 }
 

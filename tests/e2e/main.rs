@@ -2,5 +2,6 @@
 //! destination servers on loopback. Run them with `cargo xtask test`.
 
 mod end_to_end;
+mod ingress;
 mod durability;
 mod plugins;

@@ -228,6 +228,8 @@ pub struct ServerSetup {
     pub coreapp: Option<String>,
     /// `(name, url)` of each destination.
     pub destinations: Vec<(String, String)>,
+    /// Extra keys of the `[server]` table.
+    pub server_extra: String,
     /// Extra TOML appended to the config.
     pub extra: String,
     /// Copy the example plugins into the plugins folder.
@@ -243,6 +245,7 @@ impl ServerSetup {
             dir: dir.to_path_buf(),
             coreapp: None,
             destinations: Vec::new(),
+            server_extra: String::new(),
             extra: String::new(),
             example_plugins: true,
             env: Vec::new(),
@@ -266,8 +269,9 @@ impl ServerSetup {
         }
         let port = free_port();
         let mut config = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nwebhook_path = \"/webhook\"\n\n[plugins]\ndir = \"plugins\"\n\n\
-             [storage]\nurl = \"sqlite://data/switchboard.db\"\n\n[delivery]\ninitial_backoff = \"100ms\"\nmax_backoff = \"1s\"\ntimeout = \"2s\"\n\n"
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nwebhook_path = \"/webhook\"\n{}\n[plugins]\ndir = \"plugins\"\n\n\
+             [storage]\nurl = \"sqlite://data/switchboard.db\"\n\n[delivery]\ninitial_backoff = \"100ms\"\nmax_backoff = \"1s\"\ntimeout = \"2s\"\n\n",
+            self.server_extra
         );
         if let Some(url) = &self.coreapp {
             config += &format!(
@@ -318,6 +322,7 @@ impl Server {
             .stderr(log_file)
             .spawn()
             .expect("start switchboard");
+        let tls = std::fs::read_to_string(dir.join("switchboard.toml")).unwrap_or_default().contains("tls_cert");
         let mut server = Server {
             addr,
             dir: dir.to_path_buf(),
@@ -325,13 +330,15 @@ impl Server {
             log,
             env: env.to_vec(),
         };
-        let client = http();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+        let health = if tls { format!("https://{addr}/health") } else { server.url("/health") };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("switchboard exited with {status}:\n{}", server.log());
             }
-            if let Ok(r) = client.get(server.url("/health")).send().await {
+            if let Ok(r) = client.get(&health).send().await {
                 if r.status().is_success() {
                     return server;
                 }
@@ -352,8 +359,13 @@ impl Server {
 
     /// POST a webhook body; returns the status and the response body.
     pub async fn post(&self, body: &str) -> (StatusCode, String) {
+        self.post_to("/webhook", body).await
+    }
+
+    /// POST a JSON body to `path` (with a query, if any).
+    pub async fn post_to(&self, path: &str, body: &str) -> (StatusCode, String) {
         let r = http()
-            .post(self.url("/webhook"))
+            .post(self.url(path))
             .header("content-type", "application/json")
             .body(body.to_string())
             .send()
@@ -385,12 +397,13 @@ impl Server {
     }
 
     /// Run `switchboard ARGS` against this server's config; returns (success, stdout).
-    pub fn cli(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new(target_dir().join("release/switchboard"))
+    pub async fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = tokio::process::Command::new(target_dir().join("release/switchboard"))
             .current_dir(&self.dir)
             .args(args)
             .args(["--config", "switchboard.toml"])
             .output()
+            .await
             .expect("run switchboard");
         (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
     }

@@ -19,8 +19,7 @@ pub use request::{Request, WHATSAPP};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::{DeliveryOutcome, OutboxRow, Store, now_millis};
-use crate::whatsapp::OnPremClient;
-use crate::whatsapp::onprem::{Response, read, snippet};
+use crate::whatsapp::{Response, WhatsApp, read, snippet};
 
 /// Wakes the delivery scheduler when rows are queued.
 #[derive(Clone, Default)]
@@ -39,7 +38,7 @@ pub struct Delivery {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     http: reqwest::Client,
-    whatsapp: Option<OnPremClient>,
+    whatsapp: WhatsApp,
     /// Per-target concurrency.
     targets: Mutex<HashMap<String, Arc<Semaphore>>>,
     fresh: Arc<Semaphore>,
@@ -61,11 +60,7 @@ impl Delivery {
             .pool_max_idle_per_host(config.delivery.concurrency)
             .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let whatsapp = config
-            .whatsapp
-            .as_ref()
-            .map(|c| OnPremClient::new(http.clone(), c))
-            .transpose()?;
+        let whatsapp = WhatsApp::new(http.clone(), config.whatsapp.as_ref())?;
         let lanes = config.delivery.concurrency * (config.destinations.len() + 1);
         Ok(Arc::new(Delivery {
             store,
@@ -197,22 +192,10 @@ impl Delivery {
         };
         let result = match &request {
             Request::Forward { body } => self.forward(row, body).await,
-            Request::Reply { to, body, quote } => match &self.whatsapp {
-                Some(wa) => wa.send_text(to, body, quote.as_deref()).await,
-                None => {
-                    return DeliveryOutcome::Dead {
-                        error: "no [whatsapp] section in the configuration".into(),
-                    };
-                }
-            },
-            Request::MarkRead { message_id } => match &self.whatsapp {
-                Some(wa) => wa.mark_read(message_id).await,
-                None => {
-                    return DeliveryOutcome::Dead {
-                        error: "no [whatsapp] section in the configuration".into(),
-                    };
-                }
-            },
+            Request::Reply { to, body, quote, via } => {
+                self.whatsapp.send_text(via, to, body, quote.as_deref()).await
+            }
+            Request::MarkRead { message_id, via } => self.whatsapp.mark_read(via, message_id).await,
         };
         let outcome = self.classify(row, result);
         match &outcome {

@@ -1,5 +1,7 @@
 use serde::{Deserialize, Serialize};
 
+use crate::whatsapp::Via;
+
 /// What one outbox row sends, stored as JSON in the row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -12,9 +14,15 @@ pub enum Request {
         body: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         quote: Option<String>,
+        #[serde(default)]
+        via: Via,
     },
     /// Mark an inbound message read through the WhatsApp API.
-    MarkRead { message_id: String },
+    MarkRead {
+        message_id: String,
+        #[serde(default)]
+        via: Via,
+    },
 }
 
 impl Request {

@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::plugins::kv::KvOverlay;
 use crate::plugins::{Registry, Snapshot};
 use crate::store::{self, InboxItem, NewDelivery, Store};
+use crate::whatsapp::{Via, WhatsApp};
 
 /// How many notifications one dispatch transaction covers at most.
 const BATCH: usize = 256;
@@ -132,6 +133,7 @@ impl Dispatcher {
             })
             .collect();
         let customer = n.sender.as_deref().unwrap_or(&n.id);
+        let via = self.config.via(n);
         let mut out = Vec::new();
         for (index, (plugin, action)) in actions.iter().enumerate() {
             let (target, request) = match action {
@@ -149,18 +151,21 @@ impl Dispatcher {
                         to: to.clone(),
                         body: body.clone(),
                         quote: quote.clone(),
+                        via: via.clone(),
                     },
                 ),
                 Action::MarkRead { message_id } => (
                     delivery::WHATSAPP,
                     Request::MarkRead {
                         message_id: message_id.clone(),
+                        via: via.clone(),
                     },
                 ),
                 Action::Tag { .. } | Action::Stop => continue,
             };
-            if target == delivery::WHATSAPP && self.config.whatsapp.is_none() {
-                tracing::warn!(%plugin, "{} refused: no [whatsapp] section in the configuration", request.kind());
+            if target == delivery::WHATSAPP && !WhatsApp::supports(self.config.whatsapp.as_ref(), &via) {
+                let section = if via == Via::Onprem { "[whatsapp] base_url" } else { "[whatsapp.cloud]" };
+                tracing::warn!(%plugin, "{} refused: no {section} in the configuration", request.kind());
                 continue;
             }
             out.push(NewDelivery {

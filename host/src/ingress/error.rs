@@ -21,6 +21,11 @@ impl WhatsAppError {
         }
     }
 
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// A 400 with a WhatsApp error code.
     pub fn bad_request(code: u32, title: &'static str, details: String) -> Self {
         WhatsAppError {

@@ -1,25 +1,33 @@
-//! Ingress: the HTTP endpoint the Coreapp POSTs webhooks to. A body is split into
-//! notifications and stored durably before the 200 goes out; anything else makes the Coreapp
-//! retry.
+//! Ingress: the HTTP endpoints WhatsApp POSTs webhooks to. A request is authenticated and
+//! checked, its body split into notifications and stored durably before the 200 goes out;
+//! anything else makes the sender retry. Nothing of a refused request is stored.
 
+mod auth;
 mod error;
+pub mod input;
+pub mod tls;
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, RawPathParams, State};
+use axum::extract::connect_info::Connected;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::serve::IncomingStream;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use sha2::{Digest, Sha256};
 use switchboard_sdk::split::{self, SplitError};
 use switchboard_sdk::{Kind, Notification};
 
+pub use auth::Endpoint;
 pub use error::WhatsAppError;
 
-use crate::config::Config;
+use crate::config::{Config, EndpointKind};
 use crate::dispatch;
 use crate::metrics::Metrics;
 use crate::plugins::Registry;
@@ -34,31 +42,122 @@ pub struct AppState {
     pub dispatch: dispatch::Wake,
 }
 
-/// The HTTP routes: the webhook path, `/health` and `/metrics`.
-pub fn router(state: Arc<AppState>) -> Router {
+/// The endpoints of the configuration: the default one of `webhook_path` (unless empty) and
+/// those of `[[server.endpoints]]`.
+pub fn endpoints(config: &Config) -> anyhow::Result<Vec<Arc<Endpoint>>> {
+    let mut out = Vec::new();
+    if !config.server.webhook_path.is_empty() {
+        out.push(Arc::new(Endpoint::open(&config.server.webhook_path)));
+    }
+    for c in &config.server.endpoints {
+        out.push(Arc::new(Endpoint::from_config(c)?));
+    }
+    for e in &out {
+        if !e.is_guarded() {
+            tracing::warn!(endpoint = e.name, path = e.path, "endpoint accepts unauthenticated webhooks: keep it on a private network, or set token_env or allow_ips");
+        }
+    }
+    Ok(out)
+}
+
+/// The HTTP routes: the webhook endpoints, `/health` and `/metrics`.
+pub fn router(state: Arc<AppState>, endpoints: Vec<Arc<Endpoint>>) -> Router {
     let max_body = state.config.server.max_body_bytes;
-    Router::new()
-        .route(&state.config.server.webhook_path, post(webhook))
-        .route("/health", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state)
+    let mut router = Router::new().route("/health", get(|| async { "ok" })).route("/metrics", get(metrics));
+    for endpoint in endpoints {
+        let on_post = {
+            let endpoint = endpoint.clone();
+            move |state: AppRef, client: ConnectInfo<ClientAddr>, params: RawPathParams, uri: Uri, headers: HeaderMap, body: Result<Bytes, BytesRejection>| {
+                webhook(state, endpoint, client, params, uri, headers, body)
+            }
+        };
+        let mut route = post(on_post);
+        if endpoint.kind == EndpointKind::Cloud {
+            let endpoint = endpoint.clone();
+            route = route.get(move |state: AppRef, client: ConnectInfo<ClientAddr>, uri: Uri| verify(state, endpoint, client, uri));
+        }
+        router = router.route(&endpoint.path, route);
+    }
+    router.layer(DefaultBodyLimit::max(max_body)).with_state(state)
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     let snapshot = app.registry.snapshot();
-    let body = app
-        .metrics
-        .render(snapshot.plugins.len(), app.registry.errors().len());
+    let body = app.metrics.render(snapshot.plugins.len(), app.registry.errors().len());
     ([("content-type", "text/plain; version=0.0.4")], body)
+}
+
+type AppRef = State<Arc<AppState>>;
+
+/// The client's address, as the listener (plain or TLS) saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, tls::TlsListener>> for ClientAddr {
+    fn connect_info(stream: IncomingStream<'_, tls::TlsListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+fn query(uri: &Uri) -> HashMap<String, String> {
+    Query::<HashMap<String, String>>::try_from_uri(uri).map(|q| q.0).unwrap_or_default()
+}
+
+/// The Cloud API's `hub.mode=subscribe` handshake.
+async fn verify(
+    State(app): State<Arc<AppState>>,
+    endpoint: Arc<Endpoint>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    uri: Uri,
+) -> Response {
+    let q = query(&uri);
+    let get = |k: &str| q.get(k).map(String::as_str);
+    let answer = endpoint
+        .check_address(client.ip())
+        .ok()
+        .and_then(|()| endpoint.verify_subscription(get("hub.mode"), get("hub.verify_token"), get("hub.challenge")));
+    match answer {
+        Some(challenge) => (StatusCode::OK, [("content-type", "text/plain")], challenge).into_response(),
+        None => {
+            app.metrics.inc(&app.metrics.webhooks_unauthorized);
+            tracing::warn!(endpoint = endpoint.name, client = %client.ip(), "subscription verification refused");
+            StatusCode::FORBIDDEN.into_response()
+        }
+    }
 }
 
 async fn webhook(
     State(app): State<Arc<AppState>>,
+    endpoint: Arc<Endpoint>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    params: RawPathParams,
+    uri: Uri,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     app.metrics.inc(&app.metrics.webhooks_received);
-    match accept(&app, body).await {
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => {
+            app.metrics.inc(&app.metrics.webhooks_rejected);
+            return WhatsAppError::new(r.status(), "Request body rejected", r.body_text()).into_response();
+        }
+    };
+    let path_token = params.iter().find(|(k, _)| *k == "token").map(|(_, v)| v);
+    let q = query(&uri);
+    let query_token = q.get("token").map(String::as_str);
+    if let Err(denied) = endpoint.check(client.ip(), path_token, query_token, &headers, &body) {
+        app.metrics.inc(&app.metrics.webhooks_unauthorized);
+        tracing::warn!(endpoint = endpoint.name, client = %client.ip(), reason = ?denied, "webhook refused");
+        return denied.status().into_response();
+    }
+    match accept(&app, &endpoint, &headers, &body).await {
         Ok(()) => (StatusCode::OK, [("content-type", "application/json")], "{}").into_response(),
         Err(e) => {
             app.metrics.inc(&app.metrics.webhooks_rejected);
@@ -67,17 +166,20 @@ async fn webhook(
     }
 }
 
-async fn accept(app: &AppState, body: Result<Bytes, BytesRejection>) -> Result<(), WhatsAppError> {
-    let body =
-        body.map_err(|r| WhatsAppError::new(r.status(), "Request body rejected", r.body_text()))?;
-    let notifications = split::split_onprem(&body, "default").map_err(|e| match e {
+async fn accept(app: &AppState, endpoint: &Endpoint, headers: &HeaderMap, body: &[u8]) -> Result<(), WhatsAppError> {
+    input::check(headers, body, app.config.server.max_json_depth)?;
+    let split = match endpoint.kind {
+        EndpointKind::Onprem => split::split_onprem,
+        EndpointKind::Cloud => split::split_cloud,
+    };
+    let notifications = split(body, &endpoint.name).map_err(|e| match e {
         SplitError::Syntax(d) => WhatsAppError::bad_request(400, "Malformed JSON", d),
         SplitError::Shape(d) => WhatsAppError::bad_request(1009, "Invalid webhook body", d),
     })?;
     if notifications.is_empty() {
         return Ok(());
     }
-    let body_hash = hex::encode(&Sha256::digest(&body)[..16]);
+    let body_hash = hex::encode(&Sha256::digest(body)[..16]);
     let items: Vec<NewInboxItem> = notifications
         .iter()
         .enumerate()
@@ -88,12 +190,11 @@ async fn accept(app: &AppState, body: Result<Bytes, BytesRejection>) -> Result<(
         .collect();
     let total = items.len() as u64;
     let fresh = app.store.ingest(items).await.map_err(|e| {
-        tracing::error!(error = %format!("{e:#}"), "cannot store a webhook; answering 503 so the Coreapp retries");
+        tracing::error!(error = %format!("{e:#}"), "cannot store a webhook; answering 503 so the sender retries");
         WhatsAppError::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable", "storage is unavailable; retry later".into())
     })? as u64;
     app.metrics.add(&app.metrics.notifications_accepted, fresh);
-    app.metrics
-        .add(&app.metrics.notifications_duplicate, total - fresh);
+    app.metrics.add(&app.metrics.notifications_duplicate, total - fresh);
     if fresh > 0 {
         app.dispatch.wake();
     }

@@ -1,5 +1,103 @@
-//! The WhatsApp Business API as a client: login, send text, mark read.
+//! The WhatsApp Business APIs as a client: send text, mark read. The On-Premises API serves
+//! notifications that came in on `onprem` endpoints, the Cloud API those of `cloud` endpoints.
 
+pub mod cloud;
 pub mod onprem;
 
-pub use onprem::OnPremClient;
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::config::WhatsAppConfig;
+
+/// Which API a reply or mark-read goes through.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "api", rename_all = "lowercase")]
+pub enum Via {
+    /// The On-Premises API of `[whatsapp]`.
+    #[default]
+    Onprem,
+    /// The Cloud API of `[whatsapp.cloud]`, from this business number (or the configured one).
+    Cloud {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        phone_number_id: Option<String>,
+    },
+}
+
+/// The answer to a call, for the delivery worker to classify.
+pub struct Response {
+    pub status: StatusCode,
+    pub retry_after: Option<std::time::Duration>,
+    pub body: String,
+}
+
+/// The configured WhatsApp APIs.
+pub struct WhatsApp {
+    onprem: Option<onprem::OnPremClient>,
+    cloud: Option<cloud::CloudClient>,
+}
+
+impl WhatsApp {
+    /// Clients for what `[whatsapp]` configures.
+    pub fn new(http: reqwest::Client, config: Option<&WhatsAppConfig>) -> anyhow::Result<WhatsApp> {
+        let onprem = match config {
+            Some(c) if c.base_url.is_some() => Some(onprem::OnPremClient::new(http.clone(), c)?),
+            _ => None,
+        };
+        let cloud = config.and_then(|c| c.cloud.as_ref()).map(|c| cloud::CloudClient::new(http, c)).transpose()?;
+        Ok(WhatsApp { onprem, cloud })
+    }
+
+    /// Whether replies can go out through `via`.
+    pub fn supports(config: Option<&WhatsAppConfig>, via: &Via) -> bool {
+        match via {
+            Via::Onprem => config.is_some_and(|c| c.base_url.is_some()),
+            Via::Cloud { .. } => config.is_some_and(|c| c.cloud.is_some()),
+        }
+    }
+
+    /// Send a text message.
+    pub async fn send_text(&self, via: &Via, to: &str, body: &str, quote: Option<&str>) -> anyhow::Result<Response> {
+        match via {
+            Via::Onprem => self.onprem()?.send_text(to, body, quote).await,
+            Via::Cloud { phone_number_id } => self.cloud()?.send_text(phone_number_id.as_deref(), to, body, quote).await,
+        }
+    }
+
+    /// Mark an inbound message read.
+    pub async fn mark_read(&self, via: &Via, message_id: &str) -> anyhow::Result<Response> {
+        match via {
+            Via::Onprem => self.onprem()?.mark_read(message_id).await,
+            Via::Cloud { phone_number_id } => self.cloud()?.mark_read(phone_number_id.as_deref(), message_id).await,
+        }
+    }
+
+    fn onprem(&self) -> anyhow::Result<&onprem::OnPremClient> {
+        self.onprem.as_ref().ok_or_else(|| anyhow::anyhow!("no On-Premises API configured: set [whatsapp] base_url"))
+    }
+
+    fn cloud(&self) -> anyhow::Result<&cloud::CloudClient> {
+        self.cloud.as_ref().ok_or_else(|| anyhow::anyhow!("no Cloud API configured: add [whatsapp.cloud]"))
+    }
+}
+
+/// Read a response into a [`Response`].
+pub async fn read(resp: reqwest::Response) -> anyhow::Result<Response> {
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(std::time::Duration::from_secs);
+    let body = resp.text().await.unwrap_or_default();
+    Ok(Response { status, retry_after, body })
+}
+
+/// At most 512 bytes of a response body, for error messages.
+pub fn snippet(text: &str) -> &str {
+    let mut end = text.len().min(512);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

@@ -6,6 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use super::{Response, read, snippet};
 use crate::config::WhatsAppConfig;
 
 /// A logged-in client of one Coreapp.
@@ -15,13 +16,6 @@ pub struct OnPremClient {
     username: String,
     password: String,
     token: Mutex<Option<String>>,
-}
-
-/// The answer to a call, for the delivery worker to classify.
-pub struct Response {
-    pub status: StatusCode,
-    pub retry_after: Option<std::time::Duration>,
-    pub body: String,
 }
 
 #[derive(Deserialize)]
@@ -39,7 +33,7 @@ impl OnPremClient {
     pub fn new(http: reqwest::Client, config: &WhatsAppConfig) -> anyhow::Result<OnPremClient> {
         Ok(OnPremClient {
             http,
-            base_url: config.base_url.trim_end_matches('/').to_string(),
+            base_url: config.base_url.as_deref().unwrap_or_default().trim_end_matches('/').to_string(),
             username: config.username.clone(),
             password: config.password()?,
             token: Mutex::new(None),
@@ -73,7 +67,8 @@ impl OnPremClient {
             .await
     }
 
-    async fn call(
+    /// A call with the Bearer token, logging in first, and again after a 401.
+    pub async fn call(
         &self,
         method: Method,
         path: &str,
@@ -133,32 +128,6 @@ impl OnPremClient {
         *slot = Some(token.clone());
         Ok(token)
     }
-}
-
-/// Read a response into a [`Response`].
-pub async fn read(resp: reqwest::Response) -> anyhow::Result<Response> {
-    let status = resp.status();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(std::time::Duration::from_secs);
-    let body = resp.text().await.unwrap_or_default();
-    Ok(Response {
-        status,
-        retry_after,
-        body,
-    })
-}
-
-/// At most 512 bytes of a response body, for error messages.
-pub fn snippet(text: &str) -> &str {
-    let mut end = text.len().min(512);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 fn urlencode(s: &str) -> String {

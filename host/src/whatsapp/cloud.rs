@@ -1,0 +1,62 @@
+//! The Cloud API: `POST {base_url}/{phone-number-id}/messages` with a Bearer token.
+
+use anyhow::Context;
+
+use super::{Response, read};
+use crate::config::CloudApiConfig;
+
+/// A client of the Cloud API.
+pub struct CloudClient {
+    http: reqwest::Client,
+    base_url: String,
+    phone_number_id: Option<String>,
+    token: String,
+}
+
+impl CloudClient {
+    /// A client for `[whatsapp.cloud]`.
+    pub fn new(http: reqwest::Client, config: &CloudApiConfig) -> anyhow::Result<CloudClient> {
+        Ok(CloudClient {
+            http,
+            base_url: config.base_url.trim_end_matches('/').to_string(),
+            phone_number_id: config.phone_number_id.clone(),
+            token: config.token()?,
+        })
+    }
+
+    /// Send a text message from `number` (or the configured one).
+    pub async fn send_text(&self, number: Option<&str>, to: &str, body: &str, quote: Option<&str>) -> anyhow::Result<Response> {
+        let mut message = serde_json::json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": "text",
+            "text": { "preview_url": false, "body": body },
+        });
+        if let Some(id) = quote {
+            message["context"] = serde_json::json!({ "message_id": id });
+        }
+        self.post(number, &message).await
+    }
+
+    /// Mark an inbound message read.
+    pub async fn mark_read(&self, number: Option<&str>, message_id: &str) -> anyhow::Result<Response> {
+        let body = serde_json::json!({ "messaging_product": "whatsapp", "status": "read", "message_id": message_id });
+        self.post(number, &body).await
+    }
+
+    async fn post(&self, number: Option<&str>, body: &serde_json::Value) -> anyhow::Result<Response> {
+        let number = number
+            .or(self.phone_number_id.as_deref())
+            .context("the notification carries no phone number id and [whatsapp.cloud] sets none")?;
+        let resp = self
+            .http
+            .post(format!("{}/{number}/messages", self.base_url))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await?;
+        read(resp).await
+    }
+}
