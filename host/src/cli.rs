@@ -120,7 +120,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deliveries { command } => rt.block_on(deliveries(command)),
         Command::RunPlugin { plugin, payload } => rt.block_on(run_plugin(&plugin, &payload)),
         Command::NewPlugin { name, sdk_path } => new_plugin(&name, sdk_path.as_deref()),
-        Command::Register { config, url, sent, delivered, read, dry_run } => {
+        Command::Register {
+            config,
+            url,
+            sent,
+            delivered,
+            read,
+            dry_run,
+        } => {
             let body = register_body(&url, sent, delivered, read);
             rt.block_on(register(&config, body, dry_run))
         }
@@ -173,7 +180,12 @@ async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<()> {
 }
 
 /// The settings `register` sends.
-fn register_body(url: &str, sent: Option<bool>, delivered: Option<bool>, read: Option<bool>) -> serde_json::Value {
+fn register_body(
+    url: &str,
+    sent: Option<bool>,
+    delivered: Option<bool>,
+    read: Option<bool>,
+) -> serde_json::Value {
     let mut message = serde_json::Map::new();
     for (key, value) in [("sent", sent), ("delivered", delivered), ("read", read)] {
         if let Some(v) = value {
@@ -189,18 +201,37 @@ fn register_body(url: &str, sent: Option<bool>, delivered: Option<bool>, read: O
 
 async fn register(config: &Path, body: serde_json::Value, dry_run: bool) -> anyhow::Result<()> {
     let config = Config::load(config)?;
-    let wa = config.whatsapp.as_ref().filter(|w| w.base_url.is_some()).context("register needs [whatsapp] base_url")?;
-    let url = format!("{}/v1/settings/application", wa.base_url.as_deref().unwrap_or_default().trim_end_matches('/'));
+    let wa = config
+        .whatsapp
+        .as_ref()
+        .filter(|w| w.base_url.is_some())
+        .context("register needs [whatsapp] base_url")?;
+    let url = format!(
+        "{}/v1/settings/application",
+        wa.base_url
+            .as_deref()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+    );
     if reqwest::Url::parse(body["webhooks"]["url"].as_str().unwrap_or_default()).is_err() {
         bail!("--url must be an absolute URL, e.g. https://switchboard.example.com/webhook");
     }
     if dry_run {
-        println!("PATCH {url}\nAuthorization: Bearer <token from POST /v1/users/login as {}>\n\n{body:#}", wa.username);
+        println!(
+            "PATCH {url}\nAuthorization: Bearer <token from POST /v1/users/login as {}>\n\n{body:#}",
+            wa.username
+        );
         return Ok(());
     }
     let client = crate::whatsapp::onprem::OnPremClient::new(reqwest::Client::new(), wa)?;
-    let resp = client.call(reqwest::Method::PATCH, "/v1/settings/application", &body).await?;
-    println!("the Coreapp answered {}: {}", resp.status, crate::whatsapp::snippet(&resp.body));
+    let resp = client
+        .call(reqwest::Method::PATCH, "/v1/settings/application", &body)
+        .await?;
+    println!(
+        "the Coreapp answered {}: {}",
+        resp.status,
+        crate::whatsapp::snippet(&resp.body)
+    );
     if !resp.status.is_success() {
         bail!("the Coreapp refused the settings");
     }

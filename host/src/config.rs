@@ -135,8 +135,12 @@ pub struct CloudApiConfig {
 impl CloudApiConfig {
     /// The access token, from the environment.
     pub fn token(&self) -> anyhow::Result<String> {
-        std::env::var(&self.token_env)
-            .with_context(|| format!("[whatsapp.cloud] token_env names {}, which is not set", self.token_env))
+        std::env::var(&self.token_env).with_context(|| {
+            format!(
+                "[whatsapp.cloud] token_env names {}, which is not set",
+                self.token_env
+            )
+        })
     }
 }
 
@@ -296,7 +300,10 @@ impl Config {
             .with_context(|| format!("invalid config file {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.plugins.dir = base.join(&config.plugins.dir);
-        for file in [&mut config.server.tls_cert, &mut config.server.tls_key].into_iter().flatten() {
+        for file in [&mut config.server.tls_cert, &mut config.server.tls_key]
+            .into_iter()
+            .flatten()
+        {
             *file = base.join(&*file);
         }
         if let Some(p) = config.storage.url.strip_prefix("sqlite://") {
@@ -310,14 +317,20 @@ impl Config {
 
     /// The kind of the endpoint named `source`; the default endpoint is On-Premises.
     pub fn endpoint_kind(&self, source: &str) -> EndpointKind {
-        self.server.endpoints.iter().find(|e| e.name == source).map_or(EndpointKind::Onprem, |e| e.kind)
+        self.server
+            .endpoints
+            .iter()
+            .find(|e| e.name == source)
+            .map_or(EndpointKind::Onprem, |e| e.kind)
     }
 
     /// The API that replies to `n` go through: the one it came in from.
     pub fn via(&self, n: &switchboard_sdk::Notification) -> crate::whatsapp::Via {
         match self.endpoint_kind(&n.source) {
             EndpointKind::Onprem => crate::whatsapp::Via::Onprem,
-            EndpointKind::Cloud => crate::whatsapp::Via::Cloud { phone_number_id: n.phone_number_id.clone() },
+            EndpointKind::Cloud => crate::whatsapp::Via::Cloud {
+                phone_number_id: n.phone_number_id.clone(),
+            },
         }
     }
 
@@ -334,8 +347,13 @@ impl Config {
                 .with_context(|| format!("[destinations.{name}] url {:?} is not a URL", d.url))?;
         }
         if let Some(wa) = &self.whatsapp {
-            for url in wa.base_url.iter().chain(wa.cloud.as_ref().map(|c| &c.base_url)) {
-                reqwest::Url::parse(url).with_context(|| format!("[whatsapp] base_url {url:?} is not a URL"))?;
+            for url in wa
+                .base_url
+                .iter()
+                .chain(wa.cloud.as_ref().map(|c| &c.base_url))
+            {
+                reqwest::Url::parse(url)
+                    .with_context(|| format!("[whatsapp] base_url {url:?} is not a URL"))?;
             }
         }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
@@ -344,13 +362,24 @@ impl Config {
         let mut paths = vec![self.server.webhook_path.as_str()];
         for e in &self.server.endpoints {
             if !e.path.starts_with('/') {
-                bail!("[[server.endpoints]] {}: path must start with '/', got {:?}", e.name, e.path);
+                bail!(
+                    "[[server.endpoints]] {}: path must start with '/', got {:?}",
+                    e.name,
+                    e.path
+                );
             }
             if e.kind == EndpointKind::Cloud && e.app_secret_env.is_none() {
-                bail!("[[server.endpoints]] {}: a cloud endpoint needs app_secret_env (it checks X-Hub-Signature-256)", e.name);
+                bail!(
+                    "[[server.endpoints]] {}: a cloud endpoint needs app_secret_env (it checks X-Hub-Signature-256)",
+                    e.name
+                );
             }
             if paths.contains(&e.path.as_str()) {
-                bail!("[[server.endpoints]] {}: path {:?} is used twice", e.name, e.path);
+                bail!(
+                    "[[server.endpoints]] {}: path {:?} is used twice",
+                    e.name,
+                    e.path
+                );
             }
             paths.push(&e.path);
         }

@@ -39,8 +39,16 @@ impl Metrics {
                 "Webhook POSTs received",
                 &self.webhooks_received,
             ),
-            ("webhooks_rejected_total", "Webhook POSTs refused as bad input", &self.webhooks_rejected),
-            ("webhooks_unauthorized_total", "Requests refused by authentication", &self.webhooks_unauthorized),
+            (
+                "webhooks_rejected_total",
+                "Webhook POSTs refused as bad input",
+                &self.webhooks_rejected,
+            ),
+            (
+                "webhooks_unauthorized_total",
+                "Requests refused by authentication",
+                &self.webhooks_unauthorized,
+            ),
             (
                 "notifications_accepted_total",
                 "Notifications stored",

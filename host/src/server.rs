@@ -77,7 +77,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .iter()
         .map(|p| p.name.to_string())
         .collect();
-    let tls = config.server.tls_cert.as_ref().zip(config.server.tls_key.as_ref());
+    let tls = config
+        .server
+        .tls_cert
+        .as_ref()
+        .zip(config.server.tls_key.as_ref());
     tracing::info!(
         listen = %listener.local_addr()?,
         https = tls.is_some(),
@@ -87,9 +91,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     match tls {
         Some((cert, key)) => {
             let listener = ingress::tls::TlsListener::new(listener, cert, key)?;
-            axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?
         }
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?,
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?
+        }
     }
 
     tracing::info!("shutting down: draining the inbox and deliveries in flight");

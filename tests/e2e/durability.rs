@@ -10,10 +10,14 @@ use sha2::Sha256;
 use switchboard_tests::{Fake, ServerSetup, eventually, fixture, install, test_plugin};
 
 fn message(id: usize) -> String {
-    fixture("e1-text.json").replace("ABEGVRGYdlABAgo-sKq3Yc7rN2Tz", &format!("ABEG-durable-{id}"))
+    fixture("e1-text.json").replace(
+        "ABEGVRGYdlABAgo-sKq3Yc7rN2Tz",
+        &format!("ABEG-durable-{id}"),
+    )
 }
 
-const ECHO: &str = "[config]\nmode = \"echo\"\ndestination = \"sink\"\n[permissions]\ndestinations = [\"sink\"]\n";
+const ECHO: &str =
+    "[config]\nmode = \"echo\"\ndestination = \"sink\"\n[permissions]\ndestinations = [\"sink\"]\n";
 
 #[tokio::test]
 async fn a_crash_and_a_destination_outage_lose_nothing() {
@@ -24,7 +28,12 @@ async fn a_crash_and_a_destination_outage_lose_nothing() {
     setup.example_plugins = false;
     setup.destinations = vec![("sink".into(), sink.url())];
     std::fs::create_dir_all(setup.plugins_dir()).unwrap();
-    install(&setup.plugins_dir(), "echo", &test_plugin("misbehave.wasm"), ECHO);
+    install(
+        &setup.plugins_dir(),
+        "echo",
+        &test_plugin("misbehave.wasm"),
+        ECHO,
+    );
     let mut server = setup.start().await;
 
     // A bounded stream of webhooks; the server is killed with SIGKILL halfway. Like the Coreapp,
@@ -45,7 +54,10 @@ async fn a_crash_and_a_destination_outage_lose_nothing() {
         }
     }
     assert_eq!(acknowledged.len(), TOTAL);
-    assert!(!sink.received().is_empty(), "deliveries were attempted during the outage");
+    assert!(
+        !sink.received().is_empty(),
+        "deliveries were attempted during the outage"
+    );
 
     // The destination comes back.
     sink.respond(|_| (StatusCode::OK, "{}".into()));
@@ -53,14 +65,27 @@ async fn a_crash_and_a_destination_outage_lose_nothing() {
         sink.received()
             .iter()
             .filter(|r| r.json().get("id").is_some())
-            .map(|r| (r.json()["id"].as_str().unwrap().to_string(), r.header("webhook-id").unwrap().to_string()))
+            .map(|r| {
+                (
+                    r.json()["id"].as_str().unwrap().to_string(),
+                    r.header("webhook-id").unwrap().to_string(),
+                )
+            })
             .collect::<Vec<_>>()
     };
     let all_in = eventually(Duration::from_secs(60), || {
-        delivered().iter().map(|(id, _)| id.clone()).collect::<BTreeSet<_>>().is_superset(&acknowledged)
+        delivered()
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect::<BTreeSet<_>>()
+            .is_superset(&acknowledged)
     })
     .await;
-    assert!(all_in, "every acknowledged webhook reaches the destination after the outage:\n{}", server.log());
+    assert!(
+        all_in,
+        "every acknowledged webhook reaches the destination after the outage:\n{}",
+        server.log()
+    );
     // Attempts of one notification all carry the same webhook-id, and different notifications
     // different ones, so the receiver can deduplicate.
     let mut ids_by_webhook: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -69,7 +94,10 @@ async fn a_crash_and_a_destination_outage_lose_nothing() {
     }
     assert_eq!(ids_by_webhook.len(), TOTAL);
     assert!(ids_by_webhook.values().all(|ids| ids.len() == 1));
-    assert!(server.metric("deliveries_retried_total").await > 0 || server.log().contains("will be retried"));
+    assert!(
+        server.metric("deliveries_retried_total").await > 0
+            || server.log().contains("will be retried")
+    );
 }
 
 #[tokio::test]
@@ -80,7 +108,12 @@ async fn dead_letters_are_listed_and_retried() {
     setup.example_plugins = false;
     setup.destinations = vec![("sink".into(), sink.url())];
     std::fs::create_dir_all(setup.plugins_dir()).unwrap();
-    install(&setup.plugins_dir(), "echo", &test_plugin("misbehave.wasm"), ECHO);
+    install(
+        &setup.plugins_dir(),
+        "echo",
+        &test_plugin("misbehave.wasm"),
+        ECHO,
+    );
     let server = setup.start().await;
     assert_eq!(server.post(&message(1)).await.0, StatusCode::OK);
 
@@ -102,10 +135,23 @@ async fn dead_letters_are_listed_and_retried() {
     sink.respond(|_| (StatusCode::OK, "{}".into()));
     let (ok, out) = server.cli(&["deliveries", "retry", &id]).await;
     assert!(ok && out.contains("1 deliveries queued again"), "{out}");
-    assert!(eventually(Duration::from_secs(20), || sink.received().len() == 2).await, "{}", server.log());
-    assert!(server.cli(&["deliveries", "list", "--dead"]).await.1.contains("no dead deliveries"));
+    assert!(
+        eventually(Duration::from_secs(20), || sink.received().len() == 2).await,
+        "{}",
+        server.log()
+    );
+    assert!(
+        server
+            .cli(&["deliveries", "list", "--dead"])
+            .await
+            .1
+            .contains("no dead deliveries")
+    );
     let (ok, out) = server.cli(&["deliveries", "retry", "12345"]).await;
-    assert!(!ok && out.contains("no dead delivery with id 12345"), "{out}");
+    assert!(
+        !ok && out.contains("no dead delivery with id 12345"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -114,21 +160,44 @@ async fn forwards_are_signed_with_standard_webhooks_headers() {
     let sink = Fake::start().await;
     let mut setup = ServerSetup::new(dir.path());
     setup.example_plugins = false;
-    setup.extra = format!("[destinations.sink]\nurl = \"{}\"\nsecret_env = \"SINK_SECRET\"\n", sink.url());
-    setup.env = vec![("SINK_SECRET".into(), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into())];
+    setup.extra = format!(
+        "[destinations.sink]\nurl = \"{}\"\nsecret_env = \"SINK_SECRET\"\n",
+        sink.url()
+    );
+    setup.env = vec![(
+        "SINK_SECRET".into(),
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+    )];
     std::fs::create_dir_all(setup.plugins_dir()).unwrap();
-    install(&setup.plugins_dir(), "echo", &test_plugin("misbehave.wasm"), ECHO);
+    install(
+        &setup.plugins_dir(),
+        "echo",
+        &test_plugin("misbehave.wasm"),
+        ECHO,
+    );
     let server = setup.start().await;
     assert_eq!(server.post(&message(7)).await.0, StatusCode::OK);
-    assert!(eventually(Duration::from_secs(20), || sink.received().len() == 1).await, "{}", server.log());
+    assert!(
+        eventually(Duration::from_secs(20), || sink.received().len() == 1).await,
+        "{}",
+        server.log()
+    );
 
     let r = &sink.received()[0];
-    let (id, ts) = (r.header("webhook-id").unwrap(), r.header("webhook-timestamp").unwrap());
-    let key = base64::engine::general_purpose::STANDARD.decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let (id, ts) = (
+        r.header("webhook-id").unwrap(),
+        r.header("webhook-timestamp").unwrap(),
+    );
+    let key = base64::engine::general_purpose::STANDARD
+        .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        .unwrap();
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
     mac.update(format!("{id}.{ts}.").as_bytes());
     mac.update(&r.body);
-    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+    let expected = format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
     assert_eq!(r.header("webhook-signature"), Some(expected.as_str()));
 }
 
@@ -140,13 +209,26 @@ async fn sigterm_drains_and_exits_cleanly() {
     setup.example_plugins = false;
     setup.destinations = vec![("sink".into(), sink.url())];
     std::fs::create_dir_all(setup.plugins_dir()).unwrap();
-    install(&setup.plugins_dir(), "echo", &test_plugin("misbehave.wasm"), ECHO);
+    install(
+        &setup.plugins_dir(),
+        "echo",
+        &test_plugin("misbehave.wasm"),
+        ECHO,
+    );
     let mut server = setup.start().await;
     for id in 0..20 {
         assert_eq!(server.post(&message(id)).await.0, StatusCode::OK);
     }
-    assert!(server.terminate(), "exit status 0 after SIGTERM:\n{}", server.log());
+    assert!(
+        server.terminate(),
+        "exit status 0 after SIGTERM:\n{}",
+        server.log()
+    );
     // What was accepted before the signal is delivered by now, or on the next start.
     let server = setup.start().await;
-    assert!(eventually(Duration::from_secs(20), || sink.received().len() >= 20).await, "{}", server.log());
+    assert!(
+        eventually(Duration::from_secs(20), || sink.received().len() >= 20).await,
+        "{}",
+        server.log()
+    );
 }

@@ -1,7 +1,7 @@
 //! End-to-end tests: the real server with the real example plugins, against fake Coreapp and
 //! destination servers on loopback. Run them with `cargo xtask test`.
 
+mod durability;
 mod end_to_end;
 mod ingress;
-mod durability;
 mod plugins;

@@ -283,7 +283,12 @@ impl ServerSetup {
         }
         config += &self.extra;
         std::fs::write(self.dir.join("switchboard.toml"), config).unwrap();
-        Server::start(&self.dir, format!("127.0.0.1:{port}").parse().unwrap(), &self.env).await
+        Server::start(
+            &self.dir,
+            format!("127.0.0.1:{port}").parse().unwrap(),
+            &self.env,
+        )
+        .await
     }
 }
 
@@ -322,7 +327,9 @@ impl Server {
             .stderr(log_file)
             .spawn()
             .expect("start switchboard");
-        let tls = std::fs::read_to_string(dir.join("switchboard.toml")).unwrap_or_default().contains("tls_cert");
+        let tls = std::fs::read_to_string(dir.join("switchboard.toml"))
+            .unwrap_or_default()
+            .contains("tls_cert");
         let mut server = Server {
             addr,
             dir: dir.to_path_buf(),
@@ -331,8 +338,15 @@ impl Server {
             env: env.to_vec(),
         };
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
-        let health = if tls { format!("https://{addr}/health") } else { server.url("/health") };
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        let health = if tls {
+            format!("https://{addr}/health")
+        } else {
+            server.url("/health")
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = server.child.try_wait() {
@@ -405,7 +419,11 @@ impl Server {
             .output()
             .await
             .expect("run switchboard");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
     }
 
     /// Start the server again on the same folder and port, as after a crash.

@@ -192,8 +192,15 @@ impl Delivery {
         };
         let result = match &request {
             Request::Forward { body } => self.forward(row, body).await,
-            Request::Reply { to, body, quote, via } => {
-                self.whatsapp.send_text(via, to, body, quote.as_deref()).await
+            Request::Reply {
+                to,
+                body,
+                quote,
+                via,
+            } => {
+                self.whatsapp
+                    .send_text(via, to, body, quote.as_deref())
+                    .await
             }
             Request::MarkRead { message_id, via } => self.whatsapp.mark_read(via, message_id).await,
         };

@@ -163,8 +163,14 @@ impl Dispatcher {
                 ),
                 Action::Tag { .. } | Action::Stop => continue,
             };
-            if target == delivery::WHATSAPP && !WhatsApp::supports(self.config.whatsapp.as_ref(), &via) {
-                let section = if via == Via::Onprem { "[whatsapp] base_url" } else { "[whatsapp.cloud]" };
+            if target == delivery::WHATSAPP
+                && !WhatsApp::supports(self.config.whatsapp.as_ref(), &via)
+            {
+                let section = if via == Via::Onprem {
+                    "[whatsapp] base_url"
+                } else {
+                    "[whatsapp.cloud]"
+                };
                 tracing::warn!(%plugin, "{} refused: no {section} in the configuration", request.kind());
                 continue;
             }

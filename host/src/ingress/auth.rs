@@ -76,7 +76,8 @@ impl Endpoint {
             kind: c.kind,
             token: secret(&c.token_env, "token_env", &c.name)?,
             allow_ips: c.allow_ips.clone(),
-            app_secret: secret(&c.app_secret_env, "app_secret_env", &c.name)?.map(String::into_bytes),
+            app_secret: secret(&c.app_secret_env, "app_secret_env", &c.name)?
+                .map(String::into_bytes),
             verify_token: secret(&c.verify_token_env, "verify_token_env", &c.name)?,
         })
     }
@@ -99,7 +100,9 @@ impl Endpoint {
     ) -> Result<(), Denied> {
         self.check_address(client)?;
         if let Some(expected) = &self.token {
-            let header = headers.get("x-switchboard-token").and_then(|v| v.to_str().ok());
+            let header = headers
+                .get("x-switchboard-token")
+                .and_then(|v| v.to_str().ok());
             let given = path_token.or(query_token).or(header).unwrap_or("");
             if !equal(given.as_bytes(), expected.as_bytes()) {
                 return Err(Denied::Credentials);
@@ -112,9 +115,11 @@ impl Endpoint {
                 .and_then(|v| v.strip_prefix("sha256="))
                 .and_then(|hex_sig| hex::decode(hex_sig).ok())
                 .ok_or(Denied::Credentials)?;
-            let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| Denied::Credentials)?;
+            let mut mac =
+                Hmac::<Sha256>::new_from_slice(secret).map_err(|_| Denied::Credentials)?;
             mac.update(body);
-            mac.verify_slice(&signature).map_err(|_| Denied::Credentials)?;
+            mac.verify_slice(&signature)
+                .map_err(|_| Denied::Credentials)?;
         }
         Ok(())
     }
@@ -130,9 +135,15 @@ impl Endpoint {
     }
 
     /// The Cloud API's subscription handshake: the challenge when mode and token match.
-    pub fn verify_subscription(&self, mode: Option<&str>, token: Option<&str>, challenge: Option<&str>) -> Option<String> {
+    pub fn verify_subscription(
+        &self,
+        mode: Option<&str>,
+        token: Option<&str>,
+        challenge: Option<&str>,
+    ) -> Option<String> {
         let expected = self.verify_token.as_ref()?;
-        let ok = mode == Some("subscribe") && equal(token.unwrap_or("").as_bytes(), expected.as_bytes());
+        let ok =
+            mode == Some("subscribe") && equal(token.unwrap_or("").as_bytes(), expected.as_bytes());
         ok.then(|| challenge.unwrap_or("").to_string())
     }
 }
@@ -169,7 +180,12 @@ mod tests {
         let mut mac = Hmac::<Sha256>::new_from_slice(b"appsecret").unwrap();
         mac.update(body);
         let mut h = HeaderMap::new();
-        h.insert("x-hub-signature-256", format!("sha256={}", hex::encode(mac.finalize().into_bytes())).parse().unwrap());
+        h.insert(
+            "x-hub-signature-256",
+            format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+                .parse()
+                .unwrap(),
+        );
         h
     }
 
@@ -178,25 +194,73 @@ mod tests {
         let e = endpoint();
         let ip: IpAddr = "10.1.2.3".parse().unwrap();
         let body = b"{}";
-        assert_eq!(e.check(ip, Some("s3cret"), None, &signed(body), body), Ok(()));
-        assert_eq!(e.check(ip, None, Some("s3cret"), &signed(body), body), Ok(()));
+        assert_eq!(
+            e.check(ip, Some("s3cret"), None, &signed(body), body),
+            Ok(())
+        );
+        assert_eq!(
+            e.check(ip, None, Some("s3cret"), &signed(body), body),
+            Ok(())
+        );
         let mut with_header = signed(body);
         with_header.insert("x-switchboard-token", "s3cret".parse().unwrap());
         assert_eq!(e.check(ip, None, None, &with_header, body), Ok(()));
-        assert_eq!(e.check("192.168.1.1".parse().unwrap(), Some("s3cret"), None, &signed(body), body), Err(Denied::Address));
-        assert_eq!(e.check("::ffff:10.0.0.1".parse().unwrap(), Some("s3cret"), None, &signed(body), body), Ok(()));
-        assert_eq!(e.check(ip, Some("s3cre"), None, &signed(body), body), Err(Denied::Credentials));
-        assert_eq!(e.check(ip, None, None, &signed(body), body), Err(Denied::Credentials));
-        assert_eq!(e.check(ip, Some("s3cret"), None, &signed(b"{} "), body), Err(Denied::Credentials));
-        assert_eq!(e.check(ip, Some("s3cret"), None, &HeaderMap::new(), body), Err(Denied::Credentials));
+        assert_eq!(
+            e.check(
+                "192.168.1.1".parse().unwrap(),
+                Some("s3cret"),
+                None,
+                &signed(body),
+                body
+            ),
+            Err(Denied::Address)
+        );
+        assert_eq!(
+            e.check(
+                "::ffff:10.0.0.1".parse().unwrap(),
+                Some("s3cret"),
+                None,
+                &signed(body),
+                body
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            e.check(ip, Some("s3cre"), None, &signed(body), body),
+            Err(Denied::Credentials)
+        );
+        assert_eq!(
+            e.check(ip, None, None, &signed(body), body),
+            Err(Denied::Credentials)
+        );
+        assert_eq!(
+            e.check(ip, Some("s3cret"), None, &signed(b"{} "), body),
+            Err(Denied::Credentials)
+        );
+        assert_eq!(
+            e.check(ip, Some("s3cret"), None, &HeaderMap::new(), body),
+            Err(Denied::Credentials)
+        );
     }
 
     #[test]
     fn subscription_handshake_needs_mode_and_token() {
         let e = endpoint();
-        assert_eq!(e.verify_subscription(Some("subscribe"), Some("vt"), Some("123")), Some("123".into()));
-        assert_eq!(e.verify_subscription(Some("subscribe"), Some("nope"), Some("123")), None);
-        assert_eq!(e.verify_subscription(Some("unsubscribe"), Some("vt"), Some("123")), None);
-        assert_eq!(Endpoint::open("/x").verify_subscription(Some("subscribe"), Some(""), Some("1")), None);
+        assert_eq!(
+            e.verify_subscription(Some("subscribe"), Some("vt"), Some("123")),
+            Some("123".into())
+        );
+        assert_eq!(
+            e.verify_subscription(Some("subscribe"), Some("nope"), Some("123")),
+            None
+        );
+        assert_eq!(
+            e.verify_subscription(Some("unsubscribe"), Some("vt"), Some("123")),
+            None
+        );
+        assert_eq!(
+            Endpoint::open("/x").verify_subscription(Some("subscribe"), Some(""), Some("1")),
+            None
+        );
     }
 }

@@ -8,7 +8,14 @@ use super::WhatsAppError;
 /// Coreapp's headers are not documented); a present one must be JSON.
 pub fn check(headers: &HeaderMap, body: &[u8], max_depth: usize) -> Result<(), WhatsAppError> {
     if let Some(ct) = headers.get("content-type") {
-        let essence = ct.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = ct
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if essence != "application/json" && !essence.ends_with("+json") {
             return Err(WhatsAppError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -19,14 +26,22 @@ pub fn check(headers: &HeaderMap, body: &[u8], max_depth: usize) -> Result<(), W
     }
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     match first {
-        None => Err(WhatsAppError::bad_request(400, "Malformed JSON", "the body is empty".into())),
+        None => Err(WhatsAppError::bad_request(
+            400,
+            "Malformed JSON",
+            "the body is empty".into(),
+        )),
         Some(b'{') if exceeds_depth(body, max_depth) => Err(WhatsAppError::bad_request(
             400,
             "Malformed JSON",
             format!("JSON nested deeper than {max_depth} levels"),
         )),
         Some(b'{') => Ok(()),
-        Some(_) => Err(WhatsAppError::bad_request(1009, "Invalid webhook body", "the body is not a JSON object".into())),
+        Some(_) => Err(WhatsAppError::bad_request(
+            1009,
+            "Invalid webhook body",
+            "the body is not a JSON object".into(),
+        )),
     }
 }
 
@@ -65,7 +80,10 @@ mod tests {
 
     fn json() -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert("content-type", "application/json; charset=utf-8".parse().unwrap());
+        h.insert(
+            "content-type",
+            "application/json; charset=utf-8".parse().unwrap(),
+        );
         h
     }
 
@@ -80,12 +98,22 @@ mod tests {
     fn refuses_bad_bodies_with_the_right_status() {
         let status = |h: &HeaderMap, b: &[u8]| check(h, b, 4).err().map(|e| e.status());
         assert_eq!(status(&json(), b"{}"), None);
-        assert_eq!(status(&HeaderMap::new(), b"{}"), None, "no content type is accepted");
+        assert_eq!(
+            status(&HeaderMap::new(), b"{}"),
+            None,
+            "no content type is accepted"
+        );
         let mut text = HeaderMap::new();
         text.insert("content-type", "text/plain".parse().unwrap());
-        assert_eq!(status(&text, b"{}"), Some(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        assert_eq!(
+            status(&text, b"{}"),
+            Some(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        );
         assert_eq!(status(&json(), b"  "), Some(StatusCode::BAD_REQUEST));
         assert_eq!(status(&json(), b"[]"), Some(StatusCode::BAD_REQUEST));
-        assert_eq!(status(&json(), b"{\"a\":[[[[[1]]]]]}"), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(
+            status(&json(), b"{\"a\":[[[[[1]]]]]}"),
+            Some(StatusCode::BAD_REQUEST)
+        );
     }
 }

@@ -13,13 +13,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::connect_info::Connected;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, RawPathParams, State};
-use axum::extract::connect_info::Connected;
 use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::serve::IncomingStream;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::IncomingStream;
 use sha2::{Digest, Sha256};
 use switchboard_sdk::split::{self, SplitError};
 use switchboard_sdk::{Kind, Notification};
@@ -54,7 +54,11 @@ pub fn endpoints(config: &Config) -> anyhow::Result<Vec<Arc<Endpoint>>> {
     }
     for e in &out {
         if !e.is_guarded() {
-            tracing::warn!(endpoint = e.name, path = e.path, "endpoint accepts unauthenticated webhooks: keep it on a private network, or set token_env or allow_ips");
+            tracing::warn!(
+                endpoint = e.name,
+                path = e.path,
+                "endpoint accepts unauthenticated webhooks: keep it on a private network, or set token_env or allow_ips"
+            );
         }
     }
     Ok(out)
@@ -63,27 +67,42 @@ pub fn endpoints(config: &Config) -> anyhow::Result<Vec<Arc<Endpoint>>> {
 /// The HTTP routes: the webhook endpoints, `/health` and `/metrics`.
 pub fn router(state: Arc<AppState>, endpoints: Vec<Arc<Endpoint>>) -> Router {
     let max_body = state.config.server.max_body_bytes;
-    let mut router = Router::new().route("/health", get(|| async { "ok" })).route("/metrics", get(metrics));
+    let mut router = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(metrics));
     for endpoint in endpoints {
         let on_post = {
             let endpoint = endpoint.clone();
-            move |state: AppRef, client: ConnectInfo<ClientAddr>, params: RawPathParams, uri: Uri, headers: HeaderMap, body: Result<Bytes, BytesRejection>| {
+            move |state: AppRef,
+                  client: ConnectInfo<ClientAddr>,
+                  params: RawPathParams,
+                  uri: Uri,
+                  headers: HeaderMap,
+                  body: Result<Bytes, BytesRejection>| {
                 webhook(state, endpoint, client, params, uri, headers, body)
             }
         };
         let mut route = post(on_post);
         if endpoint.kind == EndpointKind::Cloud {
             let endpoint = endpoint.clone();
-            route = route.get(move |state: AppRef, client: ConnectInfo<ClientAddr>, uri: Uri| verify(state, endpoint, client, uri));
+            route = route.get(
+                move |state: AppRef, client: ConnectInfo<ClientAddr>, uri: Uri| {
+                    verify(state, endpoint, client, uri)
+                },
+            );
         }
         router = router.route(&endpoint.path, route);
     }
-    router.layer(DefaultBodyLimit::max(max_body)).with_state(state)
+    router
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     let snapshot = app.registry.snapshot();
-    let body = app.metrics.render(snapshot.plugins.len(), app.registry.errors().len());
+    let body = app
+        .metrics
+        .render(snapshot.plugins.len(), app.registry.errors().len());
     ([("content-type", "text/plain; version=0.0.4")], body)
 }
 
@@ -106,7 +125,9 @@ impl Connected<IncomingStream<'_, tls::TlsListener>> for ClientAddr {
 }
 
 fn query(uri: &Uri) -> HashMap<String, String> {
-    Query::<HashMap<String, String>>::try_from_uri(uri).map(|q| q.0).unwrap_or_default()
+    Query::<HashMap<String, String>>::try_from_uri(uri)
+        .map(|q| q.0)
+        .unwrap_or_default()
 }
 
 /// The Cloud API's `hub.mode=subscribe` handshake.
@@ -118,12 +139,17 @@ async fn verify(
 ) -> Response {
     let q = query(&uri);
     let get = |k: &str| q.get(k).map(String::as_str);
-    let answer = endpoint
-        .check_address(client.ip())
-        .ok()
-        .and_then(|()| endpoint.verify_subscription(get("hub.mode"), get("hub.verify_token"), get("hub.challenge")));
+    let answer = endpoint.check_address(client.ip()).ok().and_then(|()| {
+        endpoint.verify_subscription(
+            get("hub.mode"),
+            get("hub.verify_token"),
+            get("hub.challenge"),
+        )
+    });
     match answer {
-        Some(challenge) => (StatusCode::OK, [("content-type", "text/plain")], challenge).into_response(),
+        Some(challenge) => {
+            (StatusCode::OK, [("content-type", "text/plain")], challenge).into_response()
+        }
         None => {
             app.metrics.inc(&app.metrics.webhooks_unauthorized);
             tracing::warn!(endpoint = endpoint.name, client = %client.ip(), "subscription verification refused");
@@ -146,7 +172,8 @@ async fn webhook(
         Ok(b) => b,
         Err(r) => {
             app.metrics.inc(&app.metrics.webhooks_rejected);
-            return WhatsAppError::new(r.status(), "Request body rejected", r.body_text()).into_response();
+            return WhatsAppError::new(r.status(), "Request body rejected", r.body_text())
+                .into_response();
         }
     };
     let path_token = params.iter().find(|(k, _)| *k == "token").map(|(_, v)| v);
@@ -166,7 +193,12 @@ async fn webhook(
     }
 }
 
-async fn accept(app: &AppState, endpoint: &Endpoint, headers: &HeaderMap, body: &[u8]) -> Result<(), WhatsAppError> {
+async fn accept(
+    app: &AppState,
+    endpoint: &Endpoint,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), WhatsAppError> {
     input::check(headers, body, app.config.server.max_json_depth)?;
     let split = match endpoint.kind {
         EndpointKind::Onprem => split::split_onprem,
@@ -194,7 +226,8 @@ async fn accept(app: &AppState, endpoint: &Endpoint, headers: &HeaderMap, body: 
         WhatsAppError::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable", "storage is unavailable; retry later".into())
     })? as u64;
     app.metrics.add(&app.metrics.notifications_accepted, fresh);
-    app.metrics.add(&app.metrics.notifications_duplicate, total - fresh);
+    app.metrics
+        .add(&app.metrics.notifications_duplicate, total - fresh);
     if fresh > 0 {
         app.dispatch.wake();
     }

@@ -34,10 +34,12 @@ impl TlsListener {
     /// Serve TLS on `listener` with the certificate chain and key of these PEM files.
     pub fn new(listener: TcpListener, cert: &Path, key: &Path) -> anyhow::Result<TlsListener> {
         let resolver = Arc::new(ReloadingCert::new(cert.to_path_buf(), key.to_path_buf())?);
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver);
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let local = listener.local_addr()?;
@@ -58,7 +60,9 @@ impl TlsListener {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, addr)).await;
                         }
-                        Ok(Err(e)) => tracing::debug!(client = %addr, error = %e, "TLS handshake failed"),
+                        Ok(Err(e)) => {
+                            tracing::debug!(client = %addr, error = %e, "TLS handshake failed")
+                        }
                         Err(_) => tracing::debug!(client = %addr, "TLS handshake timed out"),
                     }
                 });
@@ -98,17 +102,30 @@ impl ReloadingCert {
     fn new(cert: PathBuf, key: PathBuf) -> anyhow::Result<ReloadingCert> {
         let mtimes = (mtime(&cert), mtime(&key));
         let current = ArcSwap::from_pointee(load(&cert, &key)?);
-        Ok(ReloadingCert { cert, key, current, loaded_mtimes: Mutex::new(mtimes), last_check: AtomicI64::new(now_millis()) })
+        Ok(ReloadingCert {
+            cert,
+            key,
+            current,
+            loaded_mtimes: Mutex::new(mtimes),
+            last_check: AtomicI64::new(now_millis()),
+        })
     }
 
     fn reload_if_changed(&self) {
         let now = now_millis();
         let last = self.last_check.load(Ordering::Relaxed);
-        if now - last < 1000 || self.last_check.compare_exchange(last, now, Ordering::SeqCst, Ordering::Relaxed).is_err() {
+        if now - last < 1000
+            || self
+                .last_check
+                .compare_exchange(last, now, Ordering::SeqCst, Ordering::Relaxed)
+                .is_err()
+        {
             return;
         }
         let mtimes = (mtime(&self.cert), mtime(&self.key));
-        let Ok(mut loaded) = self.loaded_mtimes.lock() else { return };
+        let Ok(mut loaded) = self.loaded_mtimes.lock() else {
+            return;
+        };
         if *loaded == mtimes {
             return;
         }
@@ -119,7 +136,9 @@ impl ReloadingCert {
                 tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
             }
             // A pair caught half-renewed: keep serving the old one, try again next second.
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot reload the TLS certificate; the previous one keeps serving"),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot reload the TLS certificate; the previous one keeps serving")
+            }
         }
     }
 }
@@ -141,12 +160,15 @@ fn load(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
         .collect::<Result<_, _>>()
         .with_context(|| format!("invalid PEM in {}", cert.display()))?;
     anyhow::ensure!(!certs.is_empty(), "no certificate in {}", cert.display());
-    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("cannot read the TLS key {}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read the TLS key {}", key.display()))?;
     let signing = rustls::crypto::ring::default_provider()
         .key_provider
         .load_private_key(key)
         .context("unsupported TLS private key")?;
     let certified = CertifiedKey::new(certs, signing);
-    certified.keys_match().context("the TLS key does not match the certificate")?;
+    certified
+        .keys_match()
+        .context("the TLS key does not match the certificate")?;
     Ok(certified)
 }

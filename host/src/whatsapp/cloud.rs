@@ -25,7 +25,13 @@ impl CloudClient {
     }
 
     /// Send a text message from `number` (or the configured one).
-    pub async fn send_text(&self, number: Option<&str>, to: &str, body: &str, quote: Option<&str>) -> anyhow::Result<Response> {
+    pub async fn send_text(
+        &self,
+        number: Option<&str>,
+        to: &str,
+        body: &str,
+        quote: Option<&str>,
+    ) -> anyhow::Result<Response> {
         let mut message = serde_json::json!({
             "messaging_product": "whatsapp",
             "recipient_type": "individual",
@@ -40,15 +46,23 @@ impl CloudClient {
     }
 
     /// Mark an inbound message read.
-    pub async fn mark_read(&self, number: Option<&str>, message_id: &str) -> anyhow::Result<Response> {
+    pub async fn mark_read(
+        &self,
+        number: Option<&str>,
+        message_id: &str,
+    ) -> anyhow::Result<Response> {
         let body = serde_json::json!({ "messaging_product": "whatsapp", "status": "read", "message_id": message_id });
         self.post(number, &body).await
     }
 
-    async fn post(&self, number: Option<&str>, body: &serde_json::Value) -> anyhow::Result<Response> {
-        let number = number
-            .or(self.phone_number_id.as_deref())
-            .context("the notification carries no phone number id and [whatsapp.cloud] sets none")?;
+    async fn post(
+        &self,
+        number: Option<&str>,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<Response> {
+        let number = number.or(self.phone_number_id.as_deref()).context(
+            "the notification carries no phone number id and [whatsapp.cloud] sets none",
+        )?;
         let resp = self
             .http
             .post(format!("{}/{number}/messages", self.base_url))

@@ -43,7 +43,10 @@ impl WhatsApp {
             Some(c) if c.base_url.is_some() => Some(onprem::OnPremClient::new(http.clone(), c)?),
             _ => None,
         };
-        let cloud = config.and_then(|c| c.cloud.as_ref()).map(|c| cloud::CloudClient::new(http, c)).transpose()?;
+        let cloud = config
+            .and_then(|c| c.cloud.as_ref())
+            .map(|c| cloud::CloudClient::new(http, c))
+            .transpose()?;
         Ok(WhatsApp { onprem, cloud })
     }
 
@@ -56,10 +59,20 @@ impl WhatsApp {
     }
 
     /// Send a text message.
-    pub async fn send_text(&self, via: &Via, to: &str, body: &str, quote: Option<&str>) -> anyhow::Result<Response> {
+    pub async fn send_text(
+        &self,
+        via: &Via,
+        to: &str,
+        body: &str,
+        quote: Option<&str>,
+    ) -> anyhow::Result<Response> {
         match via {
             Via::Onprem => self.onprem()?.send_text(to, body, quote).await,
-            Via::Cloud { phone_number_id } => self.cloud()?.send_text(phone_number_id.as_deref(), to, body, quote).await,
+            Via::Cloud { phone_number_id } => {
+                self.cloud()?
+                    .send_text(phone_number_id.as_deref(), to, body, quote)
+                    .await
+            }
         }
     }
 
@@ -67,16 +80,24 @@ impl WhatsApp {
     pub async fn mark_read(&self, via: &Via, message_id: &str) -> anyhow::Result<Response> {
         match via {
             Via::Onprem => self.onprem()?.mark_read(message_id).await,
-            Via::Cloud { phone_number_id } => self.cloud()?.mark_read(phone_number_id.as_deref(), message_id).await,
+            Via::Cloud { phone_number_id } => {
+                self.cloud()?
+                    .mark_read(phone_number_id.as_deref(), message_id)
+                    .await
+            }
         }
     }
 
     fn onprem(&self) -> anyhow::Result<&onprem::OnPremClient> {
-        self.onprem.as_ref().ok_or_else(|| anyhow::anyhow!("no On-Premises API configured: set [whatsapp] base_url"))
+        self.onprem.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("no On-Premises API configured: set [whatsapp] base_url")
+        })
     }
 
     fn cloud(&self) -> anyhow::Result<&cloud::CloudClient> {
-        self.cloud.as_ref().ok_or_else(|| anyhow::anyhow!("no Cloud API configured: add [whatsapp.cloud]"))
+        self.cloud
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no Cloud API configured: add [whatsapp.cloud]"))
     }
 }
 
@@ -90,7 +111,11 @@ pub async fn read(resp: reqwest::Response) -> anyhow::Result<Response> {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(std::time::Duration::from_secs);
     let body = resp.text().await.unwrap_or_default();
-    Ok(Response { status, retry_after, body })
+    Ok(Response {
+        status,
+        retry_after,
+        body,
+    })
 }
 
 /// At most 512 bytes of a response body, for error messages.

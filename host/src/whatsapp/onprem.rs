@@ -33,7 +33,12 @@ impl OnPremClient {
     pub fn new(http: reqwest::Client, config: &WhatsAppConfig) -> anyhow::Result<OnPremClient> {
         Ok(OnPremClient {
             http,
-            base_url: config.base_url.as_deref().unwrap_or_default().trim_end_matches('/').to_string(),
+            base_url: config
+                .base_url
+                .as_deref()
+                .unwrap_or_default()
+                .trim_end_matches('/')
+                .to_string(),
             username: config.username.clone(),
             password: config.password()?,
             token: Mutex::new(None),

@@ -1,0 +1,88 @@
+//! The Cloud API envelope: `object` / `entry[]` / `changes[]` / `value`, whose `value` holds
+//! the same arrays as an On-Premises body.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Contact, Extra, Message, Status, WhatsAppError};
+
+/// A Cloud API webhook.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CloudEnvelope {
+    /// `whatsapp_business_account`.
+    #[serde(default)]
+    pub object: String,
+    /// One entry per business account.
+    #[serde(default)]
+    pub entry: Vec<CloudEntry>,
+    /// Fields not modelled.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `entry[]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CloudEntry {
+    /// The WhatsApp Business Account id.
+    #[serde(default)]
+    pub id: String,
+    /// The changes.
+    #[serde(default)]
+    pub changes: Vec<CloudChange>,
+    /// Fields not modelled.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `changes[]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CloudChange {
+    /// `messages` for message and status notifications.
+    #[serde(default)]
+    pub field: String,
+    /// The notifications.
+    #[serde(default)]
+    pub value: CloudValue,
+    /// Fields not modelled.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `changes[].value`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CloudValue {
+    /// `whatsapp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messaging_product: Option<String>,
+    /// The business number the notifications belong to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<CloudMetadata>,
+    /// Senders of `messages`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<Contact>,
+    /// Inbound messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<Message>,
+    /// Statuses of sent messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<Status>,
+    /// Errors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<WhatsAppError>,
+    /// Fields not modelled.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `value.metadata`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CloudMetadata {
+    /// The number as displayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_phone_number: Option<String>,
+    /// The id to send from and route by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number_id: Option<String>,
+    /// Fields not modelled.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
