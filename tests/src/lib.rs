@@ -178,6 +178,11 @@ impl Fake {
         format!("http://{}", self.addr)
     }
 
+    /// How many requests were received so far.
+    pub fn count(&self) -> usize {
+        self.state.received.lock().unwrap().len()
+    }
+
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
         self.state.received.lock().unwrap().clone()
@@ -387,6 +392,11 @@ impl Server {
             .expect("POST the webhook");
         let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
         (status, r.text().await.unwrap_or_default())
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The server's log so far.
