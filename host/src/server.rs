@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::delivery::{self, Delivery};
+use crate::delivery::Delivery;
 use crate::dispatch::{self, Dispatcher};
 use crate::ingress::{self, AppState};
 use crate::metrics::Metrics;
@@ -28,13 +28,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _watcher = plugins::watch(registry.clone())?;
     let metrics = Arc::new(Metrics::default());
 
-    let delivery_wake = delivery::Wake::default();
-    let delivery = Delivery::new(
-        store.clone(),
-        config.clone(),
-        metrics.clone(),
-        delivery_wake.clone(),
-    )?;
+    let delivery = Delivery::new(store.clone(), config.clone(), metrics.clone())?;
     let (dispatch_wake, dispatch_rx) = dispatch::channel();
     let stop_dispatch = Arc::new(AtomicBool::new(false));
     let dispatcher = Dispatcher {
@@ -42,7 +36,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         registry: registry.clone(),
         config: config.clone(),
         metrics: metrics.clone(),
-        delivery: delivery_wake,
+        delivery: delivery.clone(),
     };
     let dispatch_task = {
         let stop = stop_dispatch.clone();

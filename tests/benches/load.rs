@@ -21,7 +21,10 @@ use axum::http::StatusCode;
 use switchboard_tests::{Fake, Server, ServerSetup, free_port, http, target_dir};
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A text message from its own customer, so every one gets an auto-reply.
@@ -78,7 +81,12 @@ async fn blast(url: &str, first: usize, n: usize, concurrency: usize, rate: Opti
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let sent = Instant::now();
-                let r = client.post(&url).header("content-type", "application/json").body(body(first + i)).send().await;
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body(first + i))
+                    .send()
+                    .await;
                 let status = r.map(|r| r.status().as_u16()).unwrap_or(0);
                 assert_eq!(status, 200, "webhook {} got {status}", first + i);
                 latencies.push(sent.elapsed());
@@ -89,7 +97,10 @@ async fn blast(url: &str, first: usize, n: usize, concurrency: usize, rate: Opti
     for t in tasks {
         latencies.extend(t.await.unwrap());
     }
-    Stats { seconds: start.elapsed().as_secs_f64(), latencies }
+    Stats {
+        seconds: start.elapsed().as_secs_f64(),
+        latencies,
+    }
 }
 
 /// Wait until the fakes have received `expected` requests in all (bounded: 10 minutes).
@@ -102,7 +113,10 @@ async fn drained(fakes: &[&Fake], expected: usize) {
 }
 
 fn spawn(bin: &str, args: &[String]) -> std::process::Child {
-    std::process::Command::new(target_dir().join("release").join(bin)).args(args).spawn().expect("start reference")
+    std::process::Command::new(target_dir().join("release").join(bin))
+        .args(args)
+        .spawn()
+        .expect("start reference")
 }
 
 async fn wait_up(addr: &str) {
@@ -129,16 +143,30 @@ fn peak_rss_mb(pid: u32) -> f64 {
 async fn main() {
     let n = env("LOAD_N", 20_000);
     let conc = env("LOAD_CONCURRENCY", 64);
-    println!("load: {n} webhooks per run, {conc} connections, {} cores", std::thread::available_parallelism().map_or(0, |p| p.get()));
+    println!(
+        "load: {n} webhooks per run, {conc} connections, {} cores",
+        std::thread::available_parallelism().map_or(0, |p| p.get())
+    );
     let coreapp = Fake::coreapp().await;
-    let (sales, support, crm) = (Fake::start().await, Fake::start().await, Fake::start().await);
+    let (sales, support, crm) = (
+        Fake::start().await,
+        Fake::start().await,
+        Fake::start().await,
+    );
     let fakes = [&coreapp, &sales, &support, &crm];
 
     // 1. Burst ingest.
     let handler_addr = format!("127.0.0.1:{}", free_port());
     let mut handler = spawn("reference-handler", &[handler_addr.clone()]);
     wait_up(&handler_addr).await;
-    blast(&format!("http://{handler_addr}/webhook"), 0, n / 10, conc, None).await; // warm-up
+    blast(
+        &format!("http://{handler_addr}/webhook"),
+        0,
+        n / 10,
+        conc,
+        None,
+    )
+    .await; // warm-up
     let reference = blast(&format!("http://{handler_addr}/webhook"), 0, n, conc, None).await;
     let _ = handler.kill();
 
@@ -171,21 +199,51 @@ async fn main() {
 
     // 2. The relay, end to end.
     let relay_addr = format!("127.0.0.1:{}", free_port());
-    let mut relay = spawn("reference-relay", &[relay_addr.clone(), coreapp.url(), format!("{}/support", support.url())]);
+    let mut relay = spawn(
+        "reference-relay",
+        &[
+            relay_addr.clone(),
+            coreapp.url(),
+            format!("{}/support", support.url()),
+        ],
+    );
     wait_up(&relay_addr).await;
-    blast(&format!("http://{relay_addr}/webhook"), 30_000_000, warm, conc, None).await;
+    blast(
+        &format!("http://{relay_addr}/webhook"),
+        30_000_000,
+        warm,
+        conc,
+        None,
+    )
+    .await;
     let started = Instant::now();
-    blast(&format!("http://{relay_addr}/webhook"), 40_000_000, n, conc, None).await;
+    blast(
+        &format!("http://{relay_addr}/webhook"),
+        40_000_000,
+        n,
+        conc,
+        None,
+    )
+    .await;
     let relay_rate = n as f64 / started.elapsed().as_secs_f64();
     let _ = relay.kill();
 
     println!("{}", reference.line("burst ingest, reference handler"));
     println!("{}", ingest.line("burst ingest, switchboard"));
-    println!("  switchboard / reference handler: {:.0}%", 100.0 * ingest.rate() / reference.rate());
-    println!("{}", paced.line(&format!("paced at {paced_rate:.0}/s (80% of peak)")));
+    println!(
+        "  switchboard / reference handler: {:.0}%",
+        100.0 * ingest.rate() / reference.rate()
+    );
+    println!(
+        "{}",
+        paced.line(&format!("paced at {paced_rate:.0}/s (80% of peak)"))
+    );
     println!("end to end, reference relay              {relay_rate:>8.0} webhooks/s");
     println!("end to end, switchboard                  {sb_end_to_end:>8.0} webhooks/s");
-    println!("  switchboard / reference relay: {:.0}%", 100.0 * sb_end_to_end / relay_rate);
+    println!(
+        "  switchboard / reference relay: {:.0}%",
+        100.0 * sb_end_to_end / relay_rate
+    );
     println!("switchboard peak resident memory: {rss:.1} MB");
     let _ = StatusCode::OK;
 }

@@ -4,15 +4,17 @@
 //! one lane (target and customer) go out one at a time, in order.
 
 mod backoff;
+mod queue;
 mod request;
 pub mod signature;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, mpsc};
+
+use queue::{Budget, Queue};
 
 pub use request::{Request, WHATSAPP};
 
@@ -21,17 +23,6 @@ use crate::metrics::Metrics;
 use crate::store::{DeliveryOutcome, OutboxRow, Store, now_millis};
 use crate::whatsapp::{Response, WhatsApp, read, snippet};
 
-/// Wakes the delivery scheduler when rows are queued.
-#[derive(Clone, Default)]
-pub struct Wake(Arc<Notify>);
-
-impl Wake {
-    /// Tell the scheduler there is work.
-    pub fn wake(&self) {
-        self.0.notify_one();
-    }
-}
-
 /// Carries out the outbox.
 pub struct Delivery {
     store: Store,
@@ -39,13 +30,15 @@ pub struct Delivery {
     metrics: Arc<Metrics>,
     http: reqwest::Client,
     whatsapp: WhatsApp,
-    /// Per-target concurrency.
-    targets: Mutex<HashMap<String, Arc<Semaphore>>>,
-    fresh: Arc<Semaphore>,
-    retries: Arc<Semaphore>,
-    in_flight: Mutex<HashSet<i64>>,
-    wake: Wake,
+    budget: Budget,
+    /// Rows committed by the dispatcher, not yet taken into the queue.
+    incoming: Mutex<Vec<OutboxRow>>,
+    wake: Notify,
 }
+
+/// How often the outbox table is scanned for rows the queue does not know: revived dead
+/// letters, and anything missed.
+const RESCAN: Duration = Duration::from_secs(2);
 
 impl Delivery {
     /// Set up delivery for `config`.
@@ -53,7 +46,6 @@ impl Delivery {
         store: Store,
         config: Arc<Config>,
         metrics: Arc<Metrics>,
-        wake: Wake,
     ) -> anyhow::Result<Arc<Delivery>> {
         let http = reqwest::Client::builder()
             .timeout(config.delivery.timeout)
@@ -61,114 +53,102 @@ impl Delivery {
             .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let whatsapp = WhatsApp::new(http.clone(), config.whatsapp.as_ref())?;
-        let lanes = config.delivery.concurrency * (config.destinations.len() + 1);
+        let concurrency = config.delivery.concurrency;
+        let fresh = concurrency * (config.destinations.len() + 1);
+        let budget = Budget {
+            fresh,
+            retries: fresh.div_ceil(2),
+            per_target: concurrency,
+        };
         Ok(Arc::new(Delivery {
             store,
             metrics,
             http,
             whatsapp,
-            targets: Mutex::new(HashMap::new()),
-            fresh: Arc::new(Semaphore::new(lanes)),
-            retries: Arc::new(Semaphore::new(lanes.div_ceil(2))),
-            in_flight: Mutex::new(HashSet::new()),
+            budget,
+            incoming: Mutex::new(Vec::new()),
+            wake: Notify::new(),
             config,
-            wake,
         }))
     }
 
-    /// Run the scheduler until `shutdown` resolves, then wait (bounded) for attempts in flight.
+    /// Hand over rows just committed to the outbox.
+    pub fn enqueue(&self, rows: Vec<OutboxRow>) {
+        if let Ok(mut incoming) = self.incoming.lock() {
+            incoming.extend(rows);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Run the scheduler until `shutdown` resolves, then let the attempts in flight finish
+    /// (bounded) and record their outcomes.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut queue = Queue::default();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(OutboxRow, DeliveryOutcome)>();
+        let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
+        let (recorded_tx, mut recorded_rx) = mpsc::unbounded_channel::<Vec<i64>>();
+        let recorder = tokio::spawn(record(self.store.clone(), outcome_rx, recorded_tx));
+        let (mut max_id, mut last_scan, mut stopping) = (0i64, None::<Instant>, None::<Instant>);
         loop {
-            let started = self.schedule().await;
-            let wait = if started {
-                Duration::from_millis(0)
-            } else {
-                self.idle_wait()
-            };
-            tokio::select! {
-                _ = &mut shutdown => break,
-                _ = self.wake.0.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
-        for _ in 0..100 {
-            if self.in_flight.lock().map(|f| f.is_empty()).unwrap_or(true) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn idle_wait(&self) -> Duration {
-        match self.store.next_due_at() {
-            Ok(Some(at)) => Duration::from_millis((at - now_millis()).clamp(1, 1000) as u64),
-            _ => Duration::from_secs(1),
-        }
-    }
-
-    /// Start attempts for the due rows that have budget. Returns whether any started.
-    async fn schedule(self: &Arc<Self>) -> bool {
-        let mut started = false;
-        for retries in [false, true] {
-            let budget = if retries { &self.retries } else { &self.fresh };
-            let free = budget.available_permits();
-            if free == 0 {
-                continue;
-            }
-            let skip = self.in_flight.lock().map(|f| f.len()).unwrap_or(0);
-            let store = self.store.clone();
-            let rows =
-                tokio::task::spawn_blocking(move || store.due_deliveries(retries, free + skip))
-                    .await;
-            let rows = match rows {
-                Ok(Ok(rows)) => rows,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %format!("{e:#}"), "cannot read the outbox");
-                    continue;
+            let now = now_millis();
+            let incoming = self
+                .incoming
+                .lock()
+                .map(|mut i| std::mem::take(&mut *i))
+                .unwrap_or_default();
+            max_id = incoming.iter().map(|r| r.id).fold(max_id, i64::max);
+            queue.add(incoming, now);
+            if last_scan.is_none_or(|t| t.elapsed() >= RESCAN) && stopping.is_none() {
+                last_scan = Some(Instant::now());
+                let store = self.store.clone();
+                match tokio::task::spawn_blocking(move || store.pending_deliveries(max_id)).await {
+                    Ok(Ok(rows)) => {
+                        let rows: Vec<_> =
+                            rows.into_iter().filter(|r| !queue.knows(r.id)).collect();
+                        max_id = rows.iter().map(|r| r.id).fold(max_id, i64::max);
+                        queue.add(rows, now);
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %format!("{e:#}"), "cannot read the outbox")
+                    }
+                    Err(_) => {}
                 }
-                Err(_) => continue,
-            };
-            for row in rows {
-                let Ok(lane_permit) = budget.clone().try_acquire_owned() else {
+            }
+            while let Ok((row, outcome)) = done_rx.try_recv() {
+                queue.finish(&row, &outcome, now);
+                let _ = outcome_tx.send((row.id, outcome));
+            }
+            while let Ok(ids) = recorded_rx.try_recv() {
+                queue.forget(ids);
+            }
+            let next_timer = queue.tick(now);
+            while stopping.is_none() {
+                let Some(row) = queue.next(&self.budget) else {
                     break;
                 };
-                let Ok(target_permit) = self.target(&row.target).try_acquire_owned() else {
-                    continue;
-                };
-                if !self
-                    .in_flight
-                    .lock()
-                    .map(|mut f| f.insert(row.id))
-                    .unwrap_or(false)
-                {
-                    continue;
-                }
-                started = true;
-                let this = self.clone();
+                let (this, done_tx) = (self.clone(), done_tx.clone());
                 tokio::spawn(async move {
                     let outcome = this.attempt(&row).await;
                     this.count(&outcome);
-                    if let Err(e) = this.store.record_outcomes(vec![(row.id, outcome)]).await {
-                        tracing::error!(id = row.id, error = %format!("{e:#}"), "cannot record a delivery outcome; it will be attempted again");
-                    }
-                    if let Ok(mut f) = this.in_flight.lock() {
-                        f.remove(&row.id);
-                    }
-                    drop((lane_permit, target_permit));
-                    this.wake.wake();
+                    let _ = done_tx.send((row, outcome));
+                    this.wake.notify_one();
                 });
             }
+            if let Some(since) = stopping {
+                if queue.in_flight() == 0 || since.elapsed() > Duration::from_secs(10) {
+                    break;
+                }
+            }
+            let wait = next_timer.map_or(1000, |at| (at - now).clamp(1, 1000)) as u64;
+            tokio::select! {
+                _ = &mut shutdown, if stopping.is_none() => stopping = Some(Instant::now()),
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            }
         }
-        started
-    }
-
-    fn target(&self, name: &str) -> Arc<Semaphore> {
-        let mut targets = self.targets.lock().expect("targets lock");
-        targets
-            .entry(name.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.config.delivery.concurrency)))
-            .clone()
+        drop(outcome_tx);
+        let _ = recorder.await;
     }
 
     fn count(&self, outcome: &DeliveryOutcome) {
@@ -292,4 +272,31 @@ fn retryable(status: StatusCode) -> bool {
     status.is_server_error()
         || status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT
+}
+
+/// Write outcomes to the outbox in batches, then report the ids whose outcome was final.
+async fn record(
+    store: Store,
+    mut outcomes: mpsc::UnboundedReceiver<(i64, DeliveryOutcome)>,
+    recorded: mpsc::UnboundedSender<Vec<i64>>,
+) {
+    while let Some(first) = outcomes.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 4096 {
+            match outcomes.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
+            }
+        }
+        let finished: Vec<i64> = batch
+            .iter()
+            .filter(|(_, o)| !matches!(o, DeliveryOutcome::Retry { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        while let Err(e) = store.record_outcomes(batch.clone()).await {
+            tracing::error!(error = %format!("{e:#}"), "cannot record delivery outcomes; trying again");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let _ = recorded.send(finished);
+    }
 }

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use switchboard_sdk::{Action, Notification};
 
 use crate::config::Config;
-use crate::delivery::{self, Request};
+use crate::delivery::{self, Delivery, Request};
 use crate::metrics::Metrics;
 use crate::plugins::kv::KvOverlay;
 use crate::plugins::{Registry, Snapshot};
@@ -38,7 +38,7 @@ pub struct Dispatcher {
     pub registry: Arc<Registry>,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
-    pub delivery: delivery::Wake,
+    pub delivery: Arc<Delivery>,
 }
 
 /// A wake handle and its receiving end.
@@ -72,20 +72,18 @@ impl Dispatcher {
             let count = items.len();
             let (done, deliveries, kv) = self.dispatch_batch(items);
             let write = self.store.write(move |txn| {
-                store::outbox::insert(txn, &deliveries)?;
+                let rows = store::outbox::insert(txn, deliveries)?;
                 store::kv::apply(txn, &kv)?;
                 for id in &done {
                     store::inbox::mark_done(txn, *id)?;
                 }
-                Ok(deliveries.len())
+                Ok(rows)
             });
             match handle.block_on(write) {
-                Ok(n) => {
+                Ok(rows) => {
                     self.metrics
                         .add(&self.metrics.notifications_dispatched, count as u64);
-                    if n > 0 {
-                        self.delivery.wake();
-                    }
+                    self.delivery.enqueue(rows);
                 }
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "cannot store the outcome of dispatch; retrying");

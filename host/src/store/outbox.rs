@@ -84,13 +84,17 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
     })
 }
 
-/// Queue deliveries inside a transaction.
-pub fn insert(txn: &Transaction<'_>, deliveries: &[NewDelivery]) -> rusqlite::Result<()> {
+/// Queue deliveries inside a transaction; returns the stored rows.
+pub fn insert(
+    txn: &Transaction<'_>,
+    deliveries: Vec<NewDelivery>,
+) -> rusqlite::Result<Vec<OutboxRow>> {
     let now = now_millis();
     let mut stmt = txn.prepare_cached(
         "INSERT INTO outbox (kind, target, lane, webhook_id, request, created_at, next_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
     )?;
+    let mut rows = Vec::with_capacity(deliveries.len());
     for d in deliveries {
         stmt.execute(params![
             d.kind,
@@ -100,8 +104,21 @@ pub fn insert(txn: &Transaction<'_>, deliveries: &[NewDelivery]) -> rusqlite::Re
             d.request,
             now
         ])?;
+        rows.push(OutboxRow {
+            id: txn.last_insert_rowid(),
+            kind: d.kind,
+            target: d.target,
+            lane: d.lane,
+            webhook_id: d.webhook_id,
+            request: d.request,
+            state: OutboxState::Pending,
+            attempts: 0,
+            created_at: now,
+            next_at: now,
+            last_error: None,
+        });
     }
-    Ok(())
+    Ok(rows)
 }
 
 /// Remove delivered rows finished before `before`.
@@ -113,28 +130,16 @@ pub fn prune(txn: &Transaction<'_>, before: i64) -> rusqlite::Result<usize> {
 }
 
 impl Store {
-    /// Deliveries due now that are first in their lane, oldest first: at most `limit`, first
-    /// attempts (`retries == false`) or retries (`retries == true`).
-    pub fn due_deliveries(&self, retries: bool, limit: usize) -> anyhow::Result<Vec<OutboxRow>> {
+    /// Pending deliveries after row `after`, and revived dead letters, oldest first.
+    pub fn pending_deliveries(&self, after: i64) -> anyhow::Result<Vec<OutboxRow>> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM outbox o
-             WHERE state = 0 AND next_at <= ?1 AND (attempts > 0) = ?2
-               AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.state = 0 AND p.lane = o.lane AND p.id < o.id)
-             ORDER BY id LIMIT ?3"
+            "SELECT {COLUMNS} FROM outbox WHERE state = 0 AND id > ?1
+             UNION SELECT {COLUMNS} FROM outbox WHERE revived = 1 AND state = 0 ORDER BY id"
         );
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![now_millis(), retries, limit as i64], row)?;
+            let rows = stmt.query_map(params![after], row)?;
             rows.collect()
-        })
-    }
-
-    /// When the next pending delivery falls due (Unix ms), if any.
-    pub fn next_due_at(&self) -> anyhow::Result<Option<i64>> {
-        self.read(|conn| {
-            conn.query_row("SELECT min(next_at) FROM outbox WHERE state = 0", [], |r| {
-                r.get(0)
-            })
         })
     }
 
@@ -149,17 +154,17 @@ impl Store {
                 match outcome {
                     DeliveryOutcome::Delivered => txn
                         .prepare_cached(
-                            "UPDATE outbox SET state = 1, attempts = attempts + 1, finished_at = ?2 WHERE id = ?1",
+                            "UPDATE outbox SET state = 1, attempts = attempts + 1, finished_at = ?2, revived = 0 WHERE id = ?1",
                         )?
                         .execute(params![id, now])?,
                     DeliveryOutcome::Retry { at, error } => txn
                         .prepare_cached(
-                            "UPDATE outbox SET attempts = attempts + 1, next_at = ?2, last_error = ?3 WHERE id = ?1",
+                            "UPDATE outbox SET attempts = attempts + 1, next_at = ?2, last_error = ?3, revived = 0 WHERE id = ?1",
                         )?
                         .execute(params![id, at, error])?,
                     DeliveryOutcome::Dead { error } => txn
                         .prepare_cached(
-                            "UPDATE outbox SET state = 2, attempts = attempts + 1, finished_at = ?2, last_error = ?3 WHERE id = ?1",
+                            "UPDATE outbox SET state = 2, attempts = attempts + 1, finished_at = ?2, last_error = ?3, revived = 0 WHERE id = ?1",
                         )?
                         .execute(params![id, now, error])?,
                 };
@@ -186,11 +191,11 @@ impl Store {
             let now = now_millis();
             match id {
                 Some(id) => txn.execute(
-                    "UPDATE outbox SET state = 0, next_at = ?1, created_at = ?1, finished_at = NULL WHERE state = 2 AND id = ?2",
+                    "UPDATE outbox SET state = 0, revived = 1, next_at = ?1, created_at = ?1, finished_at = NULL WHERE state = 2 AND id = ?2",
                     params![now, id],
                 ),
                 None => txn.execute(
-                    "UPDATE outbox SET state = 0, next_at = ?1, created_at = ?1, finished_at = NULL WHERE state = 2",
+                    "UPDATE outbox SET state = 0, revived = 1, next_at = ?1, created_at = ?1, finished_at = NULL WHERE state = 2",
                     params![now],
                 ),
             }

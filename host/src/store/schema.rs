@@ -27,13 +27,14 @@ CREATE TABLE outbox (
     request     TEXT NOT NULL,
     state       INTEGER NOT NULL DEFAULT 0,
     attempts    INTEGER NOT NULL DEFAULT 0,
+    revived     INTEGER NOT NULL DEFAULT 0,
     created_at  INTEGER NOT NULL,
     next_at     INTEGER NOT NULL,
     finished_at INTEGER,
     last_error  TEXT
 );
-CREATE INDEX outbox_due ON outbox(next_at, id) WHERE state = 0;
-CREATE INDEX outbox_lane ON outbox(lane, id) WHERE state = 0;
+CREATE INDEX outbox_pending ON outbox(id) WHERE state = 0;
+CREATE INDEX outbox_revived ON outbox(id) WHERE revived = 1;
 CREATE INDEX outbox_finished ON outbox(finished_at) WHERE state = 1;
 
 CREATE TABLE kv (

@@ -15,7 +15,11 @@ async fn webhook(body: Bytes) -> StatusCode {
 
 #[tokio::main]
 async fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8090".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8090".into());
     let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
-    axum::serve(listener, Router::new().route("/webhook", post(webhook))).await.expect("serve");
+    axum::serve(listener, Router::new().route("/webhook", post(webhook)))
+        .await
+        .expect("serve");
 }

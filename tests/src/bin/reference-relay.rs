@@ -20,18 +20,34 @@ struct Relay {
 }
 
 async fn webhook(State(relay): State<Arc<Relay>>, body: Bytes) -> StatusCode {
-    let Ok(body) = serde_json::from_slice::<Value>(&body) else { return StatusCode::BAD_REQUEST };
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
     for message in body["messages"].as_array().into_iter().flatten() {
         if message["type"] != "text" {
             continue;
         }
-        let (from, id) = (message["from"].as_str().unwrap_or(""), message["id"].as_str().unwrap_or(""));
+        let (from, id) = (
+            message["from"].as_str().unwrap_or(""),
+            message["id"].as_str().unwrap_or(""),
+        );
         let reply = json!({ "recipient_type": "individual", "to": from, "type": "text", "preview_url": false,
             "text": { "body": "Thanks for your message! We will get back to you shortly." } });
         let calls = [
-            relay.http.post(format!("{}/v1/messages", relay.coreapp)).bearer_auth(&relay.token).json(&reply),
-            relay.http.put(format!("{}/v1/messages/{id}", relay.coreapp)).bearer_auth(&relay.token).json(&json!({ "status": "read" })),
-            relay.http.post(&relay.destination).json(&json!({ "kind": "message", "item": message })),
+            relay
+                .http
+                .post(format!("{}/v1/messages", relay.coreapp))
+                .bearer_auth(&relay.token)
+                .json(&reply),
+            relay
+                .http
+                .put(format!("{}/v1/messages/{id}", relay.coreapp))
+                .bearer_auth(&relay.token)
+                .json(&json!({ "status": "read" })),
+            relay
+                .http
+                .post(&relay.destination)
+                .json(&json!({ "kind": "message", "item": message })),
         ];
         for call in calls {
             match call.send().await {
@@ -47,7 +63,11 @@ async fn webhook(State(relay): State<Arc<Relay>>, body: Bytes) -> StatusCode {
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut args = std::env::args().skip(1);
-    let (addr, coreapp, destination) = (args.next().unwrap(), args.next().unwrap(), args.next().unwrap());
+    let (addr, coreapp, destination) = (
+        args.next().unwrap(),
+        args.next().unwrap(),
+        args.next().unwrap(),
+    );
     let http = reqwest::Client::new();
     let login: Value = http
         .post(format!("{coreapp}/v1/users/login"))
@@ -58,8 +78,23 @@ async fn main() {
         .json()
         .await
         .expect("login body");
-    let token = login["users"][0]["token"].as_str().expect("token").to_string();
-    let relay = Arc::new(Relay { http, coreapp, destination, token });
+    let token = login["users"][0]["token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let relay = Arc::new(Relay {
+        http,
+        coreapp,
+        destination,
+        token,
+    });
     let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
-    axum::serve(listener, Router::new().route("/webhook", post(webhook)).with_state(relay)).await.expect("serve");
+    axum::serve(
+        listener,
+        Router::new()
+            .route("/webhook", post(webhook))
+            .with_state(relay),
+    )
+    .await
+    .expect("serve");
 }
