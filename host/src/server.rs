@@ -38,18 +38,33 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         delivery: delivery.clone(),
     };
-    let dispatch_task = {
-        let stop = stop_dispatch.clone();
-        tokio::task::spawn_blocking(move || dispatcher.run(dispatch_rx, stop))
+    let dispatch_thread = {
+        let (stop, handle) = (stop_dispatch.clone(), tokio::runtime::Handle::current());
+        std::thread::Builder::new()
+            .name("dispatcher".into())
+            .spawn(move || {
+                background_priority();
+                dispatcher.run(handle, dispatch_rx, stop)
+            })?
     };
     dispatch_wake.wake();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let delivery_task = {
+    let delivery_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("delivery")
+        .on_thread_start(background_priority)
+        .enable_all()
+        .build()?;
+    let delivery_thread = {
         let mut rx = stop_rx.clone();
-        tokio::spawn(delivery.run(async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }))
+        std::thread::Builder::new()
+            .name("delivery".into())
+            .spawn(move || {
+                delivery_runtime.block_on(delivery.run(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                }))
+            })?
     };
     let prune_task = tokio::spawn(prune_loop(store.clone(), config.clone()));
 
@@ -99,13 +114,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down: draining the inbox and deliveries in flight");
     stop_dispatch.store(true, Ordering::SeqCst);
     dispatch_wake.wake();
-    let _ = dispatch_task.await;
+    let _ = tokio::task::spawn_blocking(move || dispatch_thread.join()).await;
     let _ = stop_tx.send(true);
-    let _ = delivery_task.await;
+    let _ = tokio::task::spawn_blocking(move || delivery_thread.join()).await;
     prune_task.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Dispatch and delivery run at a lower CPU priority than ingress: under a burst, answering the
+/// sender comes first, and the durable work behind it catches up after.
+fn background_priority() {
+    #[cfg(target_os = "linux")]
+    // Safety: setpriority has no memory effects; on Linux, PRIO_PROCESS with 0 names the
+    // calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
 }
 
 async fn shutdown_signal() {

@@ -48,9 +48,14 @@ pub fn channel() -> (Wake, Receiver<()>) {
 }
 
 impl Dispatcher {
-    /// Run until `stop` is set and no work is left, on the calling (blocking) thread.
-    pub fn run(self, wake: Receiver<()>, stop: Arc<std::sync::atomic::AtomicBool>) {
-        let handle = tokio::runtime::Handle::current();
+    /// Run until `stop` is set and no work is left, on the calling thread (not a runtime's:
+    /// it blocks on `handle` for the store's writes).
+    pub fn run(
+        self,
+        handle: tokio::runtime::Handle,
+        wake: Receiver<()>,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) {
         loop {
             let items = match self.store.pending_inbox(0, BATCH) {
                 Ok(items) => items,
