@@ -246,6 +246,13 @@ pub struct DeliveryConfig {
     /// Concurrent requests per destination (and to the WhatsApp API).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Most pending deliveries held in memory; a larger backlog waits in the database.
+    #[serde(default = "default_max_in_memory")]
+    pub max_in_memory: usize,
+}
+
+fn default_max_in_memory() -> usize {
+    10_000
 }
 
 impl Default for DeliveryConfig {
@@ -256,6 +263,7 @@ impl Default for DeliveryConfig {
             max_backoff: default_max_backoff(),
             timeout: default_timeout(),
             concurrency: default_concurrency(),
+            max_in_memory: default_max_in_memory(),
         }
     }
 }

@@ -235,6 +235,8 @@ pub struct ServerSetup {
     pub destinations: Vec<(String, String)>,
     /// Extra keys of the `[server]` table.
     pub server_extra: String,
+    /// Extra keys of the `[delivery]` table.
+    pub delivery_extra: String,
     /// Extra TOML appended to the config.
     pub extra: String,
     /// Copy the example plugins into the plugins folder.
@@ -251,6 +253,7 @@ impl ServerSetup {
             coreapp: None,
             destinations: Vec::new(),
             server_extra: String::new(),
+            delivery_extra: String::new(),
             extra: String::new(),
             example_plugins: true,
             env: Vec::new(),
@@ -275,8 +278,8 @@ impl ServerSetup {
         let port = free_port();
         let mut config = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\nwebhook_path = \"/webhook\"\n{}\n[plugins]\ndir = \"plugins\"\n\n\
-             [storage]\nurl = \"sqlite://data/switchboard.db\"\n\n[delivery]\ninitial_backoff = \"100ms\"\nmax_backoff = \"1s\"\ntimeout = \"2s\"\n\n",
-            self.server_extra
+             [storage]\nurl = \"sqlite://data/switchboard.db\"\n\n[delivery]\ninitial_backoff = \"100ms\"\nmax_backoff = \"1s\"\ntimeout = \"2s\"\n{}\n",
+            self.server_extra, self.delivery_extra
         );
         if let Some(url) = &self.coreapp {
             config += &format!(

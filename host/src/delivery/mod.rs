@@ -90,6 +90,8 @@ impl Delivery {
         let (recorded_tx, mut recorded_rx) = mpsc::unbounded_channel::<Vec<i64>>();
         let recorder = tokio::spawn(record(self.store.clone(), outcome_rx, recorded_tx));
         let (mut max_id, mut last_scan, mut stopping) = (0i64, None::<Instant>, None::<Instant>);
+        // Bounds memory while a destination is down under traffic.
+        let (max_queued, mut backlogged) = (self.config.delivery.max_in_memory.max(1), false);
         loop {
             let now = now_millis();
             let incoming = self
@@ -97,13 +99,25 @@ impl Delivery {
                 .lock()
                 .map(|mut i| std::mem::take(&mut *i))
                 .unwrap_or_default();
-            max_id = incoming.iter().map(|r| r.id).fold(max_id, i64::max);
-            queue.add(incoming, now);
-            if last_scan.is_none_or(|t| t.elapsed() >= RESCAN) && stopping.is_none() {
+            if backlogged || queue.len() + incoming.len() > max_queued {
+                // Past the bound the rows stay in the database only; the rescan loads them, in
+                // order, as the queue drains.
+                backlogged = true;
+            } else {
+                max_id = incoming.iter().map(|r| r.id).fold(max_id, i64::max);
+                queue.add(incoming, now);
+            }
+            let room = max_queued.saturating_sub(queue.len());
+            let rescan = last_scan.is_none_or(|t| t.elapsed() >= RESCAN)
+                || (backlogged && room >= max_queued / 2);
+            if rescan && stopping.is_none() {
                 last_scan = Some(Instant::now());
                 let store = self.store.clone();
-                match tokio::task::spawn_blocking(move || store.pending_deliveries(max_id)).await {
+                match tokio::task::spawn_blocking(move || store.pending_deliveries(max_id, room))
+                    .await
+                {
                     Ok(Ok(rows)) => {
+                        backlogged = rows.len() >= room;
                         let rows: Vec<_> =
                             rows.into_iter().filter(|r| !queue.knows(r.id)).collect();
                         max_id = rows.iter().map(|r| r.id).fold(max_id, i64::max);

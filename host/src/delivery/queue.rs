@@ -53,6 +53,11 @@ impl Queue {
         self.known.contains(&id)
     }
 
+    /// Rows held: queued, in flight, or with an outcome not yet recorded.
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
     /// Attempts in flight.
     pub fn in_flight(&self) -> usize {
         self.fresh_in_flight + self.retries_in_flight

@@ -130,15 +130,16 @@ pub fn prune(txn: &Transaction<'_>, before: i64) -> rusqlite::Result<usize> {
 }
 
 impl Store {
-    /// Pending deliveries after row `after`, and revived dead letters, oldest first.
-    pub fn pending_deliveries(&self, after: i64) -> anyhow::Result<Vec<OutboxRow>> {
+    /// Pending deliveries after row `after`, and revived dead letters, oldest first, at most
+    /// `limit`.
+    pub fn pending_deliveries(&self, after: i64, limit: usize) -> anyhow::Result<Vec<OutboxRow>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM outbox WHERE state = 0 AND id > ?1
-             UNION SELECT {COLUMNS} FROM outbox WHERE revived = 1 AND state = 0 ORDER BY id"
+             UNION SELECT {COLUMNS} FROM outbox WHERE revived = 1 AND state = 0 ORDER BY id LIMIT ?2"
         );
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![after], row)?;
+            let rows = stmt.query_map(params![after, limit as i64], row)?;
             rows.collect()
         })
     }
