@@ -92,7 +92,6 @@ fn open_connection(path: &Path) -> anyhow::Result<Connection> {
     // FULL: a batch acknowledged to the Coreapp survives a power cut, not only a crash.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "cache_size", -16_000)?; // 16 MB
-    conn.pragma_update(None, "mmap_size", 256i64 << 20)?;
+    conn.pragma_update(None, "cache_size", -8_000)?; // 8 MB a connection
     Ok(conn)
 }
