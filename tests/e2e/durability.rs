@@ -7,36 +7,21 @@ use axum::http::StatusCode;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use switchboard_tests::{Fake, ServerSetup, eventually, fixture, install, test_plugin};
+use switchboard_tests::{Fake, ServerSetup, eventually, text_message};
 
 fn message(id: usize) -> String {
-    fixture("e1-text.json").replace(
-        "ABEGVRGYdlABAgo-sKq3Yc7rN2Tz",
-        &format!("ABEG-durable-{id}"),
-    )
+    text_message(&format!("ABEG-durable-{id}"))
 }
-
-const ECHO: &str =
-    "[config]\nmode = \"echo\"\ndestination = \"sink\"\n[permissions]\ndestinations = [\"sink\"]\n";
 
 #[tokio::test]
 async fn a_crash_and_a_destination_outage_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     // The destination is down (503) for the first part of the test.
     let sink = Fake::with(|_| (StatusCode::SERVICE_UNAVAILABLE, "down".into())).await;
-    let mut setup = ServerSetup::new(dir.path());
-    setup.example_plugins = false;
-    setup.destinations = vec![("sink".into(), sink.url())];
+    let mut setup = ServerSetup::echo(dir.path(), &sink);
     // Fewer rows in memory than the outage's backlog: the rest waits in the database and is
     // loaded, in order, as the queue drains.
     setup.delivery_extra = "max_in_memory = 40\n".into();
-    std::fs::create_dir_all(setup.plugins_dir()).unwrap();
-    install(
-        &setup.plugins_dir(),
-        "echo",
-        &test_plugin("misbehave.wasm"),
-        ECHO,
-    );
     let mut server = setup.start().await;
 
     // A bounded stream of webhooks; the server is killed with SIGKILL halfway. Like the Coreapp,
@@ -107,29 +92,19 @@ async fn a_crash_and_a_destination_outage_lose_nothing() {
 async fn dead_letters_are_listed_and_retried() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Fake::with(|_| (StatusCode::BAD_REQUEST, r#"{"error":"bad payload"}"#.into())).await;
-    let mut setup = ServerSetup::new(dir.path());
-    setup.example_plugins = false;
-    setup.destinations = vec![("sink".into(), sink.url())];
-    std::fs::create_dir_all(setup.plugins_dir()).unwrap();
-    install(
-        &setup.plugins_dir(),
-        "echo",
-        &test_plugin("misbehave.wasm"),
-        ECHO,
-    );
+    let setup = ServerSetup::echo(dir.path(), &sink);
     let server = setup.start().await;
     assert_eq!(server.post(&message(1)).await.0, StatusCode::OK);
 
     // A 400 is not retried: the delivery is dead at once, with the response kept.
-    let mut listing = String::new();
+    let (mut ok, mut listing) = (false, String::new());
     for _ in 0..200 {
-        listing = server.cli(&["deliveries", "list", "--dead"]).await.1;
+        (ok, listing) = server.cli(&["deliveries", "list", "--dead"]).await;
         if listing.contains("bad payload") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (ok, listing) = server.cli(&["deliveries", "list", "--dead"]).await;
     assert!(ok, "{listing}");
     assert!(listing.contains("400 Bad Request"), "{listing}");
     assert_eq!(sink.received().len(), 1, "a 4xx is not retried");
@@ -161,8 +136,8 @@ async fn dead_letters_are_listed_and_retried() {
 async fn forwards_are_signed_with_standard_webhooks_headers() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Fake::start().await;
-    let mut setup = ServerSetup::new(dir.path());
-    setup.example_plugins = false;
+    let mut setup = ServerSetup::echo(dir.path(), &sink);
+    setup.destinations.clear(); // declared below, with its secret
     setup.extra = format!(
         "[destinations.sink]\nurl = \"{}\"\nsecret_env = \"SINK_SECRET\"\n",
         sink.url()
@@ -171,13 +146,6 @@ async fn forwards_are_signed_with_standard_webhooks_headers() {
         "SINK_SECRET".into(),
         "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
     )];
-    std::fs::create_dir_all(setup.plugins_dir()).unwrap();
-    install(
-        &setup.plugins_dir(),
-        "echo",
-        &test_plugin("misbehave.wasm"),
-        ECHO,
-    );
     let server = setup.start().await;
     assert_eq!(server.post(&message(7)).await.0, StatusCode::OK);
     assert!(
@@ -208,16 +176,7 @@ async fn forwards_are_signed_with_standard_webhooks_headers() {
 async fn sigterm_drains_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Fake::start().await;
-    let mut setup = ServerSetup::new(dir.path());
-    setup.example_plugins = false;
-    setup.destinations = vec![("sink".into(), sink.url())];
-    std::fs::create_dir_all(setup.plugins_dir()).unwrap();
-    install(
-        &setup.plugins_dir(),
-        "echo",
-        &test_plugin("misbehave.wasm"),
-        ECHO,
-    );
+    let setup = ServerSetup::echo(dir.path(), &sink);
     let mut server = setup.start().await;
     for id in 0..20 {
         assert_eq!(server.post(&message(id)).await.0, StatusCode::OK);

@@ -6,15 +6,10 @@ use axum::http::{Method, StatusCode};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use switchboard_tests::{
-    Fake, Server, ServerSetup, eventually, fixture, http, install, test_plugin,
-};
+use switchboard_tests::{Fake, Server, ServerSetup, eventually, fixture, http};
 
 const WAIT: Duration = Duration::from_secs(20);
-const ECHO: &str =
-    "[config]\nmode = \"echo\"\ndestination = \"sink\"\n[permissions]\ndestinations = [\"sink\"]\n";
-
-/// A server with the echo plugin forwarding every notification to `sink`.
+/// A server whose only plugin echoes every notification to `sink`.
 async fn echo_server(
     dir: &std::path::Path,
     sink: &Fake,
@@ -22,22 +17,13 @@ async fn echo_server(
     extra: &str,
     env: &[(&str, &str)],
 ) -> Server {
-    let mut setup = ServerSetup::new(dir);
+    let mut setup = ServerSetup::echo(dir, sink);
     setup.server_extra = server_extra.to_string();
-    setup.example_plugins = false;
-    setup.destinations = vec![("sink".into(), sink.url())];
     setup.extra = extra.to_string();
     setup.env = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    std::fs::create_dir_all(setup.plugins_dir()).unwrap();
-    install(
-        &setup.plugins_dir(),
-        "echo",
-        &test_plugin("misbehave.wasm"),
-        ECHO,
-    );
     setup.start().await
 }
 
@@ -68,16 +54,7 @@ async fn https_serves_and_picks_up_a_renewed_certificate() {
     std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
     std::fs::write(dir.path().join("key.pem"), key).unwrap();
     let sink = Fake::start().await;
-    let mut setup = ServerSetup::new(dir.path());
-    setup.example_plugins = false;
-    setup.destinations = vec![("sink".into(), sink.url())];
-    std::fs::create_dir_all(setup.plugins_dir()).unwrap();
-    install(
-        &setup.plugins_dir(),
-        "echo",
-        &test_plugin("misbehave.wasm"),
-        ECHO,
-    );
+    let mut setup = ServerSetup::echo(dir.path(), &sink);
     setup.server_extra = "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n".into();
     let server = setup.start().await;
     let url = format!("https://{}/webhook", server.addr);

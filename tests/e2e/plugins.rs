@@ -6,19 +6,15 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::Value;
-use switchboard_tests::{Fake, Server, ServerSetup, eventually, fixture, install, test_plugin};
+use switchboard_tests::{
+    Fake, Server, ServerSetup, echo_manifest, eventually, install, test_plugin, text_message,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A text message with its own id.
 fn message(id: usize) -> String {
-    fixture("e1-text.json").replace("ABEGVRGYdlABAgo-sKq3Yc7rN2Tz", &format!("ABEG-test-{id}"))
-}
-
-fn echo_manifest(version: &str) -> String {
-    format!(
-        "[config]\nmode = \"echo\"\ndestination = \"sink\"\nversion = \"{version}\"\n[permissions]\ndestinations = [\"sink\"]\n"
-    )
+    text_message(&format!("ABEG-test-{id}"))
 }
 
 fn bodies(fake: &Fake) -> Vec<Value> {
@@ -127,17 +123,8 @@ async fn each_bad_plugin_fails_alone() {
 async fn hot_reload_swaps_versions_under_traffic() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Fake::start().await;
-    let mut setup = ServerSetup::new(dir.path());
-    setup.example_plugins = false;
-    setup.destinations = vec![("sink".into(), sink.url())];
+    let setup = ServerSetup::echo(dir.path(), &sink);
     let plugins = setup.plugins_dir();
-    std::fs::create_dir_all(&plugins).unwrap();
-    install(
-        &plugins,
-        "echo",
-        &test_plugin("misbehave.wasm"),
-        &echo_manifest("1"),
-    );
     let server = Arc::new(setup.start().await);
 
     // A client posting distinct messages until told to stop (bounded: at most 5000).
@@ -286,17 +273,14 @@ async fn a_restart_reuses_compiled_code() {
 async fn plugin_state_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Fake::start().await;
-    let mut setup = ServerSetup::new(dir.path());
-    setup.example_plugins = false;
-    setup.destinations = vec![("sink".into(), sink.url())];
-    let plugins = setup.plugins_dir();
-    std::fs::create_dir_all(&plugins).unwrap();
-    let manifest = "[config]\nmode = \"count\"\ndestination = \"sink\"\n[permissions]\ndestinations = [\"sink\"]\n";
+    let setup = ServerSetup::echo(dir.path(), &sink);
+    // The same test plugin, counting instead of echoing.
+    let manifest = echo_manifest("1").replace("mode = \"echo\"", "mode = \"count\"");
     install(
-        &plugins,
-        "counter",
+        &setup.plugins_dir(),
+        "echo",
         &test_plugin("misbehave.wasm"),
-        manifest,
+        &manifest,
     );
     let mut server = setup.start().await;
     for id in 0..3 {

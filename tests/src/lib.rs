@@ -79,6 +79,20 @@ pub fn install(dir: &Path, name: &str, wasm: &Path, manifest: &str) {
     std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).unwrap();
 }
 
+/// The manifest of the test plugin in `echo` mode: every notification is forwarded to the
+/// destination `sink` as `{"build", "config": VERSION, "id"}`.
+pub fn echo_manifest(version: &str) -> String {
+    format!(
+        "[config]\nmode = \"echo\"\ndestination = \"sink\"\nversion = \"{version}\"\n\
+         [permissions]\ndestinations = [\"sink\"]\n"
+    )
+}
+
+/// The text message of the `e1-text.json` fixture with message id `id`.
+pub fn text_message(id: &str) -> String {
+    fixture("e1-text.json").replace("ABEGVRGYdlABAgo-sKq3Yc7rN2Tz", id)
+}
+
 /// A request a fake server received.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -258,6 +272,22 @@ impl ServerSetup {
             example_plugins: true,
             env: Vec::new(),
         }
+    }
+
+    /// A setup in `dir` whose only plugin is the test plugin in `echo` mode, forwarding every
+    /// notification to the destination `sink`.
+    pub fn echo(dir: &Path, sink: &Fake) -> ServerSetup {
+        let mut setup = ServerSetup::new(dir);
+        setup.example_plugins = false;
+        setup.destinations = vec![("sink".into(), sink.url())];
+        std::fs::create_dir_all(setup.plugins_dir()).unwrap();
+        install(
+            &setup.plugins_dir(),
+            "echo",
+            &test_plugin("misbehave.wasm"),
+            &echo_manifest("1"),
+        );
+        setup
     }
 
     /// The plugins folder.
