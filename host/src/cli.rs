@@ -39,6 +39,9 @@ enum Command {
         /// A file with an On-Premises webhook body.
         #[arg(long)]
         payload: PathBuf,
+        /// The plugin's manifest (default: the `.toml` beside the `.wasm`, if any).
+        #[arg(long)]
+        manifest: Option<PathBuf>,
     },
     /// Point the Coreapp's webhooks at Switchboard (`PATCH /v1/settings/application`).
     Register {
@@ -118,7 +121,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => rt.block_on(crate::server::serve(Config::load(&config)?)),
         Command::Deliveries { command } => rt.block_on(deliveries(command)),
-        Command::RunPlugin { plugin, payload } => rt.block_on(run_plugin(&plugin, &payload)),
+        Command::RunPlugin {
+            plugin,
+            payload,
+            manifest,
+        } => {
+            let manifest = manifest.unwrap_or_else(|| plugin.with_extension("toml"));
+            rt.block_on(run_plugin(&plugin, &payload, &manifest))
+        }
         Command::NewPlugin { name, sdk_path } => new_plugin(&name, sdk_path.as_deref()),
         Command::Register {
             config,
@@ -243,13 +253,13 @@ fn open_store(config: &Path) -> anyhow::Result<Store> {
     Store::open(&config.storage.sqlite_path()?)
 }
 
-async fn run_plugin(plugin: &Path, payload: &Path) -> anyhow::Result<()> {
+async fn run_plugin(plugin: &Path, payload: &Path, manifest: &Path) -> anyhow::Result<()> {
     let body =
         std::fs::read(payload).with_context(|| format!("cannot read {}", payload.display()))?;
     let notifications = switchboard_sdk::split::split_onprem(&body, "run-plugin")?;
     let wasm =
         std::fs::read(plugin).with_context(|| format!("cannot read {}", plugin.display()))?;
-    let manifest = Manifest::load(&plugin.with_extension("toml"))?;
+    let manifest = Manifest::load(manifest)?;
     let scratch =
         std::env::temp_dir().join(format!("switchboard-run-plugin-{}.db", std::process::id()));
     let store = Store::open(&scratch)?;
@@ -287,7 +297,9 @@ fn new_plugin(name: &str, sdk_path: Option<&Path>) -> anyhow::Result<()> {
         bail!("{} already exists", dir.display());
     }
     let crate_name = name.trim_start_matches(|c: char| c.is_ascii_digit() || c == '-');
-    let sdk = match sdk_path {
+    // The SDK this binary was built from, when its source is still there; else crates.io.
+    let built_with = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin-sdk"));
+    let sdk = match sdk_path.or(built_with.exists().then_some(built_with)) {
         Some(p) => format!(
             "{{ path = {:?} }}",
             p.canonicalize()

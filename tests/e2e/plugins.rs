@@ -309,3 +309,88 @@ async fn plugin_state_survives_a_restart() {
         "the count lives in the key-value store, across restarts"
     );
 }
+
+/// A plugin author's path: `new-plugin`, the native tests, a wasm build, `run-plugin`, and the
+/// running server picking the plugin up.
+#[tokio::test]
+async fn a_new_plugin_goes_from_template_to_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Fake::start().await;
+    let coreapp = Fake::coreapp().await;
+    let mut setup = ServerSetup::echo(dir.path(), &sink);
+    setup.coreapp = Some(coreapp.url());
+    let server = setup.start().await;
+
+    let (ok, out) = server.cli_in(dir.path(), &["new-plugin", "greeter"]).await;
+    assert!(ok, "{out}");
+    let crate_dir = dir.path().join("greeter");
+    // Its own build folder: the workspace's is locked by the `cargo test` running this test.
+    let target = switchboard_tests::target_dir().join("scaffold");
+    let cargo = |args: &[&str]| {
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&crate_dir)
+            .env("CARGO_TARGET_DIR", &target)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let test = cargo(&["test", "--quiet"]);
+    assert!(
+        test.status.success(),
+        "{}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+    let build = cargo(&["build", "--release", "--target", "wasm32-wasip2"]);
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let wasm = target.join("wasm32-wasip2/release/greeter.wasm");
+
+    let payload = dir.path().join("text.json");
+    std::fs::write(&payload, switchboard_tests::fixture("e1-text.json")).unwrap();
+    let (ok, out) = server
+        .cli_in(
+            dir.path(),
+            &[
+                "run-plugin",
+                wasm.to_str().unwrap(),
+                "--payload",
+                payload.to_str().unwrap(),
+                "--manifest",
+                "greeter/greeter.toml",
+            ],
+        )
+        .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(r#""action":"reply""#) && out.contains("Hello!"),
+        "{out}"
+    );
+
+    // Deployed with its manifest, it answers the next webhook.
+    install(
+        &setup.plugins_dir(),
+        "greeter",
+        &wasm,
+        &std::fs::read_to_string(crate_dir.join("greeter.toml")).unwrap(),
+    );
+    assert!(
+        eventually(WAIT, || server
+            .log()
+            .contains("plugin loaded plugin=\"greeter\""))
+        .await,
+        "{}",
+        server.log()
+    );
+    assert_eq!(server.post(&message(1)).await.0, StatusCode::OK);
+    assert!(
+        eventually(WAIT, || coreapp.received().iter().any(|r| r.path
+            == "/v1/messages"
+            && r.json()["text"]["body"] == "Hello!"))
+        .await,
+        "{}",
+        server.log()
+    );
+}

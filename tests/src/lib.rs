@@ -453,12 +453,18 @@ impl Server {
             .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
     }
 
-    /// Run `switchboard ARGS` against this server's config; returns (success, stdout).
+    /// Run `switchboard ARGS --config` with this server's config; returns (success, output).
     pub async fn cli(&self, args: &[&str]) -> (bool, String) {
+        let mut args = args.to_vec();
+        args.extend(["--config", "switchboard.toml"]);
+        self.cli_in(&self.dir, &args).await
+    }
+
+    /// Run `switchboard ARGS` in `dir`; returns (success, output).
+    pub async fn cli_in(&self, dir: &Path, args: &[&str]) -> (bool, String) {
         let out = tokio::process::Command::new(target_dir().join("release/switchboard"))
-            .current_dir(&self.dir)
+            .current_dir(dir)
             .args(args)
-            .args(["--config", "switchboard.toml"])
             .output()
             .await
             .expect("run switchboard");
