@@ -28,6 +28,14 @@ impl std::fmt::Display for SplitError {
 
 impl std::error::Error for SplitError {}
 
+/// Malformed JSON, or JSON of the wrong shape: one parse tells both apart.
+fn classify(e: serde_json::Error) -> SplitError {
+    match e.classify() {
+        serde_json::error::Category::Data => SplitError::Shape(e.to_string()),
+        _ => SplitError::Syntax(e.to_string()),
+    }
+}
+
 #[derive(Deserialize)]
 struct OnPremBody<'a> {
     #[serde(borrow, default)]
@@ -53,10 +61,7 @@ struct ContactKey {
 pub fn split_onprem(body: &[u8], source: &str) -> Result<Vec<Notification>, SplitError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| SplitError::Syntax(format!("body is not UTF-8: {e}")))?;
-    let value: &RawValue =
-        serde_json::from_str(text).map_err(|e| SplitError::Syntax(e.to_string()))?;
-    let parsed: OnPremBody<'_> =
-        serde_json::from_str(value.get()).map_err(|e| SplitError::Shape(e.to_string()))?;
+    let parsed: OnPremBody<'_> = serde_json::from_str(text).map_err(classify)?;
     split_parts(&parsed, source, None)
 }
 
@@ -150,9 +155,7 @@ struct CloudMetadata {
 pub fn split_cloud(body: &[u8], source: &str) -> Result<Vec<Notification>, SplitError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| SplitError::Syntax(format!("body is not UTF-8: {e}")))?;
-    let _: &RawValue = serde_json::from_str(text).map_err(|e| SplitError::Syntax(e.to_string()))?;
-    let envelope: CloudEnvelope<'_> =
-        serde_json::from_str(text).map_err(|e| SplitError::Shape(e.to_string()))?;
+    let envelope: CloudEnvelope<'_> = serde_json::from_str(text).map_err(classify)?;
     if envelope.object != "whatsapp_business_account" {
         return Err(SplitError::Shape(format!(
             "object is {:?}, expected \"whatsapp_business_account\"",
