@@ -11,7 +11,8 @@
 //!
 //! Run with `cargo xtask test` once (it builds the plugins), then
 //! `cargo bench -p switchboard-tests --bench load`. `LOAD_N` sets the webhooks per run
-//! (default 20000), `LOAD_CONCURRENCY` the client connections (default 64).
+//! (default 20000), `LOAD_CONCURRENCY` the client connections (default 64). `LOAD_INGEST_ONLY=1`
+//! measures burst ingest with no plugins loaded, so nothing runs behind it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -172,6 +173,15 @@ async fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut setup = ServerSetup::new(dir.path());
+    if std::env::var("LOAD_INGEST_ONLY").is_ok() {
+        // No plugins: what ingest alone costs, with nothing behind it.
+        setup.example_plugins = false;
+        let server = setup.start().await;
+        let ingest = blast(&server.url("/webhook"), 0, n, conc, None).await;
+        println!("{}", reference.line("burst ingest, reference handler"));
+        println!("{}", ingest.line("burst ingest, switchboard, no plugins"));
+        return;
+    }
     setup.coreapp = Some(coreapp.url());
     setup.destinations = vec![
         ("sales".into(), format!("{}/sales", sales.url())),
