@@ -221,7 +221,7 @@ impl Runtime {
             idle: Mutex::new(Vec::new()),
         });
         let instance = plugin.instantiate().map_err(|e| anyhow::anyhow!("{e}"))?;
-        plugin.idle.lock().expect("idle pool").push(instance);
+        plugin.put_back(instance);
         Ok(plugin)
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Contact, Extra, Message, Status, WhatsAppError};
+use super::{Extra, WebhookBody};
 
 /// A Cloud API webhook.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -47,7 +47,8 @@ pub struct CloudChange {
     pub extra: Extra,
 }
 
-/// `changes[].value`
+/// `changes[].value`: an On-Premises body (`contacts`, `messages`, `statuses`, `errors`) with
+/// the product and the business number beside it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CloudValue {
     /// `whatsapp`.
@@ -56,21 +57,9 @@ pub struct CloudValue {
     /// The business number the notifications belong to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<CloudMetadata>,
-    /// Senders of `messages`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub contacts: Vec<Contact>,
-    /// Inbound messages.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub messages: Vec<Message>,
-    /// Statuses of sent messages.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub statuses: Vec<Status>,
-    /// Errors.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<WhatsAppError>,
-    /// Fields not modelled.
+    /// The notifications, and fields not modelled.
     #[serde(flatten)]
-    pub extra: Extra,
+    pub body: WebhookBody,
 }
 
 /// `value.metadata`

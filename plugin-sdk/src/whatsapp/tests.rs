@@ -503,6 +503,6 @@ fn cloud_envelope() {
         value.metadata.as_ref().unwrap().phone_number_id.as_deref(),
         Some("106540352242922")
     );
-    assert_eq!(value.messages[0].text_content(), Some("hi"));
-    assert_eq!(value.statuses[0].state(), StatusState::Delivered);
+    assert_eq!(value.body.messages[0].text_content(), Some("hi"));
+    assert_eq!(value.body.statuses[0].state(), StatusState::Delivered);
 }
