@@ -1,6 +1,8 @@
 //! Counters, served in the Prometheus text format at `/metrics`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The server's counters.
@@ -14,6 +16,8 @@ pub struct Metrics {
     pub notifications_dispatched: AtomicU64,
     pub plugin_calls: AtomicU64,
     pub plugin_failures: AtomicU64,
+    /// Failed calls by plugin name.
+    plugin_failures_by_name: Mutex<BTreeMap<String, u64>>,
     pub actions_refused: AtomicU64,
     pub deliveries_ok: AtomicU64,
     pub deliveries_retried: AtomicU64,
@@ -29,6 +33,14 @@ impl Metrics {
     /// Add `n`.
     pub fn add(&self, c: &AtomicU64, n: u64) {
         c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Count a failed call of plugin `name`.
+    pub fn plugin_failed(&self, name: &str) {
+        self.inc(&self.plugin_failures);
+        if let Ok(mut by_name) = self.plugin_failures_by_name.lock() {
+            *by_name.entry(name.to_string()).or_default() += 1;
+        }
     }
 
     /// The Prometheus text exposition.
@@ -107,6 +119,16 @@ impl Metrics {
             out,
             "# TYPE switchboard_plugin_load_errors gauge\nswitchboard_plugin_load_errors {plugin_load_errors}"
         );
+        let _ = writeln!(out, "# TYPE switchboard_plugin_call_failures_total counter");
+        if let Ok(by_name) = self.plugin_failures_by_name.lock() {
+            for (name, n) in by_name.iter() {
+                let _ = writeln!(
+                    out,
+                    "switchboard_plugin_call_failures_total{{plugin=\"{}\"}} {n}",
+                    name.replace(['"', '\\', '\n'], "_")
+                );
+            }
+        }
         out
     }
 }

@@ -117,6 +117,63 @@ async fn each_bad_plugin_fails_alone() {
         9,
         "the plugin that fails init is not loaded"
     );
+
+    // Operators see which plugin fails, and why one did not load.
+    let metrics = switchboard_tests::http()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for bad in [
+        "10-loop",
+        "11-alloc",
+        "12-trap",
+        "13-panic",
+        "14-error",
+        "15-oversized",
+        "16-many",
+    ] {
+        let line = format!("switchboard_plugin_call_failures_total{{plugin=\"{bad}\"}} 2");
+        assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    }
+    assert!(
+        !metrics.contains("plugin=\"90-echo\""),
+        "the good plugin has no failures"
+    );
+    let status: Value = switchboard_tests::http()
+        .get(server.url("/plugins"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = status["loaded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names.first(),
+        Some(&"10-loop"),
+        "chain order is file-name order: {names:?}"
+    );
+    assert_eq!(names.last(), Some(&"90-echo"));
+    assert_eq!(
+        status["loaded"][0]["api_version"], "0.1.0",
+        "the SDK stamps the contract version"
+    );
+    assert!(
+        status["errors"]["05-init-error"]
+            .as_str()
+            .unwrap()
+            .contains("deliberate init failure"),
+        "{status}"
+    );
 }
 
 #[tokio::test]

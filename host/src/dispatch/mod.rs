@@ -207,7 +207,7 @@ pub fn run_chain(
         let actions = match plugin.call(n, &prior, overlay) {
             Ok(actions) => actions,
             Err(e) => {
-                metrics.inc(&metrics.plugin_failures);
+                metrics.plugin_failed(&plugin.name);
                 tracing::warn!(plugin = %plugin.name, version = plugin.version(), id = %n.id, error = %e, "plugin call failed");
                 continue;
             }

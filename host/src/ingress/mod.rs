@@ -69,7 +69,8 @@ pub fn router(state: Arc<AppState>, endpoints: Vec<Arc<Endpoint>>) -> Router {
     let max_body = state.config.server.max_body_bytes;
     let mut router = Router::new()
         .route("/health", get(|| async { "ok" }))
-        .route("/metrics", get(metrics));
+        .route("/metrics", get(metrics))
+        .route("/plugins", get(plugins));
     for endpoint in endpoints {
         let on_post = {
             let endpoint = endpoint.clone();
@@ -104,6 +105,25 @@ async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         .metrics
         .render(snapshot.plugins.len(), app.registry.errors().len());
     ([("content-type", "text/plain; version=0.0.4")], body)
+}
+
+/// The plugins serving, in chain order, and the newest load error of each plugin that has one.
+async fn plugins(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    let loaded: Vec<_> = app
+        .registry
+        .snapshot()
+        .plugins
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": &*p.name,
+                "version": p.version(),
+                "api_version": p.api_version,
+                "subscribe": p.manifest.subscribe.kinds,
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "loaded": loaded, "errors": app.registry.errors() }))
 }
 
 type AppRef = State<Arc<AppState>>;
