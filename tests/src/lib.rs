@@ -119,6 +119,10 @@ type Responder = Arc<dyn Fn(&Received) -> (StatusCode, String) + Send + Sync>;
 
 struct FakeState {
     received: Mutex<Vec<Received>>,
+    /// Requests seen, kept or not.
+    count: std::sync::atomic::AtomicUsize,
+    /// Keep only the count (for load tests, where keeping every request would skew them).
+    count_only: bool,
     respond: Mutex<Responder>,
 }
 
@@ -139,8 +143,28 @@ impl Fake {
     pub async fn with(
         respond: impl Fn(&Received) -> (StatusCode, String) + Send + Sync + 'static,
     ) -> Fake {
+        Self::serve(respond, false).await
+    }
+
+    /// A fake answering `200 {}` that keeps only the count of what it receives (for load
+    /// tests, where keeping every request would skew them).
+    pub async fn counting() -> Fake {
+        Self::serve(|_| (StatusCode::OK, "{}".into()), true).await
+    }
+
+    /// A fake Coreapp (see [`Fake::coreapp`]) that keeps only the count.
+    pub async fn counting_coreapp() -> Fake {
+        Self::serve(coreapp, true).await
+    }
+
+    async fn serve(
+        respond: impl Fn(&Received) -> (StatusCode, String) + Send + Sync + 'static,
+        count_only: bool,
+    ) -> Fake {
         let state = Arc::new(FakeState {
             received: Mutex::new(Vec::new()),
+            count: Default::default(),
+            count_only,
             respond: Mutex::new(Arc::new(respond)),
         });
         let app = Router::new().fallback(record).with_state(state.clone());
@@ -159,24 +183,7 @@ impl Fake {
     /// A fake Coreapp: login gives a token, `POST /v1/messages` an id, the rest `{}`; requests
     /// without the token get 401.
     pub async fn coreapp() -> Fake {
-        Self::with(|r| {
-            if r.path == "/v1/users/login" {
-                let ok = r.header("authorization") == Some("Basic YWRtaW46c2VjcmV0"); // admin:secret
-                return if ok {
-                    (StatusCode::OK, r#"{"users":[{"token":"tok-1","expires_after":"2030-01-01 00:00:00+00:00"}]}"#.into())
-                } else {
-                    (StatusCode::UNAUTHORIZED, r#"{"errors":[{"code":1005,"title":"Access denied"}]}"#.into())
-                };
-            }
-            if r.header("authorization") != Some("Bearer tok-1") {
-                return (StatusCode::UNAUTHORIZED, r#"{"errors":[{"code":1005,"title":"Access denied"}]}"#.into());
-            }
-            if r.method == Method::POST && r.path == "/v1/messages" {
-                return (StatusCode::OK, r#"{"messages":[{"id":"gBEGkYiEB1VXAglK1ZEqA1YKPrU"}]}"#.into());
-            }
-            (StatusCode::OK, "{}".into())
-        })
-        .await
+        Self::with(coreapp).await
     }
 
     /// Change how the fake answers from now on.
@@ -194,7 +201,7 @@ impl Fake {
 
     /// How many requests were received so far.
     pub fn count(&self) -> usize {
-        self.state.received.lock().unwrap().len()
+        self.state.count.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Everything received so far.
@@ -209,6 +216,33 @@ impl Fake {
             .filter(|r| r.path == path)
             .collect()
     }
+}
+
+/// How the fake Coreapp answers: login gives a token (for admin:secret), `POST /v1/messages` an
+/// id, the rest `{}`; requests without the token get 401.
+fn coreapp(r: &Received) -> (StatusCode, String) {
+    const DENIED: &str = r#"{"errors":[{"code":1005,"title":"Access denied"}]}"#;
+    if r.path == "/v1/users/login" {
+        return if r.header("authorization") == Some("Basic YWRtaW46c2VjcmV0") {
+            (
+                StatusCode::OK,
+                r#"{"users":[{"token":"tok-1","expires_after":"2030-01-01 00:00:00+00:00"}]}"#
+                    .into(),
+            )
+        } else {
+            (StatusCode::UNAUTHORIZED, DENIED.into())
+        };
+    }
+    if r.header("authorization") != Some("Bearer tok-1") {
+        return (StatusCode::UNAUTHORIZED, DENIED.into());
+    }
+    if r.method == Method::POST && r.path == "/v1/messages" {
+        return (
+            StatusCode::OK,
+            r#"{"messages":[{"id":"gBEGkYiEB1VXAglK1ZEqA1YKPrU"}]}"#.into(),
+        );
+    }
+    (StatusCode::OK, "{}".into())
 }
 
 async fn record(
@@ -226,7 +260,12 @@ async fn record(
     };
     let respond = state.respond.lock().unwrap().clone();
     let (status, body) = respond(&r);
-    state.received.lock().unwrap().push(r);
+    state
+        .count
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    if !state.count_only {
+        state.received.lock().unwrap().push(r);
+    }
     (status, [("content-type", "application/json")], body)
 }
 
