@@ -68,10 +68,10 @@ fn run_in_savepoint<T>(
     txn: &rusqlite::Transaction<'_>,
     f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<T> {
-    txn.execute_batch("SAVEPOINT job")?;
+    txn.prepare_cached("SAVEPOINT job")?.execute([])?;
     match f(txn) {
         Ok(v) => {
-            txn.execute_batch("RELEASE job")?;
+            txn.prepare_cached("RELEASE job")?.execute([])?;
             Ok(v)
         }
         Err(e) => {
