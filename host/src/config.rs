@@ -187,7 +187,8 @@ pub struct StorageConfig {
     /// How long a notification id is remembered to drop re-deliveries, e.g. `7d`.
     #[serde(default = "default_dedup_window", with = "humantime_serde")]
     pub dedup_window: Duration,
-    /// How long delivered work is kept before it is pruned.
+    /// How long handled notifications are kept before they are pruned (a delivery is removed
+    /// from the outbox once delivered).
     #[serde(default = "default_retention", with = "humantime_serde")]
     pub retention: Duration,
 }

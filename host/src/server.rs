@@ -12,7 +12,7 @@ use crate::dispatch::{self, Dispatcher};
 use crate::ingress::{self, AppState};
 use crate::metrics::Metrics;
 use crate::plugins::{self, Registry, Runtime};
-use crate::store::{self, Store, now_millis};
+use crate::store::{Store, now_millis};
 
 /// Open the store, load the plugins, and serve until a shutdown signal. On shutdown the
 /// listener stops accepting, requests in flight finish, the dispatcher drains the inbox, and
@@ -29,7 +29,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
 
     let delivery = Delivery::new(store.clone(), config.clone(), metrics.clone())?;
-    let (dispatch_wake, dispatch_rx) = dispatch::channel();
+    let (inbox, dispatch_rx) = dispatch::channel();
     let stop_dispatch = Arc::new(AtomicBool::new(false));
     let dispatcher = Dispatcher {
         store: store.clone(),
@@ -40,20 +40,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let dispatch_thread = {
         let (stop, handle) = (stop_dispatch.clone(), tokio::runtime::Handle::current());
+        let inbox = inbox.clone();
         std::thread::Builder::new()
             .name("dispatcher".into())
             .spawn(move || {
                 background_priority();
-                dispatcher.run(handle, dispatch_rx, stop)
+                dispatcher.run(handle, inbox, dispatch_rx, stop)
             })?
     };
-    dispatch_wake.wake();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let delivery_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("delivery")
-        .on_thread_start(background_priority)
+    // One thread: the attempts are I/O, and on a small machine one thread spares the cores the
+    // hand-offs between several.
+    let delivery_runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let delivery_thread = {
@@ -61,6 +60,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         std::thread::Builder::new()
             .name("delivery".into())
             .spawn(move || {
+                background_priority();
                 delivery_runtime.block_on(delivery.run(async move {
                     let _ = rx.wait_for(|s| *s).await;
                 }))
@@ -73,7 +73,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         store: store.clone(),
         metrics,
         registry: registry.clone(),
-        dispatch: dispatch_wake.clone(),
+        inbox: inbox.clone(),
     });
     let app = ingress::router(state, ingress::endpoints(&config)?)
         .into_make_service_with_connect_info::<ingress::ClientAddr>();
@@ -113,7 +113,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     tracing::info!("shutting down: draining the inbox and deliveries in flight");
     stop_dispatch.store(true, Ordering::SeqCst);
-    dispatch_wake.wake();
+    inbox.wake();
     let _ = tokio::task::spawn_blocking(move || dispatch_thread.join()).await;
     let _ = stop_tx.send(true);
     let _ = tokio::task::spawn_blocking(move || delivery_thread.join()).await;
@@ -123,14 +123,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Dispatch and delivery run at a lower CPU priority than ingress: under a burst, answering the
-/// sender comes first, and the durable work behind it catches up after.
+/// Dispatch and delivery run only on CPU time that ingress leaves idle (`SCHED_IDLE`): under a
+/// burst, storing and answering the sender comes first, and the durable work behind it catches
+/// up after. Under a load below capacity there is idle time, so nothing waits for long.
 fn background_priority() {
     #[cfg(target_os = "linux")]
-    // Safety: setpriority has no memory effects; on Linux, PRIO_PROCESS with 0 names the
-    // calling thread.
+    // Safety: sched_setscheduler has no memory effects; pid 0 names the calling thread.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+        }
     }
 }
 
@@ -155,23 +158,16 @@ async fn shutdown_signal() {
     }
 }
 
-/// Keep the database bounded: delivered rows, handled notifications and expired keys older
-/// than the retention go; dedup keys go after the dedup window.
+/// Keep the database bounded: handled notifications and expired keys older than the retention
+/// go; dedup keys go after the dedup window.
 async fn prune_loop(store: Store, config: Arc<Config>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
+        let now = now_millis();
         let retention = config.storage.retention.as_millis() as i64;
         let window = config.storage.dedup_window.as_millis() as i64;
-        let result = store
-            .write(move |txn| {
-                let now = now_millis();
-                Ok(store::outbox::prune(txn, now - retention)?
-                    + store::inbox::prune(txn, now - retention, now - window)?
-                    + store::kv::prune(txn, now)?)
-            })
-            .await;
-        match result {
+        match store.prune(now - retention, now - window).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rows = n, "pruned old rows"),
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "pruning failed"),

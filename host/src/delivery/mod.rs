@@ -8,6 +8,7 @@ mod queue;
 mod request;
 pub mod signature;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,9 +32,18 @@ pub struct Delivery {
     http: reqwest::Client,
     whatsapp: WhatsApp,
     budget: Budget,
+    /// Destination URLs, parsed once.
+    urls: HashMap<String, reqwest::Url>,
     /// Rows committed by the dispatcher, not yet taken into the queue.
-    incoming: Mutex<Vec<OutboxRow>>,
+    incoming: Mutex<Incoming>,
     wake: Notify,
+}
+
+/// Rows handed over by the dispatcher, and the highest id handed over so far: rows above it
+/// are still on their way, so the outbox scan leaves them to the hand-over.
+struct Incoming {
+    rows: Vec<OutboxRow>,
+    upto: i64,
 }
 
 /// How often the outbox table is scanned for rows the queue does not know: revived dead
@@ -60,13 +70,24 @@ impl Delivery {
             retries: fresh.div_ceil(2),
             per_target: concurrency,
         };
+        let urls = config
+            .destinations
+            .iter()
+            .map(|(name, d)| Ok((name.clone(), reqwest::Url::parse(&d.url)?)))
+            .collect::<anyhow::Result<_>>()?;
+        // Rows already stored are found by the outbox scan; later ones are handed over.
+        let upto = store.max_delivery_id()?;
         Ok(Arc::new(Delivery {
             store,
             metrics,
             http,
             whatsapp,
             budget,
-            incoming: Mutex::new(Vec::new()),
+            urls,
+            incoming: Mutex::new(Incoming {
+                rows: Vec::new(),
+                upto,
+            }),
             wake: Notify::new(),
             config,
         }))
@@ -75,7 +96,8 @@ impl Delivery {
     /// Hand over rows just committed to the outbox.
     pub fn enqueue(&self, rows: Vec<OutboxRow>) {
         if let Ok(mut incoming) = self.incoming.lock() {
-            incoming.extend(rows);
+            incoming.upto = rows.iter().map(|r| r.id).fold(incoming.upto, i64::max);
+            incoming.rows.extend(rows);
         }
         self.wake.notify_one();
     }
@@ -94,11 +116,10 @@ impl Delivery {
         let (max_queued, mut backlogged) = (self.config.delivery.max_in_memory.max(1), false);
         loop {
             let now = now_millis();
-            let incoming = self
-                .incoming
-                .lock()
-                .map(|mut i| std::mem::take(&mut *i))
-                .unwrap_or_default();
+            let (incoming, upto) = match self.incoming.lock() {
+                Ok(mut i) => (std::mem::take(&mut i.rows), i.upto),
+                Err(_) => (Vec::new(), max_id),
+            };
             if backlogged || queue.len() + incoming.len() > max_queued {
                 // Past the bound the rows stay in the database only; the rescan loads them, in
                 // order, as the queue drains.
@@ -113,8 +134,10 @@ impl Delivery {
             if rescan && stopping.is_none() {
                 last_scan = Some(Instant::now());
                 let store = self.store.clone();
-                match tokio::task::spawn_blocking(move || store.pending_deliveries(max_id, room))
-                    .await
+                match tokio::task::spawn_blocking(move || {
+                    store.pending_deliveries(max_id, upto, room)
+                })
+                .await
                 {
                     Ok(Ok(rows)) => {
                         backlogged = rows.len() >= room;
@@ -226,13 +249,16 @@ impl Delivery {
     }
 
     async fn forward(&self, row: &OutboxRow, body: &str) -> anyhow::Result<Response> {
-        let Some(dest) = self.config.destinations.get(&row.target) else {
+        let (Some(dest), Some(url)) = (
+            self.config.destinations.get(&row.target),
+            self.urls.get(&row.target),
+        ) else {
             anyhow::bail!("no [destinations.{}] in the configuration", row.target);
         };
         let timestamp = now_millis() / 1000;
         let mut req = self
             .http
-            .post(&dest.url)
+            .post(url.clone())
             .header("content-type", "application/json")
             .header("webhook-id", &row.webhook_id)
             .header("webhook-timestamp", timestamp.to_string());

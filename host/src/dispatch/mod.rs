@@ -3,8 +3,9 @@
 
 mod envelope;
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -21,14 +22,45 @@ use crate::whatsapp::{Via, WhatsApp};
 /// How many notifications one dispatch transaction covers at most.
 const BATCH: usize = 256;
 
-/// Wakes the dispatcher when new notifications are stored.
-#[derive(Clone)]
-pub struct Wake(SyncSender<()>);
+/// Notifications handed over in memory at most; past that they wait in the database only.
+const HANDOFF_CAPACITY: usize = 4 * BATCH;
 
-impl Wake {
-    /// Tell the dispatcher there is work.
+/// Notifications committed to the inbox, handed from the store's writer to the dispatcher in
+/// commit order, so the dispatcher need not read back what ingress just wrote. When the
+/// dispatcher falls behind, the hand-over stops (`spilled`) and it reads the inbox instead.
+struct Handoff {
+    queue: VecDeque<InboxItem>,
+    spilled: bool,
+}
+
+/// The ingress side of the dispatcher: hands over stored notifications and wakes it.
+#[derive(Clone)]
+pub struct Inbox {
+    handoff: Arc<Mutex<Handoff>>,
+    wake: SyncSender<()>,
+}
+
+impl Inbox {
+    /// What the store calls right after committing fresh notifications, in commit order.
+    pub fn on_commit(&self) -> store::OnCommit {
+        let inbox = self.clone();
+        Box::new(move |items| inbox.hand_over(items))
+    }
+
+    fn hand_over(&self, items: Vec<InboxItem>) {
+        if let Ok(mut h) = self.handoff.lock() {
+            if h.spilled || h.queue.len() + items.len() > HANDOFF_CAPACITY {
+                h.spilled = true;
+            } else {
+                h.queue.extend(items);
+            }
+        }
+        self.wake();
+    }
+
+    /// Tell the dispatcher there is work (or that it should look at the inbox again).
     pub fn wake(&self) {
-        let _ = self.0.try_send(());
+        let _ = self.wake.try_send(());
     }
 }
 
@@ -41,84 +73,117 @@ pub struct Dispatcher {
     pub delivery: Arc<Delivery>,
 }
 
-/// A wake handle and its receiving end.
-pub fn channel() -> (Wake, Receiver<()>) {
+/// The ingress side and what the dispatcher receives from it.
+pub fn channel() -> (Inbox, Receiver<()>) {
     let (tx, rx) = sync_channel(1);
-    (Wake(tx), rx)
+    let handoff = Handoff {
+        queue: VecDeque::new(),
+        // Start from the database: what was stored before a restart waits there.
+        spilled: true,
+    };
+    let inbox = Inbox {
+        handoff: Arc::new(Mutex::new(handoff)),
+        wake: tx,
+    };
+    (inbox, rx)
 }
 
 impl Dispatcher {
     /// Run until `stop` is set and no work is left, on the calling thread (not a runtime's:
-    /// it blocks on `handle` for the store's writes).
+    /// it blocks on `handle` for the store's writes). Notifications are handled in inbox
+    /// order; `cursor` is the last one handled.
     pub fn run(
         self,
         handle: tokio::runtime::Handle,
+        inbox: Inbox,
         wake: Receiver<()>,
         stop: Arc<std::sync::atomic::AtomicBool>,
     ) {
-        loop {
-            let items = match self.store.pending_inbox(0, BATCH) {
-                Ok(items) => items,
+        let mut cursor = loop {
+            match self.store.dispatch_cursor() {
+                Ok(c) => break c,
                 Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "cannot read the inbox");
+                    tracing::error!(error = %format!("{e:#}"), "cannot read the dispatch cursor");
                     std::thread::sleep(Duration::from_secs(1));
-                    continue;
                 }
+            }
+        };
+        loop {
+            let (handed, spilled) = match inbox.handoff.lock() {
+                Ok(mut h) => (
+                    std::mem::take(&mut h.queue),
+                    std::mem::replace(&mut h.spilled, false),
+                ),
+                Err(_) => (VecDeque::new(), true),
+            };
+            // After a spill everything handed over is in the database too, in order with what
+            // was not; items read there and handed over as well are skipped by the cursor.
+            let mut items: Vec<InboxItem> = if spilled {
+                match self.store.pending_inbox(cursor, BATCH) {
+                    Ok(items) => {
+                        if items.len() == BATCH {
+                            inbox.handoff.lock().map(|mut h| h.spilled = true).ok();
+                        }
+                        items
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "cannot read the inbox");
+                        inbox.handoff.lock().map(|mut h| h.spilled = true).ok();
+                        std::thread::sleep(Duration::from_secs(1));
+                        continue;
+                    }
+                }
+            } else {
+                handed.into_iter().filter(|i| i.id > cursor).collect()
             };
             if items.is_empty() {
                 if stop.load(std::sync::atomic::Ordering::SeqCst) {
                     return;
                 }
                 match wake.recv_timeout(Duration::from_millis(500)) {
-                    Ok(()) | Err(RecvTimeoutError::Timeout) => continue,
+                    Ok(()) => {}
+                    // Idle: look at the database once more, in case anything was missed.
+                    Err(RecvTimeoutError::Timeout) => {
+                        inbox.handoff.lock().map(|mut h| h.spilled = true).ok();
+                    }
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
+                continue;
             }
-            let count = items.len();
-            let (done, deliveries, kv) = self.dispatch_batch(items);
-            let write = self.store.write(move |txn| {
-                let rows = store::outbox::insert(txn, deliveries)?;
-                store::kv::apply(txn, &kv)?;
-                for id in &done {
-                    store::inbox::mark_done(txn, *id)?;
-                }
-                Ok(rows)
-            });
-            match handle.block_on(write) {
-                Ok(rows) => {
-                    self.metrics
-                        .add(&self.metrics.notifications_dispatched, count as u64);
-                    self.delivery.enqueue(rows);
-                }
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "cannot store the outcome of dispatch; retrying");
-                    std::thread::sleep(Duration::from_secs(1));
+            while !items.is_empty() {
+                let batch: Vec<InboxItem> = items.drain(..items.len().min(BATCH)).collect();
+                let last = batch.last().map_or(cursor, |i| i.id);
+                let count = batch.len();
+                let (deliveries, kv) = self.dispatch_batch(batch);
+                loop {
+                    let write = self.store.dispatched(last, deliveries.clone(), kv.clone());
+                    match handle.block_on(write) {
+                        Ok(rows) => {
+                            self.metrics
+                                .add(&self.metrics.notifications_dispatched, count as u64);
+                            self.delivery.enqueue(rows);
+                            cursor = last;
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "cannot store the outcome of dispatch; retrying");
+                            std::thread::sleep(Duration::from_secs(1));
+                        }
+                    }
                 }
             }
         }
     }
 
-    fn dispatch_batch(
-        &self,
-        items: Vec<InboxItem>,
-    ) -> (Vec<i64>, Vec<NewDelivery>, Vec<store::KvWrite>) {
+    fn dispatch_batch(&self, items: Vec<InboxItem>) -> (Vec<NewDelivery>, Vec<store::KvWrite>) {
         let snapshot = self.registry.snapshot();
         let mut overlay = KvOverlay::default();
-        let mut done = Vec::with_capacity(items.len());
         let mut deliveries = Vec::new();
         for item in items {
-            done.push(item.id);
-            let n: Notification = match serde_json::from_str(&item.notification) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::error!(inbox_id = item.id, error = %e, "stored notification is unreadable; skipped");
-                    continue;
-                }
-            };
-            let actions = run_chain(&snapshot, &n, &mut overlay, &self.metrics);
-            deliveries.extend(self.deliveries(&item.dedup_key, &n, &actions));
+            let actions = run_chain(&snapshot, &item.notification, &mut overlay, &self.metrics);
+            deliveries.extend(self.deliveries(&item.dedup_key, &item.notification, &actions));
         }
-        (done, deliveries, overlay.take_writes())
+        (deliveries, overlay.take_writes())
     }
 
     /// Turn the chain's actions into outbox rows, refusing what the configuration lacks.

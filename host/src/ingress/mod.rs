@@ -39,7 +39,7 @@ pub struct AppState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
-    pub dispatch: dispatch::Wake,
+    pub inbox: dispatch::Inbox,
 }
 
 /// The endpoints of the configuration: the default one of `webhook_path` (unless empty) and
@@ -231,35 +231,37 @@ async fn accept(
     if notifications.is_empty() {
         return Ok(());
     }
-    let body_hash = hex::encode(&Sha256::digest(body)[..16]);
-    let items: Vec<NewInboxItem> = notifications
-        .iter()
-        .enumerate()
-        .map(|(i, n)| NewInboxItem {
-            dedup_key: dedup_key(n, &body_hash, i),
-            notification: serde_json::to_string(n).unwrap_or_default(),
-        })
-        .collect();
+    let mut body_hash = None;
+    let mut items = Vec::with_capacity(notifications.len());
+    for (i, n) in notifications.into_iter().enumerate() {
+        let body_hash = || {
+            body_hash
+                .get_or_insert_with(|| hex::encode(&Sha256::digest(body)[..16]))
+                .clone()
+        };
+        items.push(NewInboxItem {
+            dedup_key: dedup_key(&n, body_hash, i),
+            json: serde_json::to_string(&n).unwrap_or_default(),
+            notification: n,
+        });
+    }
     let total = items.len() as u64;
-    let fresh = app.store.ingest(items).await.map_err(|e| {
+    let fresh = app.store.ingest(items, app.inbox.on_commit()).await.map_err(|e| {
         tracing::error!(error = %format!("{e:#}"), "cannot store a webhook; answering 503 so the sender retries");
         WhatsAppError::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable", "storage is unavailable; retry later".into())
     })? as u64;
     app.metrics.add(&app.metrics.notifications_accepted, fresh);
     app.metrics
         .add(&app.metrics.notifications_duplicate, total - fresh);
-    if fresh > 0 {
-        app.dispatch.wake();
-    }
     Ok(())
 }
 
 /// The identity under which a notification is deduplicated: the message id; the status id and
-/// status; for errors, which have no id, the body they came in and their place in it.
-pub fn dedup_key(n: &Notification, body_hash: &str, index: usize) -> String {
+/// status; for errors, which have no id, the body they came in (its hash) and their place in it.
+pub fn dedup_key(n: &Notification, body_hash: impl FnOnce() -> String, index: usize) -> String {
     match n.kind {
         Kind::Message => format!("m:{}", n.id),
         Kind::Status => format!("s:{}:{}", n.id, n.status.as_deref().unwrap_or("")),
-        Kind::Error => format!("e:{body_hash}:{index}"),
+        Kind::Error => format!("e:{}:{index}", body_hash()),
     }
 }

@@ -1,82 +1,135 @@
-use rusqlite::{Transaction, params};
+use rusqlite::{OptionalExtension, params};
+use switchboard_sdk::Notification;
 
-use super::{Store, now_millis};
+use super::{Store, Sync, now_millis};
 
 /// A notification accepted by ingress, not yet stored.
 pub struct NewInboxItem {
     /// Identity of the notification for deduplication (message id; status id and status; ...).
     pub dedup_key: String,
-    /// The notification, as JSON.
-    pub notification: String,
+    /// The notification.
+    pub notification: Notification,
+    /// The notification as JSON, as it is stored.
+    pub json: String,
 }
 
 /// A stored notification waiting for the plugins.
 #[derive(Debug, Clone)]
 pub struct InboxItem {
-    /// Row id; also the order of arrival.
+    /// Row id; also the order of arrival and of dispatch.
     pub id: i64,
     /// Identity of the notification, as used for deduplication.
     pub dedup_key: String,
-    /// The notification, as JSON.
-    pub notification: String,
+    /// The notification.
+    pub notification: Notification,
 }
 
+/// Called on the writer thread right after the commit that stored the fresh notifications of
+/// one `ingest`, in commit order (so in id order across calls).
+pub type OnCommit = Box<dyn FnOnce(Vec<InboxItem>) + Send>;
+
 impl Store {
-    /// Store notifications durably, skipping those seen before. Returns how many were new.
-    pub async fn ingest(&self, items: Vec<NewInboxItem>) -> anyhow::Result<usize> {
-        self.write(move |txn| {
-            let now = now_millis();
-            let mut seen =
-                txn.prepare_cached("INSERT OR IGNORE INTO seen (key, at) VALUES (?1, ?2)")?;
-            let mut insert = txn.prepare_cached(
-                "INSERT INTO inbox (received_at, dedup_key, notification) VALUES (?1, ?2, ?3)",
-            )?;
-            let mut fresh = 0;
-            for item in &items {
-                if seen.execute(params![item.dedup_key, now])? == 1 {
-                    insert.execute(params![now, item.dedup_key, item.notification])?;
-                    fresh += 1;
+    /// Store notifications durably, skipping those seen before; `on_commit` gets the fresh ones
+    /// once they are durable. Returns how many were fresh.
+    pub async fn ingest(
+        &self,
+        items: Vec<NewInboxItem>,
+        on_commit: OnCommit,
+    ) -> anyhow::Result<usize> {
+        self.write(
+            Sync::Durable,
+            move |txn| {
+                let now = now_millis();
+                let mut seen =
+                    txn.prepare_cached("INSERT OR IGNORE INTO seen (key, at) VALUES (?1, ?2)")?;
+                let mut insert = txn.prepare_cached(
+                    "INSERT INTO inbox (received_at, dedup_key, notification) VALUES (?1, ?2, ?3)",
+                )?;
+                let mut fresh = Vec::with_capacity(items.len());
+                for item in items {
+                    if seen.execute(params![item.dedup_key, now])? == 1 {
+                        insert.execute(params![now, item.dedup_key, item.json])?;
+                        fresh.push(InboxItem {
+                            id: txn.last_insert_rowid(),
+                            dedup_key: item.dedup_key,
+                            notification: item.notification,
+                        });
+                    }
                 }
-            }
-            Ok(fresh)
-        })
+                Ok(fresh)
+            },
+            // On the writer thread: handing over from the caller's task could reorder
+            // concurrent ingests.
+            move |fresh| {
+                let count = fresh.len();
+                if count > 0 {
+                    on_commit(fresh);
+                }
+                count
+            },
+        )
         .await
     }
 
-    /// The oldest pending notifications after row `after`, at most `limit`.
-    pub fn pending_inbox(&self, after: i64, limit: usize) -> anyhow::Result<Vec<InboxItem>> {
+    /// Where dispatch stands: every notification up to this id has been handled.
+    pub fn dispatch_cursor(&self) -> anyhow::Result<i64> {
         self.read(|conn| {
+            conn.query_row("SELECT inbox_id FROM dispatch_cursor", [], |r| r.get(0))
+                .optional()
+                .map(|c| c.unwrap_or(0))
+        })
+    }
+
+    /// The notifications after `cursor`, oldest first, at most `limit`. A stored notification
+    /// that no longer reads as one is logged and skipped.
+    pub fn pending_inbox(&self, cursor: i64, limit: usize) -> anyhow::Result<Vec<InboxItem>> {
+        let rows: Vec<(i64, String, String)> = self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, dedup_key, notification FROM inbox WHERE done = 0 AND id > ?1 ORDER BY id LIMIT ?2",
+                "SELECT id, dedup_key, notification FROM inbox WHERE id > ?1 ORDER BY id LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![after, limit as i64], |r| {
-                Ok(InboxItem { id: r.get(0)?, dedup_key: r.get(1)?, notification: r.get(2)? })
+            let rows = stmt.query_map(params![cursor, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?;
             rows.collect()
-        })
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, dedup_key, json)| match serde_json::from_str(&json) {
+                Ok(notification) => Some(InboxItem {
+                    id,
+                    dedup_key,
+                    notification,
+                }),
+                Err(e) => {
+                    tracing::error!(inbox_id = id, error = %e, "stored notification is unreadable; skipped");
+                    None
+                }
+            })
+            .collect())
     }
 
     /// How many notifications wait for the plugins.
     pub fn inbox_backlog(&self) -> anyhow::Result<i64> {
         self.read(|conn| {
-            conn.query_row("SELECT count(*) FROM inbox WHERE done = 0", [], |r| {
-                r.get(0)
-            })
+            conn.query_row(
+                "SELECT count(*) FROM inbox WHERE id > (SELECT inbox_id FROM dispatch_cursor)",
+                [],
+                |r| r.get(0),
+            )
         })
     }
 }
 
-/// Mark an inbox row handled, inside the transaction that stores what came of it.
-pub fn mark_done(txn: &Transaction<'_>, id: i64) -> rusqlite::Result<()> {
-    txn.prepare_cached("UPDATE inbox SET done = 1 WHERE id = ?1")?
-        .execute([id])?;
-    Ok(())
-}
-
-/// Remove handled notifications older than `before`, and dedup keys older than `seen_before`.
-pub fn prune(txn: &Transaction<'_>, before: i64, seen_before: i64) -> rusqlite::Result<usize> {
+/// Remove handled notifications received before `before`, and dedup keys older than
+/// `seen_before`. Rows are in order of arrival, so only the rows removed are visited.
+pub fn prune(
+    txn: &rusqlite::Transaction<'_>,
+    before: i64,
+    seen_before: i64,
+) -> rusqlite::Result<usize> {
     let a = txn.execute(
-        "DELETE FROM inbox WHERE done = 1 AND received_at < ?1",
+        "DELETE FROM inbox WHERE id <= (SELECT inbox_id FROM dispatch_cursor)
+           AND id < COALESCE((SELECT id FROM inbox WHERE received_at >= ?1 ORDER BY id LIMIT 1), 1 << 62)",
         [before],
     )?;
     let b = txn.execute("DELETE FROM seen WHERE at < ?1", [seen_before])?;

@@ -5,9 +5,9 @@
 //! one transaction (group commit), so durability costs one disk sync per batch, not per request.
 //! Reads use their own connections (WAL mode lets them run beside the writer).
 
-pub mod inbox;
-pub mod kv;
-pub mod outbox;
+mod inbox;
+mod kv;
+mod outbox;
 mod schema;
 mod writer;
 
@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use rusqlite::Connection;
 
-pub use inbox::{InboxItem, NewInboxItem};
+pub use inbox::{InboxItem, NewInboxItem, OnCommit};
 pub use kv::KvWrite;
 pub use outbox::{DeliveryOutcome, NewDelivery, OutboxRow, OutboxState};
-use writer::Writer;
+use writer::{Sync, Writer};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_millis() -> i64 {
@@ -55,18 +55,55 @@ impl Store {
         })
     }
 
-    /// Run `f` in the next group-commit transaction and wait until it is durable.
-    pub async fn write<T, F>(&self, f: F) -> anyhow::Result<T>
+    /// Run `f` in the next group-commit transaction and wait until it is committed; `then`
+    /// gets its result on the writer thread right after the commit, in commit order.
+    async fn write<T, R, F, G>(&self, sync: Sync, f: F, then: G) -> anyhow::Result<R>
     where
         T: Send + 'static,
+        R: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+        G: FnOnce(T) -> R + Send + 'static,
     {
-        self.writer.write(f).await
+        self.writer.write(sync, f, then).await
+    }
+
+    /// Record what dispatch made of the notifications up to `cursor`: their deliveries and
+    /// the plugins' key-value writes, in one transaction. Returns the stored deliveries.
+    pub async fn dispatched(
+        &self,
+        cursor: i64,
+        deliveries: Vec<NewDelivery>,
+        kv: Vec<KvWrite>,
+    ) -> anyhow::Result<Vec<OutboxRow>> {
+        // Lazy: lost to a power cut, the notifications are dispatched again (at least once).
+        self.write(
+            Sync::Lazy,
+            move |txn| {
+                let rows = outbox::insert(txn, deliveries)?;
+                kv::apply(txn, &kv)?;
+                txn.prepare_cached("UPDATE dispatch_cursor SET inbox_id = ?1")?
+                    .execute([cursor])?;
+                Ok(rows)
+            },
+            |rows| rows,
+        )
+        .await
+    }
+
+    /// Keep the database bounded: handled notifications received before `before`, dedup keys
+    /// older than `seen_before` and expired key-value entries go. Returns how many rows.
+    pub async fn prune(&self, before: i64, seen_before: i64) -> anyhow::Result<usize> {
+        self.write(
+            Sync::Lazy,
+            move |txn| Ok(inbox::prune(txn, before, seen_before)? + kv::prune(txn, now_millis())?),
+            |n| n,
+        )
+        .await
     }
 
     /// Run `f` on a read connection (on the calling thread: call from blocking code or keep
     /// `f` short).
-    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {
         let conn = match self.readers.lock().ok().and_then(|mut r| r.pop()) {
             Some(c) => c,
             None => open_connection(&self.path)?,

@@ -1,6 +1,6 @@
 use rusqlite::{Transaction, params};
 
-use super::{Store, now_millis};
+use super::{Store, Sync, now_millis};
 
 /// A delivery to store, produced by a plugin's action.
 #[derive(Debug, Clone)]
@@ -20,10 +20,8 @@ pub struct NewDelivery {
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxState {
-    /// Waiting for its first attempt or a retry.
+    /// Waiting for its first attempt or a retry (a delivered row is removed).
     Pending,
-    /// Delivered.
-    Done,
     /// Given up: listed by `deliveries list --dead`, replayed by `deliveries retry`.
     Dead,
 }
@@ -31,7 +29,6 @@ pub enum OutboxState {
 impl OutboxState {
     fn from_i64(v: i64) -> Self {
         match v {
-            1 => OutboxState::Done,
             2 => OutboxState::Dead,
             _ => OutboxState::Pending,
         }
@@ -121,43 +118,50 @@ pub fn insert(
     Ok(rows)
 }
 
-/// Remove delivered rows finished before `before`.
-pub fn prune(txn: &Transaction<'_>, before: i64) -> rusqlite::Result<usize> {
-    txn.execute(
-        "DELETE FROM outbox WHERE state = 1 AND finished_at < ?1",
-        [before],
-    )
-}
-
 impl Store {
-    /// Pending deliveries after row `after`, and revived dead letters, oldest first, at most
-    /// `limit`.
-    pub fn pending_deliveries(&self, after: i64, limit: usize) -> anyhow::Result<Vec<OutboxRow>> {
+    /// Pending deliveries after row `after` up to row `upto`, and revived dead letters, oldest
+    /// first, at most `limit`.
+    pub fn pending_deliveries(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<OutboxRow>> {
         let sql = format!(
-            "SELECT {COLUMNS} FROM outbox WHERE state = 0 AND id > ?1
-             UNION SELECT {COLUMNS} FROM outbox WHERE revived = 1 AND state = 0 ORDER BY id LIMIT ?2"
+            "SELECT {COLUMNS} FROM outbox WHERE id > ?1 AND id <= ?2 AND state = 0
+             UNION SELECT {COLUMNS} FROM outbox WHERE revived = 1 AND state = 0 ORDER BY id LIMIT ?3"
         );
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(params![after, limit as i64], row)?;
+            let rows = stmt.query_map(params![after, upto, limit as i64], row)?;
             rows.collect()
         })
     }
 
-    /// Record the outcomes of attempts.
+    /// The highest delivery id ever given (ids are never reused).
+    pub fn max_delivery_id(&self) -> anyhow::Result<i64> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0)",
+                [],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Record the outcomes of attempts: a delivered row is removed.
     pub async fn record_outcomes(
         &self,
         outcomes: Vec<(i64, DeliveryOutcome)>,
     ) -> anyhow::Result<()> {
-        self.write(move |txn| {
+        // Lazy: an outcome lost to a power cut means one more attempt (at least once).
+        self.write(Sync::Lazy, move |txn| {
             let now = now_millis();
             for (id, outcome) in &outcomes {
                 match outcome {
                     DeliveryOutcome::Delivered => txn
-                        .prepare_cached(
-                            "UPDATE outbox SET state = 1, attempts = attempts + 1, finished_at = ?2, revived = 0 WHERE id = ?1",
-                        )?
-                        .execute(params![id, now])?,
+                        .prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+                        .execute([id])?,
                     DeliveryOutcome::Retry { at, error } => txn
                         .prepare_cached(
                             "UPDATE outbox SET attempts = attempts + 1, next_at = ?2, last_error = ?3, revived = 0 WHERE id = ?1",
@@ -171,7 +175,7 @@ impl Store {
                 };
             }
             Ok(())
-        })
+        }, |()| ())
         .await
     }
 
@@ -188,7 +192,7 @@ impl Store {
     /// Put dead deliveries back in the queue, due now, with a fresh retry horizon: the one with
     /// `id`, or all of them. Returns how many.
     pub async fn retry_dead(&self, id: Option<i64>) -> anyhow::Result<usize> {
-        self.write(move |txn| {
+        self.write(Sync::Durable, move |txn| {
             let now = now_millis();
             match id {
                 Some(id) => txn.execute(
@@ -200,7 +204,7 @@ impl Store {
                     params![now],
                 ),
             }
-        })
+        }, |n| n)
         .await
     }
 }

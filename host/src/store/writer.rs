@@ -9,8 +9,19 @@ const MAX_BATCH: usize = 512;
 
 type Job = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> Box<dyn FnOnce(bool) + Send> + Send>;
 
+/// How a write must survive.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Sync {
+    /// On disk before the caller hears back: survives a power cut (what was acknowledged to
+    /// the sender).
+    Durable,
+    /// Survives a crash of the process; a power cut may lose it until the next durable commit.
+    /// For writes whose loss only repeats work (at-least-once), never loses it.
+    Lazy,
+}
+
 enum Command {
-    Job(Job),
+    Job(Job, Sync),
     Close(oneshot::Sender<()>),
 }
 
@@ -31,17 +42,21 @@ impl Writer {
         Ok(Writer { tx })
     }
 
-    pub async fn write<T, F>(&self, f: F) -> anyhow::Result<T>
+    /// Run `f` in the next transaction; once it is committed, `then` gets its result on the
+    /// writer thread, in commit order, and the caller what `then` returns.
+    pub async fn write<T, R, F, G>(&self, sync: Sync, f: F, then: G) -> anyhow::Result<R>
     where
         T: Send + 'static,
+        R: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+        G: FnOnce(T) -> R + Send + 'static,
     {
-        let (done_tx, done_rx) = oneshot::channel::<anyhow::Result<T>>();
+        let (done_tx, done_rx) = oneshot::channel::<anyhow::Result<R>>();
         let job: Job = Box::new(move |txn| {
             let result = run_in_savepoint(txn, f);
             Box::new(move |committed: bool| {
                 let result = match result {
-                    Ok(v) if committed => Ok(v),
+                    Ok(v) if committed => Ok(then(v)),
                     Ok(_) => Err(anyhow!("the database transaction failed to commit")),
                     Err(e) => Err(anyhow::Error::new(e).context("database write failed")),
                 };
@@ -49,7 +64,7 @@ impl Writer {
             })
         });
         self.tx
-            .send(Command::Job(job))
+            .send(Command::Job(job, sync))
             .map_err(|_| anyhow!("the database writer has stopped"))?;
         done_rx
             .await
@@ -83,17 +98,41 @@ fn run_in_savepoint<T>(
 
 fn run(mut conn: Connection, rx: mpsc::Receiver<Command>) {
     let mut closing = None;
+    let mut synced = Sync::Durable;
     while closing.is_none() {
         let Ok(first) = rx.recv() else { break };
-        let mut jobs = Vec::new();
+        let (mut jobs, mut sync) = (Vec::new(), Sync::Lazy);
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
             match cmd {
-                Command::Job(job) => jobs.push(job),
+                Command::Job(job, s) => {
+                    jobs.push(job);
+                    if s == Sync::Durable {
+                        sync = Sync::Durable;
+                    }
+                }
                 Command::Close(done) => closing = Some(done),
             }
             if jobs.len() < MAX_BATCH && closing.is_none() {
                 next = rx.try_recv().ok();
+            }
+        }
+        // In WAL mode FULL syncs the log at every commit, NORMAL only at checkpoints; a durable
+        // commit also makes every lazy one before it durable.
+        if sync != synced {
+            let mode = if sync == Sync::Durable {
+                "FULL"
+            } else {
+                "NORMAL"
+            };
+            match conn.pragma_update(None, "synchronous", mode) {
+                Ok(()) => synced = sync,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot set the database sync mode");
+                    if sync == Sync::Durable {
+                        continue; // dropping the jobs answers their callers with an error
+                    }
+                }
             }
         }
         commit_batch(&mut conn, jobs);
