@@ -132,3 +132,87 @@ fn open_connection(path: &Path) -> anyhow::Result<Connection> {
     conn.pragma_update(None, "cache_size", -8_000)?; // 8 MB a connection
     Ok(conn)
 }
+
+#[cfg(test)]
+mod tests {
+    use switchboard_sdk::{Kind, Notification};
+
+    use super::*;
+
+    fn item(id: &str) -> NewInboxItem {
+        let json = format!(
+            r#"{{"from":"1","id":"{id}","timestamp":"1","type":"text","text":{{"body":"hi"}}}}"#
+        );
+        let notification = Notification::from_item(Kind::Message, &json, None, "test").unwrap();
+        NewInboxItem {
+            dedup_key: format!("m:{id}"),
+            json: serde_json::to_string(&notification).unwrap(),
+            notification,
+        }
+    }
+
+    fn delivery(n: usize) -> NewDelivery {
+        NewDelivery {
+            kind: "forward".into(),
+            target: "sink".into(),
+            lane: format!("sink/{n}"),
+            webhook_id: format!("w{n}"),
+            request: "{}".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn ids_keep_growing_after_everything_was_handled_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+
+        let handed = Arc::new(Mutex::new(Vec::new()));
+        let sink = handed.clone();
+        let fresh = store
+            .ingest(
+                vec![item("a"), item("b"), item("a")],
+                Box::new(move |items| sink.lock().unwrap().extend(items)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(fresh, 2, "the repeated id is a duplicate");
+        let first: Vec<i64> = handed.lock().unwrap().iter().map(|i| i.id).collect();
+        assert_eq!(store.pending_inbox(0, 10).unwrap().len(), 2);
+
+        // Dispatch both, deliver their deliveries, prune everything.
+        let cursor = *first.last().unwrap();
+        let rows = store
+            .dispatched(cursor, vec![delivery(1), delivery(2)], vec![])
+            .await
+            .unwrap();
+        assert!(store.pending_inbox(cursor, 10).unwrap().is_empty());
+        let outcomes = rows
+            .iter()
+            .map(|r| (r.id, DeliveryOutcome::Delivered))
+            .collect();
+        store.record_outcomes(outcomes).await.unwrap();
+        let top = store.max_delivery_id().unwrap();
+        assert!(store.pending_deliveries(0, top, 10).unwrap().is_empty());
+        store
+            .prune(now_millis() + 1, now_millis() + 1)
+            .await
+            .unwrap();
+
+        // New work after the tables emptied gets new ids: the cursor and the delivery queue
+        // would skip a reused one.
+        store
+            .ingest(vec![item("c")], Box::new(|_| {}))
+            .await
+            .unwrap();
+        let pending = store.pending_inbox(cursor, 10).unwrap();
+        assert_eq!(pending.len(), 1, "the new notification is after the cursor");
+        assert!(pending[0].id > cursor);
+        let again = store
+            .dispatched(pending[0].id, vec![delivery(3)], vec![])
+            .await
+            .unwrap();
+        assert!(again[0].id > top, "delivery ids are not reused");
+        assert_eq!(store.dispatch_cursor().unwrap(), pending[0].id);
+        store.close().await;
+    }
+}
