@@ -235,7 +235,11 @@ async fn register(config: &Path, body: serde_json::Value, dry_run: bool) -> anyh
     }
     let client = crate::whatsapp::onprem::OnPremClient::new(reqwest::Client::new(), wa)?;
     let resp = client
-        .call(reqwest::Method::PATCH, "/v1/settings/application", &body)
+        .call(
+            reqwest::Method::PATCH,
+            client.url("/v1/settings/application")?,
+            &body,
+        )
         .await?;
     println!(
         "the Coreapp answered {}: {}",

@@ -13,6 +13,8 @@ use crate::config::WhatsAppConfig;
 pub struct OnPremClient {
     http: reqwest::Client,
     base_url: String,
+    /// `{base_url}/v1/messages`, parsed once: it is called for every reply.
+    messages_url: reqwest::Url,
     username: String,
     password: String,
     token: Mutex<Option<String>>,
@@ -31,14 +33,18 @@ struct LoginUser {
 impl OnPremClient {
     /// A client for `[whatsapp]`; logs in on first use.
     pub fn new(http: reqwest::Client, config: &WhatsAppConfig) -> anyhow::Result<OnPremClient> {
+        let base_url = config
+            .base_url
+            .as_deref()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .to_string();
+        let messages_url = reqwest::Url::parse(&format!("{base_url}/v1/messages"))
+            .with_context(|| format!("[whatsapp] base_url {base_url:?} is not a URL"))?;
         Ok(OnPremClient {
             http,
-            base_url: config
-                .base_url
-                .as_deref()
-                .unwrap_or_default()
-                .trim_end_matches('/')
-                .to_string(),
+            base_url,
+            messages_url,
             username: config.username.clone(),
             password: config.password()?,
             token: Mutex::new(None),
@@ -62,28 +68,37 @@ impl OnPremClient {
         if let Some(id) = quote {
             message["context"] = serde_json::json!({ "message_id": id });
         }
-        self.call(Method::POST, "/v1/messages", &message).await
+        self.call(Method::POST, self.messages_url.clone(), &message)
+            .await
     }
 
     /// `PUT /v1/messages/{id}` with `{"status":"read"}`.
     pub async fn mark_read(&self, message_id: &str) -> anyhow::Result<Response> {
-        let path = format!("/v1/messages/{}", urlencode(message_id));
-        self.call(Method::PUT, &path, &serde_json::json!({ "status": "read" }))
+        let mut url = self.messages_url.clone();
+        let path = format!("{}/{}", url.path(), urlencode(message_id));
+        url.set_path(&path);
+        self.call(Method::PUT, url, &serde_json::json!({ "status": "read" }))
             .await
+    }
+
+    /// `{base_url}{path}`.
+    pub fn url(&self, path: &str) -> anyhow::Result<reqwest::Url> {
+        let url = format!("{}{path}", self.base_url);
+        reqwest::Url::parse(&url).with_context(|| format!("{url:?} is not a URL"))
     }
 
     /// A call with the Bearer token, logging in first, and again after a 401.
     pub async fn call(
         &self,
         method: Method,
-        path: &str,
+        url: reqwest::Url,
         body: &serde_json::Value,
     ) -> anyhow::Result<Response> {
         let mut token = self.token().await?;
         for attempt in 0..2 {
             let resp = self
                 .http
-                .request(method.clone(), format!("{}{path}", self.base_url))
+                .request(method.clone(), url.clone())
                 .bearer_auth(&token)
                 .header("content-type", "application/json")
                 .body(body.to_string())
