@@ -58,6 +58,13 @@ impl Inbox {
         self.wake();
     }
 
+    /// Make the dispatcher read the inbox from the database next, not the hand-over.
+    fn spill(&self) {
+        if let Ok(mut h) = self.handoff.lock() {
+            h.spilled = true;
+        }
+    }
+
     /// Tell the dispatcher there is work (or that it should look at the inbox again).
     pub fn wake(&self) {
         let _ = self.wake.try_send(());
@@ -122,13 +129,13 @@ impl Dispatcher {
                 match self.store.pending_inbox(cursor, BATCH) {
                     Ok(items) => {
                         if items.len() == BATCH {
-                            inbox.handoff.lock().map(|mut h| h.spilled = true).ok();
+                            inbox.spill();
                         }
                         items
                     }
                     Err(e) => {
                         tracing::error!(error = %format!("{e:#}"), "cannot read the inbox");
-                        inbox.handoff.lock().map(|mut h| h.spilled = true).ok();
+                        inbox.spill();
                         std::thread::sleep(Duration::from_secs(1));
                         continue;
                     }
@@ -144,7 +151,7 @@ impl Dispatcher {
                     Ok(()) => {}
                     // Idle: look at the database once more, in case anything was missed.
                     Err(RecvTimeoutError::Timeout) => {
-                        inbox.handoff.lock().map(|mut h| h.spilled = true).ok();
+                        inbox.spill();
                     }
                     Err(RecvTimeoutError::Disconnected) => return,
                 }

@@ -107,17 +107,6 @@ impl Store {
             })
             .collect())
     }
-
-    /// How many notifications wait for the plugins.
-    pub fn inbox_backlog(&self) -> anyhow::Result<i64> {
-        self.read(|conn| {
-            conn.query_row(
-                "SELECT count(*) FROM inbox WHERE id > (SELECT inbox_id FROM dispatch_cursor)",
-                [],
-                |r| r.get(0),
-            )
-        })
-    }
 }
 
 /// Remove handled notifications received before `before`, and dedup keys older than
