@@ -129,6 +129,19 @@ async fn wait_up(addr: &str) {
     panic!("{addr} did not come up");
 }
 
+/// CPU time (user and system) process `pid` has used so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command name in parentheses: state is field 3, utime and stime 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
+    ticks / 100.0 // USER_HZ
+}
+
 fn peak_rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kb: f64 = status
@@ -164,7 +177,9 @@ async fn main() {
     wait_up(&handler_addr).await;
     let handler_url = format!("http://{handler_addr}/webhook");
     blast(&handler_url, fresh(), n / 10, conc, None).await; // warm-up
+    let cpu = cpu_seconds(handler.id());
     let reference = blast(&handler_url, fresh(), n, conc, None).await;
+    let handler_cpu = cpu_seconds(handler.id()) - cpu;
     let _ = handler.kill();
 
     let dir = tempfile::tempdir().unwrap();
@@ -173,9 +188,16 @@ async fn main() {
         // No plugins: what ingest alone costs, with nothing behind it.
         setup.example_plugins = false;
         let server = setup.start().await;
+        let cpu = cpu_seconds(server.pid());
         let ingest = blast(&server.url("/webhook"), fresh(), n, conc, None).await;
+        let ingest_cpu = cpu_seconds(server.pid()) - cpu;
         println!("{}", reference.line("burst ingest, reference handler"));
         println!("{}", ingest.line("burst ingest, switchboard, no plugins"));
+        println!(
+            "CPU per webhook: reference handler {:.0} us, switchboard {:.0} us",
+            handler_cpu * 1e6 / n as f64,
+            ingest_cpu * 1e6 / n as f64
+        );
         return;
     }
     setup.coreapp = Some(coreapp.url());
@@ -205,8 +227,9 @@ async fn main() {
     drained(&fakes, before + 6 * (n / 10)).await;
 
     // 2. Burst ingest of Switchboard: until every POST got its 200.
-    let before = received();
+    let (before, cpu) = (received(), cpu_seconds(server.pid()));
     let ingest = blast(&url, fresh(), n, conc, None).await;
+    let ingest_cpu = cpu_seconds(server.pid()) - cpu;
     drained(&fakes, before + 3 * n).await;
 
     // 3. Latency at 80% of that peak, paced.
@@ -218,13 +241,18 @@ async fn main() {
     // 4. End to end, the relay and Switchboard in turns: webhooks per second until every call
     //    has reached the fakes.
     let mut rounds = Vec::new();
+    let mut e2e_cpu = [0.0; 2];
     for _ in 0..2 {
         let mut round = [0.0; 2];
-        for (i, target) in [&relay_url, &url].into_iter().enumerate() {
-            let (before, started) = (received(), Instant::now());
+        for (i, (target, pid)) in [(&relay_url, relay.id()), (&url, server.pid())]
+            .into_iter()
+            .enumerate()
+        {
+            let (before, started, cpu) = (received(), Instant::now(), cpu_seconds(pid));
             blast(target, fresh(), n, conc, None).await;
             drained(&fakes, before + 3 * n).await;
             round[i] = n as f64 / started.elapsed().as_secs_f64();
+            e2e_cpu[i] += cpu_seconds(pid) - cpu;
         }
         rounds.push(round);
     }
@@ -247,5 +275,16 @@ async fn main() {
             100.0 * sb_rate / relay_rate
         );
     }
+    let per = |secs: f64, webhooks: usize| secs * 1e6 / webhooks as f64;
+    println!(
+        "CPU per webhook during the burst: reference handler {:.0} us, switchboard {:.0} us",
+        per(handler_cpu, n),
+        per(ingest_cpu, n)
+    );
+    println!(
+        "CPU per webhook, end to end: reference relay {:.0} us, switchboard {:.0} us",
+        per(e2e_cpu[0], 2 * n),
+        per(e2e_cpu[1], 2 * n)
+    );
     println!("switchboard peak resident memory: {rss:.1} MB");
 }

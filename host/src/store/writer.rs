@@ -1,4 +1,5 @@
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use rusqlite::Connection;
@@ -26,7 +27,8 @@ enum Command {
 }
 
 /// The single writer thread: it takes every job waiting, runs each in a savepoint of one
-/// transaction, commits once, and only then answers the callers.
+/// transaction, commits once, and only then answers the callers. Durable jobs (ingest) go
+/// first; lazy ones are committed apart, in a lull or once they have waited long enough.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Command>,
@@ -96,47 +98,62 @@ fn run_in_savepoint<T>(
     }
 }
 
+/// While ingest writes keep coming, lazy writes (dispatch, outcomes, pruning) wait for a lull,
+/// at most this long, so they do not add to the latency of acknowledging webhooks.
+const LAZY_MAX_WAIT: Duration = Duration::from_millis(20);
+/// How long a lull must last before lazy writes take their turn.
+const LULL: Duration = Duration::from_micros(300);
+
 fn run(mut conn: Connection, rx: mpsc::Receiver<Command>) {
     let mut closing = None;
     let mut synced = Sync::Durable;
+    let (mut lazy, mut lazy_since) = (Vec::new(), None::<Instant>);
     while closing.is_none() {
-        let Ok(first) = rx.recv() else { break };
-        let (mut jobs, mut sync) = (Vec::new(), Sync::Lazy);
-        let mut next = Some(first);
+        let first = match lazy_since {
+            None => match rx.recv() {
+                Ok(c) => Some(c),
+                Err(_) => break,
+            },
+            Some(since) => {
+                let due = LAZY_MAX_WAIT.saturating_sub(since.elapsed());
+                match rx.recv_timeout(due.min(LULL)) {
+                    Ok(c) => Some(c),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        };
+        let mut durable = Vec::new();
+        let mut next = first;
         while let Some(cmd) = next.take() {
             match cmd {
-                Command::Job(job, s) => {
-                    jobs.push(job);
-                    if s == Sync::Durable {
-                        sync = Sync::Durable;
-                    }
+                Command::Job(job, Sync::Durable) => durable.push(job),
+                Command::Job(job, Sync::Lazy) => {
+                    lazy_since.get_or_insert_with(Instant::now);
+                    lazy.push(job);
                 }
                 Command::Close(done) => closing = Some(done),
             }
-            if jobs.len() < MAX_BATCH && closing.is_none() {
+            if durable.len() < MAX_BATCH && lazy.len() < MAX_BATCH && closing.is_none() {
                 next = rx.try_recv().ok();
             }
         }
-        // In WAL mode FULL syncs the log at every commit, NORMAL only at checkpoints; a durable
-        // commit also makes every lazy one before it durable.
-        if sync != synced {
-            let mode = if sync == Sync::Durable {
-                "FULL"
-            } else {
-                "NORMAL"
-            };
-            match conn.pragma_update(None, "synchronous", mode) {
-                Ok(()) => synced = sync,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot set the database sync mode");
-                    if sync == Sync::Durable {
-                        continue; // dropping the jobs answers their callers with an error
-                    }
-                }
-            }
+        let lazy_due = durable.is_empty()
+            || closing.is_some()
+            || lazy.len() >= MAX_BATCH
+            || lazy_since.is_some_and(|t| t.elapsed() >= LAZY_MAX_WAIT);
+        commit_batch(&mut conn, &mut synced, Sync::Durable, durable);
+        if lazy_due {
+            lazy_since = None;
+            commit_batch(
+                &mut conn,
+                &mut synced,
+                Sync::Lazy,
+                std::mem::take(&mut lazy),
+            );
         }
-        commit_batch(&mut conn, jobs);
     }
+    commit_batch(&mut conn, &mut synced, Sync::Lazy, lazy);
     // Close: the connection is dropped here, which checkpoints the WAL.
     drop(conn);
     if let Some(done) = closing {
@@ -144,9 +161,27 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Command>) {
     }
 }
 
-fn commit_batch(conn: &mut Connection, jobs: Vec<Job>) {
+/// Run `jobs` in one transaction committed with `sync` (`synced`: the connection's mode).
+fn commit_batch(conn: &mut Connection, synced: &mut Sync, sync: Sync, jobs: Vec<Job>) {
     if jobs.is_empty() {
         return;
+    }
+    // In WAL mode FULL syncs the log at every commit, NORMAL only at checkpoints; a durable
+    // commit also makes every lazy one before it durable.
+    if sync != *synced {
+        let mode = match sync {
+            Sync::Durable => "FULL",
+            Sync::Lazy => "NORMAL",
+        };
+        match conn.pragma_update(None, "synchronous", mode) {
+            Ok(()) => *synced = sync,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set the database sync mode");
+                if sync == Sync::Durable {
+                    return; // dropping the jobs answers their callers with an error
+                }
+            }
+        }
     }
     let txn = match conn.transaction() {
         Ok(t) => t,
