@@ -8,7 +8,15 @@ use tokio::sync::oneshot;
 /// The most writes one transaction takes.
 const MAX_BATCH: usize = 512;
 
-type Job = Box<dyn FnOnce(&rusqlite::Transaction<'_>) -> Box<dyn FnOnce(bool) + Send> + Send>;
+/// Answers the caller once the transaction is over (`true`: committed).
+type Finish = Box<dyn FnOnce(bool) + Send>;
+/// A write: runs in the transaction (in a savepoint of its own if told so) and says whether it
+/// succeeded.
+type Job = Box<dyn FnOnce(&rusqlite::Transaction<'_>, bool) -> (bool, Finish) + Send>;
+
+/// After a write failed, how long every job runs in a savepoint of its own, so that one that
+/// keeps failing fails alone instead of taking its batch with it.
+const CAREFUL: Duration = Duration::from_secs(10);
 
 /// How a write must survive.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -26,8 +34,8 @@ enum Command {
     Close(oneshot::Sender<()>),
 }
 
-/// The single writer thread: it takes every job waiting, runs each in a savepoint of one
-/// transaction, commits once, and only then answers the callers. Durable jobs (ingest) go
+/// The single writer thread: it takes every job waiting, runs them in one transaction, commits
+/// once, and only then answers the callers. Durable jobs (ingest) go
 /// first; lazy ones are committed apart, in a lull or once they have waited long enough.
 #[derive(Clone)]
 pub struct Writer {
@@ -54,16 +62,22 @@ impl Writer {
         G: FnOnce(T) -> R + Send + 'static,
     {
         let (done_tx, done_rx) = oneshot::channel::<anyhow::Result<R>>();
-        let job: Job = Box::new(move |txn| {
-            let result = run_in_savepoint(txn, f);
-            Box::new(move |committed: bool| {
+        let job: Job = Box::new(move |txn, isolated| {
+            let result = if isolated {
+                run_in_savepoint(txn, f)
+            } else {
+                f(txn)
+            };
+            let ok = result.is_ok();
+            let finish: Finish = Box::new(move |committed: bool| {
                 let result = match result {
                     Ok(v) if committed => Ok(then(v)),
                     Ok(_) => Err(anyhow!("the database transaction failed to commit")),
                     Err(e) => Err(anyhow::Error::new(e).context("database write failed")),
                 };
                 let _ = done_tx.send(result);
-            })
+            });
+            (ok, finish)
         });
         self.tx
             .send(Command::Job(job, sync))
@@ -106,7 +120,10 @@ const LULL: Duration = Duration::from_micros(300);
 
 fn run(mut conn: Connection, rx: mpsc::Receiver<Command>) {
     let mut closing = None;
-    let mut synced = Sync::Durable;
+    let mut state = State {
+        synced: Sync::Durable,
+        careful_until: None,
+    };
     let (mut lazy, mut lazy_since) = (Vec::new(), None::<Instant>);
     while closing.is_none() {
         let first = match lazy_since {
@@ -142,18 +159,13 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Command>) {
             || closing.is_some()
             || lazy.len() >= MAX_BATCH
             || lazy_since.is_some_and(|t| t.elapsed() >= LAZY_MAX_WAIT);
-        commit_batch(&mut conn, &mut synced, Sync::Durable, durable);
+        commit_batch(&mut conn, &mut state, Sync::Durable, durable);
         if lazy_due {
             lazy_since = None;
-            commit_batch(
-                &mut conn,
-                &mut synced,
-                Sync::Lazy,
-                std::mem::take(&mut lazy),
-            );
+            commit_batch(&mut conn, &mut state, Sync::Lazy, std::mem::take(&mut lazy));
         }
     }
-    commit_batch(&mut conn, &mut synced, Sync::Lazy, lazy);
+    commit_batch(&mut conn, &mut state, Sync::Lazy, lazy);
     // Close: the connection is dropped here, which checkpoints the WAL.
     drop(conn);
     if let Some(done) = closing {
@@ -161,20 +173,28 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Command>) {
     }
 }
 
-/// Run `jobs` in one transaction committed with `sync` (`synced`: the connection's mode).
-fn commit_batch(conn: &mut Connection, synced: &mut Sync, sync: Sync, jobs: Vec<Job>) {
+/// What the writer keeps between batches.
+struct State {
+    /// The connection's `synchronous` mode.
+    synced: Sync,
+    /// Until when jobs run in savepoints (after a failed write).
+    careful_until: Option<Instant>,
+}
+
+/// Run `jobs` in one transaction committed with `sync`.
+fn commit_batch(conn: &mut Connection, state: &mut State, sync: Sync, jobs: Vec<Job>) {
     if jobs.is_empty() {
         return;
     }
     // In WAL mode FULL syncs the log at every commit, NORMAL only at checkpoints; a durable
     // commit also makes every lazy one before it durable.
-    if sync != *synced {
+    if sync != state.synced {
         let mode = match sync {
             Sync::Durable => "FULL",
             Sync::Lazy => "NORMAL",
         };
         match conn.pragma_update(None, "synchronous", mode) {
-            Ok(()) => *synced = sync,
+            Ok(()) => state.synced = sync,
             Err(e) => {
                 tracing::error!(error = %e, "cannot set the database sync mode");
                 if sync == Sync::Durable {
@@ -190,15 +210,81 @@ fn commit_batch(conn: &mut Connection, synced: &mut Sync, sync: Sync, jobs: Vec<
             return; // dropping the jobs answers their callers with an error
         }
     };
-    let finishers: Vec<_> = jobs.into_iter().map(|job| job(&txn)).collect();
-    let committed = match txn.commit() {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::error!(error = %e, "database commit failed");
-            false
+    // A savepoint per job costs a copy of every page it touches; jobs rarely fail, so they
+    // run without one, and a failure (which may leave half a job behind) rolls back the batch.
+    let isolated = state.careful_until.is_some_and(|t| Instant::now() < t);
+    let mut failed = false;
+    let finishers: Vec<Finish> = jobs
+        .into_iter()
+        .map(|job| {
+            let (ok, finish) = job(&txn, isolated);
+            failed |= !ok;
+            finish
+        })
+        .collect();
+    let committed = if failed && !isolated {
+        tracing::warn!(
+            "a database write failed; its whole batch is rolled back and retried by its senders"
+        );
+        state.careful_until = Some(Instant::now() + CAREFUL);
+        let _ = txn.rollback();
+        false
+    } else {
+        match txn.commit() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "database commit failed");
+                false
+            }
         }
     };
     for finish in finishers {
         finish(committed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(txn: &rusqlite::Transaction<'_>) -> rusqlite::Result<i64> {
+        txn.query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_leaves_nothing_behind_and_the_next_ones_go_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("db")).unwrap();
+        conn.execute_batch("CREATE TABLE t (v INTEGER UNIQUE)")
+            .unwrap();
+        let writer = Writer::start(conn).unwrap();
+        let insert = |v: i64| {
+            move |txn: &rusqlite::Transaction<'_>| txn.execute("INSERT INTO t VALUES (?1)", [v])
+        };
+
+        writer
+            .write(Sync::Durable, insert(1), |_| ())
+            .await
+            .unwrap();
+        // Half done, then a constraint violation: none of it may stay.
+        let failed = writer
+            .write(
+                Sync::Lazy,
+                |txn| {
+                    txn.execute("INSERT INTO t VALUES (2)", [])?;
+                    txn.execute("INSERT INTO t VALUES (1)", [])
+                },
+                |_| (),
+            )
+            .await;
+        assert!(failed.is_err());
+        // Next ones run in savepoints for a while; failing alone, and not otherwise.
+        let after = writer.write(Sync::Durable, insert(3), |_| ()).await;
+        assert!(after.is_ok());
+        let again = writer.write(Sync::Lazy, insert(3), |_| ()).await;
+        assert!(again.is_err());
+        let n = writer.write(Sync::Lazy, count, |n| n).await.unwrap();
+        assert_eq!(n, 2, "rows 1 and 3; the half-done write left nothing");
+        writer.close().await;
     }
 }
