@@ -322,7 +322,7 @@ async fn record(
 ) {
     while let Some(first) = outcomes.recv().await {
         let mut batch = vec![first];
-        while batch.len() < 4096 {
+        while batch.len() < 1024 {
             match outcomes.try_recv() {
                 Ok(o) => batch.push(o),
                 Err(_) => break,
