@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use criterion::{Criterion, criterion_group, criterion_main};
 use switchboard::plugins::kv::KvOverlay;
 use switchboard::plugins::{Manifest, Runtime};
-use switchboard::store::Store;
+use switchboard::store;
 use switchboard_sdk::split::split_onprem;
 
 fn target() -> PathBuf {
@@ -16,7 +16,7 @@ fn target() -> PathBuf {
 
 fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("bench.db")).unwrap();
+    let store = store::open(&dir.path().join("bench.db")).unwrap();
     let runtime = Runtime::new(store, None).unwrap();
     let body = std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/onprem/e1-text.json"),

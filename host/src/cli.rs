@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::plugins::kv::KvOverlay;
 use crate::plugins::{Manifest, Runtime};
-use crate::store::Store;
+use crate::store::{self, Store};
 
 /// Webhook router for the WhatsApp Business API, programmable with WebAssembly.
 #[derive(Parser)]
@@ -254,7 +254,7 @@ async fn register(config: &Path, body: serde_json::Value, dry_run: bool) -> anyh
 
 fn open_store(config: &Path) -> anyhow::Result<Store> {
     let config = Config::load(config)?;
-    Store::open(&config.storage.sqlite_path()?)
+    store::open(&config.storage.sqlite_path()?)
 }
 
 async fn run_plugin(plugin: &Path, payload: &Path, manifest: &Path) -> anyhow::Result<()> {
@@ -266,7 +266,7 @@ async fn run_plugin(plugin: &Path, payload: &Path, manifest: &Path) -> anyhow::R
     let manifest = Manifest::load(manifest)?;
     let scratch =
         std::env::temp_dir().join(format!("switchboard-run-plugin-{}.db", std::process::id()));
-    let store = Store::open(&scratch)?;
+    let store = store::open(&scratch)?;
     let runtime = Runtime::new(store.clone(), None)?;
     let name = plugin
         .file_stem()

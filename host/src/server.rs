@@ -12,7 +12,7 @@ use crate::dispatch::{self, Dispatcher};
 use crate::ingress::{self, AppState};
 use crate::metrics::Metrics;
 use crate::plugins::{self, Registry, Runtime};
-use crate::store::{Store, now_millis};
+use crate::store::{self, Store, now_millis};
 
 /// Open the store, load the plugins, and serve until a shutdown signal. On shutdown the
 /// listener stops accepting, requests in flight finish, the dispatcher drains the inbox, and
@@ -20,7 +20,7 @@ use crate::store::{Store, now_millis};
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let db_path = config.storage.sqlite_path()?;
-    let store = Store::open(&db_path)?;
+    let store = store::open(&db_path)?;
     let cache_dir = db_path.parent().map(|d| d.join("compiled"));
     let runtime = Runtime::new(store.clone(), cache_dir)?;
     let registry = Registry::new(runtime, &config.plugins.dir);

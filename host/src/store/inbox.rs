@@ -1,7 +1,7 @@
 use rusqlite::{OptionalExtension, params};
 use switchboard_sdk::Notification;
 
-use super::{Store, Sync, now_millis};
+use super::{Sqlite, Sync, now_millis};
 
 /// A notification accepted by ingress, not yet stored.
 pub struct NewInboxItem {
@@ -28,10 +28,10 @@ pub struct InboxItem {
 /// one `ingest`, in commit order (so in id order across calls).
 pub type OnCommit = Box<dyn FnOnce(Vec<InboxItem>) + Send>;
 
-impl Store {
+impl Sqlite {
     /// Store notifications durably, skipping those seen before; `on_commit` gets the fresh ones
     /// once they are durable. Returns how many were fresh.
-    pub async fn ingest(
+    pub(super) async fn ingest(
         &self,
         items: Vec<NewInboxItem>,
         on_commit: OnCommit,
@@ -72,7 +72,7 @@ impl Store {
     }
 
     /// Where dispatch stands: every notification up to this id has been handled.
-    pub fn dispatch_cursor(&self) -> anyhow::Result<i64> {
+    pub(super) fn dispatch_cursor(&self) -> anyhow::Result<i64> {
         self.read(|conn| {
             conn.query_row("SELECT inbox_id FROM dispatch_cursor", [], |r| r.get(0))
                 .optional()
@@ -82,7 +82,11 @@ impl Store {
 
     /// The notifications after `cursor`, oldest first, at most `limit`. A stored notification
     /// that no longer reads as one is logged and skipped.
-    pub fn pending_inbox(&self, cursor: i64, limit: usize) -> anyhow::Result<Vec<InboxItem>> {
+    pub(super) fn pending_inbox(
+        &self,
+        cursor: i64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<InboxItem>> {
         let rows: Vec<(i64, String, String)> = self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, dedup_key, notification FROM inbox WHERE id > ?1 ORDER BY id LIMIT ?2",

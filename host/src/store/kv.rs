@@ -1,6 +1,6 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::{Store, now_millis};
+use super::{Sqlite, now_millis};
 
 /// A change to a plugin's key-value store, committed with the outcome of the notification that
 /// made it.
@@ -17,9 +17,9 @@ pub enum KvWrite {
     Delete { plugin: String, key: String },
 }
 
-impl Store {
+impl Sqlite {
     /// A plugin's value for `key`, unless expired.
-    pub fn kv_get(&self, plugin: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    pub(super) fn kv_get(&self, plugin: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
         self.read(|conn| {
             conn.prepare_cached(
                 "SELECT value FROM kv WHERE plugin = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)",

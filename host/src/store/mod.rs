@@ -1,9 +1,10 @@
 //! Durable storage: the inbox of accepted notifications, the outbox of deliveries, the
-//! deduplication keys and the plugins' key-value state, in one SQLite database.
+//! deduplication keys and the plugins' key-value state, behind the [`Storage`] interface.
 //!
-//! All writes go through one writer thread that commits the writes waiting at that moment in
-//! one transaction (group commit), so durability costs one disk sync per batch, not per request.
-//! Reads use their own connections (WAL mode lets them run beside the writer).
+//! [`Sqlite`] is the embedded implementation, in one SQLite database: all writes go through
+//! one writer thread that commits the writes waiting at that moment in one transaction (group
+//! commit), so durability costs one disk sync per batch, not per request. Reads use their own
+//! connections (WAL mode lets them run beside the writer).
 
 mod inbox;
 mod kv;
@@ -11,7 +12,7 @@ mod outbox;
 mod schema;
 mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -30,17 +31,138 @@ pub fn now_millis() -> i64 {
         .unwrap_or(0)
 }
 
-/// A handle to the database; cheap to clone.
-#[derive(Clone)]
-pub struct Store {
-    writer: Writer,
-    readers: Arc<Mutex<Vec<Connection>>>,
-    path: Arc<Path>,
+/// What the server needs of its storage. One implementation per database: SQLite here; a
+/// PostgreSQL one (several hosts sharing one queue) would implement the same methods, with
+/// `dispatched` and `record_outcomes` claiming rows (`FOR UPDATE SKIP LOCKED`) rather than
+/// relying on a single dispatcher.
+///
+/// Writes are async and return once durable (see each method for how durable). Reads block:
+/// call them from blocking code (the dispatcher thread, `spawn_blocking`, the CLI).
+#[async_trait::async_trait]
+pub trait Storage: Send + std::marker::Sync + 'static {
+    /// Store notifications durably (they survive a power cut), skipping those whose dedup key
+    /// was seen before; `on_commit` gets the fresh ones once they are stored, in commit order
+    /// across calls. Returns how many were fresh.
+    async fn ingest(&self, items: Vec<NewInboxItem>, on_commit: OnCommit) -> anyhow::Result<usize>;
+
+    /// Where dispatch stands: every notification up to this id has been handled.
+    fn dispatch_cursor(&self) -> anyhow::Result<i64>;
+
+    /// The notifications after `cursor`, oldest first, at most `limit`.
+    fn pending_inbox(&self, cursor: i64, limit: usize) -> anyhow::Result<Vec<InboxItem>>;
+
+    /// Record what dispatch made of the notifications up to `cursor`: their deliveries and
+    /// the plugins' key-value writes, atomically. Returns the stored deliveries. May be lost to
+    /// a power cut (the notifications are then dispatched again), never to a crash.
+    async fn dispatched(
+        &self,
+        cursor: i64,
+        deliveries: Vec<NewDelivery>,
+        kv: Vec<KvWrite>,
+    ) -> anyhow::Result<Vec<OutboxRow>>;
+
+    /// Pending deliveries after id `after` up to id `upto`, and revived dead letters, oldest
+    /// first, at most `limit`.
+    fn pending_deliveries(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<OutboxRow>>;
+
+    /// The highest delivery id ever given (ids are never reused).
+    fn max_delivery_id(&self) -> anyhow::Result<i64>;
+
+    /// Record the outcomes of attempts; a delivered row goes. Like `dispatched`, may be lost to
+    /// a power cut (one more attempt), never to a crash.
+    async fn record_outcomes(&self, outcomes: Vec<(i64, DeliveryOutcome)>) -> anyhow::Result<()>;
+
+    /// Deliveries for operators: the dead ones, or all pending.
+    fn list_deliveries(&self, dead: bool, limit: usize) -> anyhow::Result<Vec<OutboxRow>>;
+
+    /// Put dead deliveries back in the queue, due now, with a fresh retry horizon: the one with
+    /// `id`, or all of them. Returns how many.
+    async fn retry_dead(&self, id: Option<i64>) -> anyhow::Result<usize>;
+
+    /// A plugin's value for `key`, unless expired.
+    fn kv_get(&self, plugin: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
+
+    /// Keep the storage bounded: handled notifications received before `before`, dedup keys
+    /// older than `seen_before` and expired key-value entries go. Returns how many rows.
+    async fn prune(&self, before: i64, seen_before: i64) -> anyhow::Result<usize>;
+
+    /// Wait for every write queued so far, then stop writing.
+    async fn close(&self);
 }
 
-impl Store {
+/// The storage the server runs on; cheap to clone.
+pub type Store = Arc<dyn Storage>;
+
+/// Open (and create on first use) the SQLite database at `path`.
+pub fn open(path: &Path) -> anyhow::Result<Store> {
+    Ok(Arc::new(Sqlite::open(path)?))
+}
+
+#[async_trait::async_trait]
+impl Storage for Sqlite {
+    async fn ingest(&self, items: Vec<NewInboxItem>, on_commit: OnCommit) -> anyhow::Result<usize> {
+        Sqlite::ingest(self, items, on_commit).await
+    }
+    fn dispatch_cursor(&self) -> anyhow::Result<i64> {
+        Sqlite::dispatch_cursor(self)
+    }
+    fn pending_inbox(&self, cursor: i64, limit: usize) -> anyhow::Result<Vec<InboxItem>> {
+        Sqlite::pending_inbox(self, cursor, limit)
+    }
+    async fn dispatched(
+        &self,
+        cursor: i64,
+        deliveries: Vec<NewDelivery>,
+        kv: Vec<KvWrite>,
+    ) -> anyhow::Result<Vec<OutboxRow>> {
+        Sqlite::dispatched(self, cursor, deliveries, kv).await
+    }
+    fn pending_deliveries(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<OutboxRow>> {
+        Sqlite::pending_deliveries(self, after, upto, limit)
+    }
+    fn max_delivery_id(&self) -> anyhow::Result<i64> {
+        Sqlite::max_delivery_id(self)
+    }
+    async fn record_outcomes(&self, outcomes: Vec<(i64, DeliveryOutcome)>) -> anyhow::Result<()> {
+        Sqlite::record_outcomes(self, outcomes).await
+    }
+    fn list_deliveries(&self, dead: bool, limit: usize) -> anyhow::Result<Vec<OutboxRow>> {
+        Sqlite::list_deliveries(self, dead, limit)
+    }
+    async fn retry_dead(&self, id: Option<i64>) -> anyhow::Result<usize> {
+        Sqlite::retry_dead(self, id).await
+    }
+    fn kv_get(&self, plugin: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        Sqlite::kv_get(self, plugin, key)
+    }
+    async fn prune(&self, before: i64, seen_before: i64) -> anyhow::Result<usize> {
+        Sqlite::prune(self, before, seen_before).await
+    }
+    async fn close(&self) {
+        self.writer.close().await;
+    }
+}
+
+/// The SQLite implementation of [`Storage`].
+pub struct Sqlite {
+    writer: Writer,
+    readers: Mutex<Vec<Connection>>,
+    path: PathBuf,
+}
+
+impl Sqlite {
     /// Open (and create on first use) the database at `path`.
-    pub fn open(path: &Path) -> anyhow::Result<Store> {
+    pub fn open(path: &Path) -> anyhow::Result<Sqlite> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
@@ -48,9 +170,9 @@ impl Store {
         let conn = open_connection(path)?;
         schema::migrate(&conn)
             .with_context(|| format!("cannot set up the database {}", path.display()))?;
-        Ok(Store {
+        Ok(Sqlite {
             writer: Writer::start(conn)?,
-            readers: Arc::new(Mutex::new(Vec::new())),
+            readers: Mutex::new(Vec::new()),
             path: path.into(),
         })
     }
@@ -69,7 +191,7 @@ impl Store {
 
     /// Record what dispatch made of the notifications up to `cursor`: their deliveries and
     /// the plugins' key-value writes, in one transaction. Returns the stored deliveries.
-    pub async fn dispatched(
+    async fn dispatched(
         &self,
         cursor: i64,
         deliveries: Vec<NewDelivery>,
@@ -92,7 +214,7 @@ impl Store {
 
     /// Keep the database bounded: handled notifications received before `before`, dedup keys
     /// older than `seen_before` and expired key-value entries go. Returns how many rows.
-    pub async fn prune(&self, before: i64, seen_before: i64) -> anyhow::Result<usize> {
+    async fn prune(&self, before: i64, seen_before: i64) -> anyhow::Result<usize> {
         self.write(
             Sync::Lazy,
             move |txn| Ok(inbox::prune(txn, before, seen_before)? + kv::prune(txn, now_millis())?),
@@ -113,11 +235,6 @@ impl Store {
             r.push(conn);
         }
         out
-    }
-
-    /// Wait for every write queued so far, then stop the writer.
-    pub async fn close(&self) {
-        self.writer.close().await;
     }
 }
 
@@ -164,7 +281,7 @@ mod tests {
     #[tokio::test]
     async fn ids_keep_growing_after_everything_was_handled_and_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let store = open(&dir.path().join("db.sqlite")).unwrap();
 
         let handed = Arc::new(Mutex::new(Vec::new()));
         let sink = handed.clone();

@@ -1,6 +1,6 @@
 use rusqlite::{Transaction, params};
 
-use super::{Store, Sync, now_millis};
+use super::{Sqlite, Sync, now_millis};
 
 /// A delivery to store, produced by a plugin's action.
 #[derive(Debug, Clone)]
@@ -118,10 +118,10 @@ pub fn insert(
     Ok(rows)
 }
 
-impl Store {
+impl Sqlite {
     /// Pending deliveries after row `after` up to row `upto`, and revived dead letters, oldest
     /// first, at most `limit`.
-    pub fn pending_deliveries(
+    pub(super) fn pending_deliveries(
         &self,
         after: i64,
         upto: i64,
@@ -139,7 +139,7 @@ impl Store {
     }
 
     /// The highest delivery id ever given (ids are never reused).
-    pub fn max_delivery_id(&self) -> anyhow::Result<i64> {
+    pub(super) fn max_delivery_id(&self) -> anyhow::Result<i64> {
         self.read(|conn| {
             conn.query_row(
                 "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0)",
@@ -150,7 +150,7 @@ impl Store {
     }
 
     /// Record the outcomes of attempts: a delivered row is removed.
-    pub async fn record_outcomes(
+    pub(super) async fn record_outcomes(
         &self,
         outcomes: Vec<(i64, DeliveryOutcome)>,
     ) -> anyhow::Result<()> {
@@ -180,7 +180,11 @@ impl Store {
     }
 
     /// Deliveries for operators: the dead ones, or all not yet delivered.
-    pub fn list_deliveries(&self, dead: bool, limit: usize) -> anyhow::Result<Vec<OutboxRow>> {
+    pub(super) fn list_deliveries(
+        &self,
+        dead: bool,
+        limit: usize,
+    ) -> anyhow::Result<Vec<OutboxRow>> {
         let sql = format!("SELECT {COLUMNS} FROM outbox WHERE state = ?1 ORDER BY id LIMIT ?2");
         self.read(|conn| {
             let mut stmt = conn.prepare(&sql)?;
@@ -191,7 +195,7 @@ impl Store {
 
     /// Put dead deliveries back in the queue, due now, with a fresh retry horizon: the one with
     /// `id`, or all of them. Returns how many.
-    pub async fn retry_dead(&self, id: Option<i64>) -> anyhow::Result<usize> {
+    pub(super) async fn retry_dead(&self, id: Option<i64>) -> anyhow::Result<usize> {
         self.write(Sync::Durable, move |txn| {
             let now = now_millis();
             match id {
