@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use crate::store::{KvWrite, Store, now_millis};
+use crate::store::{KvReader, KvWrite, Store, now_millis};
 
 /// Largest key, in bytes.
 pub const MAX_KEY: usize = 1024;
@@ -15,22 +15,30 @@ pub const MAX_VALUE: usize = 64 * 1024;
 
 type Entry = Option<(Vec<u8>, Option<i64>)>;
 
-/// Key-value writes not yet committed, readable by later calls.
+/// Key-value writes not yet committed, readable by later calls; under them, the database as of
+/// the batch's first read.
 #[derive(Default)]
 pub struct KvOverlay {
     values: HashMap<(String, String), Entry>,
     writes: Vec<KvWrite>,
+    reader: Option<Box<dyn KvReader>>,
 }
 
 impl KvOverlay {
     /// The value a plugin sees for `key`: the overlay first, then the database.
-    pub fn get(&self, db: &Store, plugin: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    pub fn get(&mut self, db: &Store, plugin: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
         match self.values.get(&(plugin.to_string(), key.to_string())) {
             Some(Some((value, expires))) if expires.is_none_or(|e| e > now_millis()) => {
                 Ok(Some(value.clone()))
             }
             Some(_) => Ok(None),
-            None => db.kv_get(plugin, key),
+            None => {
+                let reader = match &mut self.reader {
+                    Some(r) => r,
+                    None => self.reader.insert(db.kv_reader()?),
+                };
+                reader.get(plugin, key)
+            }
         }
     }
 
@@ -57,9 +65,11 @@ impl KvOverlay {
         }
     }
 
-    /// The writes to commit; the overlay is empty afterwards.
+    /// The writes to commit; the overlay is empty afterwards, and its database snapshot ended
+    /// (the next read sees what was committed since).
     pub fn take_writes(&mut self) -> Vec<KvWrite> {
         self.values.clear();
+        self.reader = None;
         std::mem::take(&mut self.writes)
     }
 }

@@ -1,4 +1,7 @@
-use rusqlite::{OptionalExtension, Transaction, params};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{Sqlite, now_millis};
 
@@ -18,15 +21,44 @@ pub enum KvWrite {
 }
 
 impl Sqlite {
-    /// A plugin's value for `key`, unless expired.
-    pub(super) fn kv_get(&self, plugin: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        self.read(|conn| {
-            conn.prepare_cached(
-                "SELECT value FROM kv WHERE plugin = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
-            )?
-            .query_row(params![plugin, key, now_millis()], |r| r.get(0))
-            .optional()
-        })
+    /// A reader of the key-value state as of its first read, on a pooled connection.
+    pub(super) fn kv_reader(&self) -> anyhow::Result<Box<dyn super::KvReader>> {
+        let conn = self.connection()?;
+        conn.execute_batch("BEGIN")?;
+        Ok(Box::new(Reader {
+            conn: Some(conn),
+            pool: self.readers.clone(),
+        }))
+    }
+}
+
+/// Reads in one read transaction: one snapshot, and the connection's page cache stays valid
+/// between reads (a new transaction after another commit would drop it).
+struct Reader {
+    conn: Option<Connection>,
+    pool: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl super::KvReader for Reader {
+    fn get(&mut self, plugin: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let conn = self.conn.as_ref().context("key-value reader already closed")?;
+        conn.prepare_cached(
+            "SELECT value FROM kv WHERE plugin = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
+        )?
+        .query_row(params![plugin, key, now_millis()], |r| r.get(0))
+        .optional()
+        .context("key-value read failed")
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        // Back to the pool only out of its transaction; otherwise it is closed.
+        if let Some(conn) = self.conn.take().filter(|c| c.execute_batch("COMMIT").is_ok()) {
+            if let Ok(mut pool) = self.pool.lock() {
+                pool.push(conn);
+            }
+        }
     }
 }
 

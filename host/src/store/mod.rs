@@ -84,8 +84,9 @@ pub trait Storage: Send + std::marker::Sync + 'static {
     /// `id`, or all of them. Returns how many.
     async fn retry_dead(&self, id: Option<i64>) -> anyhow::Result<usize>;
 
-    /// A plugin's value for `key`, unless expired.
-    fn kv_get(&self, plugin: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
+    /// A reader of the plugins' key-value state as it stands at its first read, for one
+    /// dispatch batch (whose own writes the caller overlays).
+    fn kv_reader(&self) -> anyhow::Result<Box<dyn KvReader>>;
 
     /// Keep the storage bounded: handled notifications received before `before`, dedup keys
     /// older than `seen_before` and expired key-value entries go. Returns how many rows.
@@ -93,6 +94,12 @@ pub trait Storage: Send + std::marker::Sync + 'static {
 
     /// Wait for every write queued so far, then stop writing.
     async fn close(&self);
+}
+
+/// Reads of the key-value state from one snapshot; dropping it ends the snapshot.
+pub trait KvReader: Send {
+    /// A plugin's value for `key`, unless expired.
+    fn get(&mut self, plugin: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
 }
 
 /// The storage the server runs on; cheap to clone.
@@ -142,8 +149,8 @@ impl Storage for Sqlite {
     async fn retry_dead(&self, id: Option<i64>) -> anyhow::Result<usize> {
         Sqlite::retry_dead(self, id).await
     }
-    fn kv_get(&self, plugin: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        Sqlite::kv_get(self, plugin, key)
+    fn kv_reader(&self) -> anyhow::Result<Box<dyn KvReader>> {
+        Sqlite::kv_reader(self)
     }
     async fn prune(&self, before: i64, seen_before: i64) -> anyhow::Result<usize> {
         Sqlite::prune(self, before, seen_before).await
@@ -156,7 +163,7 @@ impl Storage for Sqlite {
 /// The SQLite implementation of [`Storage`].
 pub struct Sqlite {
     writer: Writer,
-    readers: Mutex<Vec<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
 }
 
@@ -172,7 +179,7 @@ impl Sqlite {
             .with_context(|| format!("cannot set up the database {}", path.display()))?;
         Ok(Sqlite {
             writer: Writer::start(conn)?,
-            readers: Mutex::new(Vec::new()),
+            readers: Arc::new(Mutex::new(Vec::new())),
             path: path.into(),
         })
     }
@@ -226,15 +233,20 @@ impl Sqlite {
     /// Run `f` on a read connection (on the calling thread: call from blocking code or keep
     /// `f` short).
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {
-        let conn = match self.readers.lock().ok().and_then(|mut r| r.pop()) {
-            Some(c) => c,
-            None => open_connection(&self.path)?,
-        };
+        let conn = self.connection()?;
         let out = f(&conn).context("database read failed");
         if let Ok(mut r) = self.readers.lock() {
             r.push(conn);
         }
         out
+    }
+
+    /// A read connection from the pool (give it back when done), or a new one.
+    fn connection(&self) -> anyhow::Result<Connection> {
+        match self.readers.lock().ok().and_then(|mut r| r.pop()) {
+            Some(c) => Ok(c),
+            None => open_connection(&self.path),
+        }
     }
 }
 
