@@ -87,8 +87,12 @@ async fn blast(url: &str, first: usize, n: usize, concurrency: usize, rate: Opti
                     .body(body(first + i))
                     .send()
                     .await;
-                let status = r.map(|r| r.status().as_u16()).unwrap_or(0);
-                assert_eq!(status, 200, "webhook {} got {status}", first + i);
+                let status = r.map(|r| r.status().as_u16());
+                assert!(
+                    matches!(status, Ok(200)),
+                    "webhook {} to {url} got {status:?}",
+                    first + i
+                );
                 latencies.push(sent.elapsed());
             }
         }));

@@ -371,9 +371,13 @@ impl ServerSetup {
 
 /// An HTTP client for the tests (the workspace builds reqwest with rustls and no default crypto
 /// provider: this installs ring's).
+/// An HTTP client for the tests; a request that gets no answer within a minute fails.
 pub fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .expect("HTTP client")
 }
 
 /// A port that was free a moment ago.

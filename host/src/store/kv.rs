@@ -41,7 +41,10 @@ struct Reader {
 
 impl super::KvReader for Reader {
     fn get(&mut self, plugin: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        let conn = self.conn.as_ref().context("key-value reader already closed")?;
+        let conn = self
+            .conn
+            .as_ref()
+            .context("key-value reader already closed")?;
         conn.prepare_cached(
             "SELECT value FROM kv WHERE plugin = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
         )?
@@ -54,7 +57,11 @@ impl super::KvReader for Reader {
 impl Drop for Reader {
     fn drop(&mut self) {
         // Back to the pool only out of its transaction; otherwise it is closed.
-        if let Some(conn) = self.conn.take().filter(|c| c.execute_batch("COMMIT").is_ok()) {
+        if let Some(conn) = self
+            .conn
+            .take()
+            .filter(|c| c.execute_batch("COMMIT").is_ok())
+        {
             if let Ok(mut pool) = self.pool.lock() {
                 pool.push(conn);
             }

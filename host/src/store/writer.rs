@@ -114,7 +114,7 @@ fn run_in_savepoint<T>(
 
 /// While ingest writes keep coming, lazy writes (dispatch, outcomes, pruning) wait for a lull,
 /// at most this long, so they do not add to the latency of acknowledging webhooks.
-const LAZY_MAX_WAIT: Duration = Duration::from_millis(20);
+const LAZY_MAX_WAIT: Duration = Duration::from_millis(100);
 /// How long a lull must last before lazy writes take their turn.
 const LULL: Duration = Duration::from_micros(300);
 
