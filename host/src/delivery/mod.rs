@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use tokio::sync::{Notify, mpsc};
 
-use queue::{Budget, Queue};
+use queue::{Attempt, Budget, Queue};
 
 pub use request::{Request, WHATSAPP};
 
@@ -107,7 +107,7 @@ impl Delivery {
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut queue = Queue::default();
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(OutboxRow, DeliveryOutcome)>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Attempt, DeliveryOutcome)>();
         let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
         let (recorded_tx, mut recorded_rx) = mpsc::unbounded_channel::<Vec<i64>>();
         let recorder = tokio::spawn(record(self.store.clone(), outcome_rx, recorded_tx));
@@ -152,23 +152,23 @@ impl Delivery {
                     Err(_) => {}
                 }
             }
-            while let Ok((row, outcome)) = done_rx.try_recv() {
-                queue.finish(&row, &outcome, now);
-                let _ = outcome_tx.send((row.id, outcome));
+            while let Ok((attempt, outcome)) = done_rx.try_recv() {
+                queue.finish(&attempt, &outcome, now);
+                let _ = outcome_tx.send((attempt.task.id, outcome));
             }
             while let Ok(ids) = recorded_rx.try_recv() {
                 queue.forget(ids);
             }
             let next_timer = queue.tick(now);
             while stopping.is_none() {
-                let Some(row) = queue.next(&self.budget) else {
+                let Some(attempt) = queue.next(&self.budget) else {
                     break;
                 };
                 let (this, done_tx) = (self.clone(), done_tx.clone());
                 tokio::spawn(async move {
-                    let outcome = this.attempt(&row).await;
+                    let outcome = this.attempt(&attempt).await;
                     this.count(&outcome);
-                    let _ = done_tx.send((row, outcome));
+                    let _ = done_tx.send((attempt, outcome));
                     this.wake.notify_one();
                 });
             }
@@ -198,8 +198,9 @@ impl Delivery {
     }
 
     /// One attempt of one row, classified.
-    async fn attempt(&self, row: &OutboxRow) -> DeliveryOutcome {
-        let request: Request = match serde_json::from_str(&row.request) {
+    async fn attempt(&self, attempt: &Attempt) -> DeliveryOutcome {
+        let task = &*attempt.task;
+        let request = match &task.request {
             Ok(r) => r,
             Err(e) => {
                 return DeliveryOutcome::Dead {
@@ -207,8 +208,8 @@ impl Delivery {
                 };
             }
         };
-        let result = match &request {
-            Request::Forward { body } => self.forward(row, body).await,
+        let result = match request {
+            Request::Forward { body } => self.forward(task, body).await,
             Request::Reply {
                 to,
                 body,
@@ -221,25 +222,25 @@ impl Delivery {
             }
             Request::MarkRead { message_id, via } => self.whatsapp.mark_read(via, message_id).await,
         };
-        let outcome = self.classify(row, result);
+        let outcome = self.classify(attempt, result);
         match &outcome {
             DeliveryOutcome::Delivered => {}
             DeliveryOutcome::Retry { error, .. } => {
                 tracing::debug!(
-                    id = row.id,
-                    target = row.target,
-                    kind = row.kind,
-                    attempt = row.attempts + 1,
+                    id = task.id,
+                    target = &*task.target,
+                    kind = task.kind,
+                    attempt = attempt.attempts + 1,
                     error,
                     "delivery will be retried"
                 )
             }
             DeliveryOutcome::Dead { error } => {
                 tracing::warn!(
-                    id = row.id,
-                    target = row.target,
-                    kind = row.kind,
-                    attempts = row.attempts + 1,
+                    id = task.id,
+                    target = &*task.target,
+                    kind = task.kind,
+                    attempts = attempt.attempts + 1,
                     error,
                     "delivery dead-lettered"
                 )
@@ -248,38 +249,38 @@ impl Delivery {
         outcome
     }
 
-    async fn forward(&self, row: &OutboxRow, body: &str) -> anyhow::Result<Response> {
+    async fn forward(&self, task: &queue::Task, body: &str) -> anyhow::Result<Response> {
         let (Some(dest), Some(url)) = (
-            self.config.destinations.get(&row.target),
-            self.urls.get(&row.target),
+            self.config.destinations.get(&*task.target),
+            self.urls.get(&*task.target),
         ) else {
-            anyhow::bail!("no [destinations.{}] in the configuration", row.target);
+            anyhow::bail!("no [destinations.{}] in the configuration", task.target);
         };
         let timestamp = now_millis() / 1000;
         let mut req = self
             .http
             .post(url.clone())
             .header("content-type", "application/json")
-            .header("webhook-id", &row.webhook_id)
+            .header("webhook-id", &task.webhook_id)
             .header("webhook-timestamp", timestamp.to_string());
         if let Some(var) = &dest.secret_env {
             match std::env::var(var) {
                 Ok(secret) => {
                     req = req.header(
                         "webhook-signature",
-                        signature::sign(&secret, &row.webhook_id, timestamp, body.as_bytes()),
+                        signature::sign(&secret, &task.webhook_id, timestamp, body.as_bytes()),
                     )
                 }
                 Err(_) => anyhow::bail!(
                     "[destinations.{}] secret_env names {var}, which is not set",
-                    row.target
+                    task.target
                 ),
             }
         }
         Ok(read(req.body(body.to_string()).send().await?).await?)
     }
 
-    fn classify(&self, row: &OutboxRow, result: anyhow::Result<Response>) -> DeliveryOutcome {
+    fn classify(&self, attempt: &Attempt, result: anyhow::Result<Response>) -> DeliveryOutcome {
         let (error, retry_after) = match result {
             Ok(r) if r.status.is_success() => return DeliveryOutcome::Delivered,
             Ok(r) if retryable(r.status) => {
@@ -293,13 +294,13 @@ impl Delivery {
             Err(e) => (format!("{e:#}"), None),
         };
         let cfg = &self.config.delivery;
-        let delay = backoff::delay(cfg, row.attempts as u32, retry_after);
+        let delay = backoff::delay(cfg, attempt.attempts as u32, retry_after);
         let at = now_millis() + delay.as_millis() as i64;
-        if at > row.created_at + cfg.horizon.as_millis() as i64 {
+        if at > attempt.task.created_at + cfg.horizon.as_millis() as i64 {
             return DeliveryOutcome::Dead {
                 error: format!(
                     "gave up after {} attempts over the {:?} horizon; last error: {error}",
-                    row.attempts + 1,
+                    attempt.attempts + 1,
                     cfg.horizon
                 ),
             };

@@ -4,19 +4,62 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
+use super::Request;
 use crate::store::{DeliveryOutcome, OutboxRow};
+
+/// A stored delivery as the scheduler keeps it: names shared, the request parsed once.
+#[derive(Debug)]
+pub struct Task {
+    pub id: i64,
+    pub kind: String,
+    pub target: Arc<str>,
+    pub lane: Arc<str>,
+    pub webhook_id: String,
+    pub created_at: i64,
+    /// What to send, or why the stored request does not read as one.
+    pub request: Result<Request, String>,
+}
+
+impl Task {
+    fn new(row: OutboxRow) -> Task {
+        Task {
+            request: serde_json::from_str(&row.request).map_err(|e| e.to_string()),
+            id: row.id,
+            kind: row.kind,
+            target: row.target.into(),
+            lane: row.lane.into(),
+            webhook_id: row.webhook_id,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// One attempt of a task, as [`Queue::next`] hands it out.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub task: Arc<Task>,
+    /// Attempts made before this one.
+    pub attempts: i64,
+}
+
+struct Entry {
+    task: Arc<Task>,
+    attempts: i64,
+    next_at: i64,
+}
 
 /// Pending rows and their scheduling state.
 #[derive(Default)]
 pub struct Queue {
-    lanes: HashMap<String, VecDeque<OutboxRow>>,
+    lanes: HashMap<Arc<str>, VecDeque<Entry>>,
     known: HashSet<i64>,
-    ready_fresh: VecDeque<String>,
-    ready_retry: VecDeque<String>,
-    timers: BinaryHeap<Reverse<(i64, String)>>,
-    blocked: HashMap<String, VecDeque<String>>,
-    per_target: HashMap<String, usize>,
+    ready_fresh: VecDeque<Arc<str>>,
+    ready_retry: VecDeque<Arc<str>>,
+    timers: BinaryHeap<Reverse<(i64, Arc<str>)>>,
+    blocked: HashMap<Arc<str>, VecDeque<Arc<str>>>,
+    per_target: HashMap<Arc<str>, usize>,
     fresh_in_flight: usize,
     retries_in_flight: usize,
 }
@@ -38,10 +81,16 @@ impl Queue {
             if !self.known.insert(row.id) {
                 continue;
             }
-            let lane = self.lanes.entry(row.lane.clone()).or_default();
+            let (attempts, next_at) = (row.attempts, row.next_at);
+            let task = Arc::new(Task::new(row));
+            let name = task.lane.clone();
+            let lane = self.lanes.entry(name.clone()).or_default();
             let first = lane.is_empty();
-            let name = row.lane.clone();
-            lane.push_back(row);
+            lane.push_back(Entry {
+                task,
+                attempts,
+                next_at,
+            });
             if first {
                 self.schedule(&name, now);
             }
@@ -63,16 +112,16 @@ impl Queue {
         self.fresh_in_flight + self.retries_in_flight
     }
 
-    fn schedule(&mut self, lane: &str, now: i64) {
+    fn schedule(&mut self, lane: &Arc<str>, now: i64) {
         let Some(head) = self.lanes.get(lane).and_then(|l| l.front()) else {
             return;
         };
         if head.next_at > now {
-            self.timers.push(Reverse((head.next_at, lane.to_string())));
+            self.timers.push(Reverse((head.next_at, lane.clone())));
         } else if head.attempts > 0 {
-            self.ready_retry.push_back(lane.to_string());
+            self.ready_retry.push_back(lane.clone());
         } else {
-            self.ready_fresh.push_back(lane.to_string());
+            self.ready_fresh.push_back(lane.clone());
         }
     }
 
@@ -89,7 +138,7 @@ impl Queue {
     }
 
     /// The next head to attempt within `budget`, marked in flight.
-    pub fn next(&mut self, budget: &Budget) -> Option<OutboxRow> {
+    pub fn next(&mut self, budget: &Budget) -> Option<Attempt> {
         for retries in [false, true] {
             let (in_flight, limit) = if retries {
                 (self.retries_in_flight, budget.retries)
@@ -107,9 +156,12 @@ impl Queue {
                 let Some(head) = self.lanes.get(&lane).and_then(|l| l.front()) else {
                     continue;
                 };
-                let target = head.target.clone();
-                let busy = self.per_target.entry(target.clone()).or_default();
+                let busy = match self.per_target.get_mut(&head.task.target) {
+                    Some(busy) => busy,
+                    None => self.per_target.entry(head.task.target.clone()).or_default(),
+                };
                 if *busy >= budget.per_target {
+                    let target = head.task.target.clone();
                     self.blocked.entry(target).or_default().push_back(lane);
                     continue;
                 }
@@ -119,31 +171,35 @@ impl Queue {
                 } else {
                     self.fresh_in_flight += 1;
                 }
-                return Some(head.clone());
+                return Some(Attempt {
+                    task: head.task.clone(),
+                    attempts: head.attempts,
+                });
             }
         }
         None
     }
 
-    /// Record the outcome of the head of `row`'s lane (as [`Queue::next`] returned it), and
-    /// schedule what comes next.
-    pub fn finish(&mut self, row: &OutboxRow, outcome: &DeliveryOutcome, now: i64) {
-        if row.attempts > 0 {
+    /// Record the outcome of `attempt` (as [`Queue::next`] returned it, the head of its lane),
+    /// and schedule what comes next.
+    pub fn finish(&mut self, attempt: &Attempt, outcome: &DeliveryOutcome, now: i64) {
+        let task = &attempt.task;
+        if attempt.attempts > 0 {
             self.retries_in_flight -= 1;
         } else {
             self.fresh_in_flight -= 1;
         }
-        if let Some(busy) = self.per_target.get_mut(&row.target) {
+        if let Some(busy) = self.per_target.get_mut(&task.target) {
             *busy = busy.saturating_sub(1);
         }
         if let Some(waiting) = self
             .blocked
-            .get_mut(&row.target)
+            .get_mut(&task.target)
             .and_then(|q| q.pop_front())
         {
             self.schedule(&waiting, now);
         }
-        let Some(lane) = self.lanes.get_mut(&row.lane) else {
+        let Some(lane) = self.lanes.get_mut(&task.lane) else {
             return;
         };
         match outcome {
@@ -156,11 +212,11 @@ impl Queue {
             DeliveryOutcome::Delivered | DeliveryOutcome::Dead { .. } => {
                 lane.pop_front();
                 if lane.is_empty() {
-                    self.lanes.remove(&row.lane);
+                    self.lanes.remove(&task.lane);
                 }
             }
         }
-        self.schedule(&row.lane, now);
+        self.schedule(&task.lane, now);
     }
 
     /// Forget rows whose final outcome is recorded in the database.
@@ -205,13 +261,13 @@ mod tests {
         let first = q.next(&WIDE).unwrap();
         let second = q.next(&WIDE).unwrap();
         assert_eq!(
-            (first.id, second.id),
+            (first.task.id, second.task.id),
             (1, 3),
             "row 2 waits for row 1 of its lane"
         );
         assert!(q.next(&WIDE).is_none());
         q.finish(&first, &DeliveryOutcome::Delivered, 0);
-        assert_eq!(q.next(&WIDE).unwrap().id, 2);
+        assert_eq!(q.next(&WIDE).unwrap().task.id, 2);
     }
 
     #[test]
@@ -228,7 +284,7 @@ mod tests {
             10,
         );
         let other = q.next(&WIDE).unwrap();
-        assert_eq!(other.id, 3);
+        assert_eq!(other.task.id, 3);
         assert!(
             q.next(&WIDE).is_none(),
             "row 2 stays behind the retrying row 1"
@@ -242,7 +298,7 @@ mod tests {
             "a retry needs the retry budget"
         );
         let retried = q.next(&WIDE).unwrap();
-        assert_eq!((retried.id, retried.attempts), (1, 1));
+        assert_eq!((retried.task.id, retried.attempts), (1, 1));
     }
 
     #[test]
@@ -255,13 +311,13 @@ mod tests {
         };
         let first = q.next(&narrow).unwrap();
         assert_eq!(
-            q.next(&narrow).unwrap().id,
+            q.next(&narrow).unwrap().task.id,
             3,
             "another target is not held up"
         );
         assert!(q.next(&narrow).is_none());
         q.finish(&first, &DeliveryOutcome::Delivered, 0);
-        assert_eq!(q.next(&narrow).unwrap().id, 2);
+        assert_eq!(q.next(&narrow).unwrap().task.id, 2);
     }
 
     #[test]
