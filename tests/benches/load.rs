@@ -107,11 +107,33 @@ async fn blast(url: &str, first: usize, n: usize, concurrency: usize, rate: Opti
     }
 }
 
-/// Wait until the fakes have received `expected` requests in all (bounded: 10 minutes).
-async fn drained(fakes: &[&Fake], expected: usize) {
-    let deadline = Instant::now() + Duration::from_secs(600);
+/// Wait until the fakes have received `expected` requests in all (bounded: 2 minutes); if
+/// they do not, fail with what each got, Switchboard's metrics and its warnings.
+async fn drained(fakes: &[&Fake], expected: usize, server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(120);
     while fakes.iter().map(|f| f.count()).sum::<usize>() < expected {
-        assert!(Instant::now() < deadline, "deliveries did not finish");
+        if Instant::now() > deadline {
+            let counts: Vec<usize> = fakes.iter().map(|f| f.count()).collect();
+            let metrics = http()
+                .get(server.url("/metrics"))
+                .send()
+                .await
+                .map(|r| r.text());
+            let metrics = match metrics {
+                Ok(text) => text.await.unwrap_or_default(),
+                Err(e) => e.to_string(),
+            };
+            let log = server.log();
+            let warnings: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .take(40)
+                .collect();
+            panic!(
+                "deliveries did not finish: the fakes got {counts:?}, {expected} expected in all\n{metrics}\n{}",
+                warnings.join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -228,19 +250,19 @@ async fn main() {
     let before = received();
     blast(&url, fresh(), n / 10, conc, None).await;
     blast(&relay_url, fresh(), n / 10, conc, None).await;
-    drained(&fakes, before + 6 * (n / 10)).await;
+    drained(&fakes, before + 6 * (n / 10), &server).await;
 
     // 2. Burst ingest of Switchboard: until every POST got its 200.
     let (before, cpu) = (received(), cpu_seconds(server.pid()));
     let ingest = blast(&url, fresh(), n, conc, None).await;
     let ingest_cpu = cpu_seconds(server.pid()) - cpu;
-    drained(&fakes, before + 3 * n).await;
+    drained(&fakes, before + 3 * n, &server).await;
 
     // 3. Latency at 80% of that peak, paced.
     let paced_rate = 0.8 * ingest.rate();
     let before = received();
     let paced = blast(&url, fresh(), n, conc, Some(paced_rate)).await;
-    drained(&fakes, before + 3 * n).await;
+    drained(&fakes, before + 3 * n, &server).await;
 
     // 4. End to end, the relay and Switchboard in turns: webhooks per second until every call
     //    has reached the fakes.
@@ -254,7 +276,7 @@ async fn main() {
         {
             let (before, started, cpu) = (received(), Instant::now(), cpu_seconds(pid));
             blast(target, fresh(), n, conc, None).await;
-            drained(&fakes, before + 3 * n).await;
+            drained(&fakes, before + 3 * n, &server).await;
             round[i] = n as f64 / started.elapsed().as_secs_f64();
             e2e_cpu[i] += cpu_seconds(pid) - cpu;
         }

@@ -82,7 +82,7 @@ async fn each_bad_plugin_fails_alone() {
     }
     let log = server.log();
     for expected in [
-        "ran longer than 50 ms",
+        "used more than 50 ms of CPU time",
         "the memory limit is 16 MiB",
         "panicked",
         "deliberate error",

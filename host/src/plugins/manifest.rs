@@ -29,7 +29,7 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Wall time of one call, in milliseconds.
+    /// CPU time of one call, in milliseconds (wall time ends it at 100 times this).
     pub timeout_ms: u64,
     /// Largest linear memory, in MiB.
     pub memory_mb: u64,

@@ -6,6 +6,7 @@ pub mod kv;
 pub mod manifest;
 mod registry;
 mod runtime;
+mod timer;
 mod version;
 mod watcher;
 

@@ -10,12 +10,13 @@ use switchboard_sdk::{Action, Kind, Notification};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store as WasmStore, StoreLimits,
-    StoreLimitsBuilder,
+    StoreLimitsBuilder, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::kv::{self, KvOverlay};
 use super::manifest::Manifest;
+use super::timer::CallTimer;
 use super::{cache, version};
 use crate::store::{KvWrite, Store, now_millis};
 
@@ -29,7 +30,7 @@ mod bindings {
 use bindings::switchboard::plugin::host::{self as wit_host, Level};
 use bindings::switchboard::plugin::types as wit;
 
-/// How often the epoch advances; the granularity of the wall-time limit.
+/// How often the epoch advances; the granularity of the time limit.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// The most linear memory any plugin may be given.
 const MAX_MEMORY_MB: u64 = 512;
@@ -70,6 +71,8 @@ pub struct HostState {
     overlay: KvOverlay,
     /// This call's writes, applied to the overlay only if the call succeeds.
     call_writes: Vec<KvWrite>,
+    /// The time limit of the current call.
+    timer: CallTimer,
 }
 
 impl WasiView for HostState {
@@ -283,15 +286,24 @@ impl LoadedPlugin {
             db: self.runtime.db.clone(),
             overlay: KvOverlay::default(),
             call_writes: Vec::new(),
+            timer: CallTimer::start(limits.timeout()),
         };
         let mut store = WasmStore::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
+        // At the deadline, and at every tick after it, the call's own clock decides.
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if ctx.data().timer.expired() {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(1)
+            })
+        });
         store.set_epoch_deadline(deadline_ticks(limits.timeout()));
         let bindings = self
             .pre
             .instantiate(&mut store)
             .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+        store.data_mut().timer = CallTimer::start(limits.timeout());
         store.set_epoch_deadline(deadline_ticks(limits.timeout()));
         match bindings.call_init(&mut store, &self.manifest.config_json()) {
             Ok(Ok(())) => Ok(Instance { store, bindings }),
@@ -318,6 +330,7 @@ impl LoadedPlugin {
         let state = instance.store.data_mut();
         state.overlay = std::mem::take(overlay);
         state.call_writes.clear();
+        state.timer = CallTimer::start(self.manifest.limits.timeout());
         instance
             .store
             .set_epoch_deadline(deadline_ticks(self.manifest.limits.timeout()));
@@ -376,7 +389,7 @@ fn describe_trap(trap: &wasmtime::Error, manifest: &Manifest) -> String {
     match trap.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => {
             format!(
-                "ran longer than {} ms ([limits] timeout_ms)",
+                "used more than {} ms of CPU time ([limits] timeout_ms)",
                 manifest.limits.timeout_ms
             )
         }

@@ -1,0 +1,77 @@
+//! The time limit of a plugin call. It counts the CPU time of the thread running the call, not
+//! wall time: dispatch runs at idle priority, and a call must not fail because its thread waited
+//! for a core while ingress had it. Wall time still ends a call at [`WALL_FACTOR`] times the
+//! limit, whatever the CPU time.
+
+use std::time::{Duration, Instant};
+
+/// A call ends after this many times its limit in wall time.
+pub const WALL_FACTOR: u32 = 100;
+
+/// When one call started, and its limit.
+#[derive(Debug, Clone, Copy)]
+pub struct CallTimer {
+    cpu_start: Duration,
+    wall_start: Instant,
+    limit: Duration,
+}
+
+impl CallTimer {
+    /// Start timing a call on the current thread.
+    pub fn start(limit: Duration) -> CallTimer {
+        CallTimer {
+            cpu_start: thread_cpu_time(),
+            wall_start: Instant::now(),
+            limit,
+        }
+    }
+
+    /// Whether the call has used up its limit (asked on the thread that runs it).
+    pub fn expired(&self) -> bool {
+        thread_cpu_time().saturating_sub(self.cpu_start) >= self.limit
+            || self.wall_start.elapsed() >= self.limit * WALL_FACTOR
+    }
+}
+
+/// CPU time used by the calling thread so far.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to; the clock id is a constant.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0;
+    if !ok {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_does_not_count_working_does() {
+        let limit = Duration::from_millis(20);
+        let timer = CallTimer::start(limit);
+        std::thread::sleep(limit * 3);
+        assert!(!timer.expired(), "time spent off the CPU is not the call's");
+
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut spins = 0u64;
+        while thread_cpu_time().saturating_sub(timer.cpu_start) < limit {
+            assert!(Instant::now() < deadline, "the CPU clock does not advance");
+            spins = std::hint::black_box(spins + 1);
+        }
+        assert!(timer.expired(), "CPU time past the limit ends the call");
+    }
+
+    #[test]
+    fn wall_time_still_bounds_a_call() {
+        let limit = Duration::from_millis(1);
+        let timer = CallTimer::start(limit);
+        std::thread::sleep(limit * (WALL_FACTOR + 1));
+        assert!(timer.expired());
+    }
+}
