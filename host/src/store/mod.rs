@@ -127,7 +127,19 @@ impl Storage for Sqlite {
         deliveries: Vec<NewDelivery>,
         kv: Vec<KvWrite>,
     ) -> anyhow::Result<Vec<OutboxRow>> {
-        Sqlite::dispatched(self, cursor, deliveries, kv).await
+        // Lazy: lost to a power cut, the notifications are dispatched again (at least once).
+        self.write(
+            Sync::Lazy,
+            move |txn| {
+                let rows = outbox::insert(txn, deliveries)?;
+                kv::apply(txn, &kv)?;
+                txn.prepare_cached("UPDATE dispatch_cursor SET inbox_id = ?1")?
+                    .execute([cursor])?;
+                Ok(rows)
+            },
+            |rows| rows,
+        )
+        .await
     }
     fn pending_deliveries(
         &self,
@@ -153,7 +165,12 @@ impl Storage for Sqlite {
         Sqlite::kv_reader(self)
     }
     async fn prune(&self, before: i64, seen_before: i64) -> anyhow::Result<usize> {
-        Sqlite::prune(self, before, seen_before).await
+        self.write(
+            Sync::Lazy,
+            move |txn| Ok(inbox::prune(txn, before, seen_before)? + kv::prune(txn, now_millis())?),
+            |n| n,
+        )
+        .await
     }
     async fn close(&self) {
         self.writer.close().await;
@@ -194,40 +211,6 @@ impl Sqlite {
         G: FnOnce(T) -> R + Send + 'static,
     {
         self.writer.write(sync, f, then).await
-    }
-
-    /// Record what dispatch made of the notifications up to `cursor`: their deliveries and
-    /// the plugins' key-value writes, in one transaction. Returns the stored deliveries.
-    async fn dispatched(
-        &self,
-        cursor: i64,
-        deliveries: Vec<NewDelivery>,
-        kv: Vec<KvWrite>,
-    ) -> anyhow::Result<Vec<OutboxRow>> {
-        // Lazy: lost to a power cut, the notifications are dispatched again (at least once).
-        self.write(
-            Sync::Lazy,
-            move |txn| {
-                let rows = outbox::insert(txn, deliveries)?;
-                kv::apply(txn, &kv)?;
-                txn.prepare_cached("UPDATE dispatch_cursor SET inbox_id = ?1")?
-                    .execute([cursor])?;
-                Ok(rows)
-            },
-            |rows| rows,
-        )
-        .await
-    }
-
-    /// Keep the database bounded: handled notifications received before `before`, dedup keys
-    /// older than `seen_before` and expired key-value entries go. Returns how many rows.
-    async fn prune(&self, before: i64, seen_before: i64) -> anyhow::Result<usize> {
-        self.write(
-            Sync::Lazy,
-            move |txn| Ok(inbox::prune(txn, before, seen_before)? + kv::prune(txn, now_millis())?),
-            |n| n,
-        )
-        .await
     }
 
     /// Run `f` on a read connection (on the calling thread: call from blocking code or keep
