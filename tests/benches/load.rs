@@ -138,11 +138,28 @@ async fn drained(fakes: &[&Fake], expected: usize, server: &Server) {
     }
 }
 
-fn spawn(bin: &str, args: &[String]) -> std::process::Child {
-    std::process::Command::new(target_dir().join("release").join(bin))
-        .args(args)
-        .spawn()
-        .expect("start reference")
+/// A reference program, killed when dropped (also when the bench fails half way).
+struct Reference(std::process::Child);
+
+impl Reference {
+    fn start(bin: &str, args: &[String]) -> Reference {
+        let child = std::process::Command::new(target_dir().join("release").join(bin))
+            .args(args)
+            .spawn()
+            .expect("start reference");
+        Reference(child)
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Reference {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 async fn wait_up(addr: &str) {
@@ -199,14 +216,14 @@ async fn main() {
 
     // 1. Burst ingest of the reference handler.
     let handler_addr = format!("127.0.0.1:{}", free_port());
-    let mut handler = spawn("reference-handler", &[handler_addr.clone()]);
+    let handler = Reference::start("reference-handler", std::slice::from_ref(&handler_addr));
     wait_up(&handler_addr).await;
     let handler_url = format!("http://{handler_addr}/webhook");
     blast(&handler_url, fresh(), n / 10, conc, None).await; // warm-up
-    let cpu = cpu_seconds(handler.id());
+    let cpu = cpu_seconds(handler.pid());
     let reference = blast(&handler_url, fresh(), n, conc, None).await;
-    let handler_cpu = cpu_seconds(handler.id()) - cpu;
-    let _ = handler.kill();
+    let handler_cpu = cpu_seconds(handler.pid()) - cpu;
+    drop(handler);
 
     let dir = tempfile::tempdir().unwrap();
     let mut setup = ServerSetup::new(dir.path());
@@ -235,7 +252,7 @@ async fn main() {
     let server: Server = setup.start().await;
     let url = server.url("/webhook");
     let relay_addr = format!("127.0.0.1:{}", free_port());
-    let mut relay = spawn(
+    let relay = Reference::start(
         "reference-relay",
         &[
             relay_addr.clone(),
@@ -270,7 +287,7 @@ async fn main() {
     let mut e2e_cpu = [0.0; 2];
     for _ in 0..2 {
         let mut round = [0.0; 2];
-        for (i, (target, pid)) in [(&relay_url, relay.id()), (&url, server.pid())]
+        for (i, (target, pid)) in [(&relay_url, relay.pid()), (&url, server.pid())]
             .into_iter()
             .enumerate()
         {
@@ -283,7 +300,7 @@ async fn main() {
         rounds.push(round);
     }
     let rss = peak_rss_mb(server.pid());
-    let _ = relay.kill();
+    drop(relay);
 
     println!("{}", reference.line("burst ingest, reference handler"));
     println!("{}", ingest.line("burst ingest, switchboard"));

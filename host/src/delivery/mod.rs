@@ -277,7 +277,7 @@ impl Delivery {
                 ),
             }
         }
-        Ok(read(req.body(body.to_string()).send().await?).await?)
+        read(req.body(body.to_string()).send().await?).await
     }
 
     fn classify(&self, attempt: &Attempt, result: anyhow::Result<Response>) -> DeliveryOutcome {

@@ -57,14 +57,12 @@ impl super::KvReader for Reader {
 impl Drop for Reader {
     fn drop(&mut self) {
         // Back to the pool only out of its transaction; otherwise it is closed.
-        if let Some(conn) = self
-            .conn
-            .take()
-            .filter(|c| c.execute_batch("COMMIT").is_ok())
-        {
-            if let Ok(mut pool) = self.pool.lock() {
-                pool.push(conn);
-            }
+        let conn = self.conn.take();
+        if let (Some(conn), Ok(mut pool)) = (
+            conn.filter(|c| c.execute_batch("COMMIT").is_ok()),
+            self.pool.lock(),
+        ) {
+            pool.push(conn);
         }
     }
 }

@@ -35,8 +35,9 @@ enum Command {
 }
 
 /// The single writer thread: it takes every job waiting, runs them in one transaction, commits
-/// once, and only then answers the callers. Durable jobs (ingest) go
-/// first; lazy ones are committed apart, in a lull or once they have waited long enough.
+/// once, and only then answers the callers. Durable jobs (ingest) go first; lazy ones are
+/// committed apart, in a lull or once they have waited long enough, so a durable job may commit
+/// before a lazy one sent earlier.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Command>,
