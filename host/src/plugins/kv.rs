@@ -89,3 +89,45 @@ pub fn lookup(writes: &[KvWrite], plugin: &str, key: &str) -> Option<Option<Vec<
         _ => None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store;
+
+    fn set(key: &str, value: &[u8]) -> KvWrite {
+        KvWrite::Set {
+            plugin: "p".into(),
+            key: key.into(),
+            value: value.to_vec(),
+            expires_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_reads_one_snapshot_and_the_next_batch_sees_what_was_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store::open(&dir.path().join("db.sqlite")).unwrap();
+        let mut overlay = KvOverlay::default();
+
+        assert_eq!(overlay.get(&db, "p", "k").unwrap(), None);
+        overlay.apply(vec![set("mine", b"1")]);
+        assert_eq!(
+            overlay.get(&db, "p", "mine").unwrap(),
+            Some(b"1".to_vec()),
+            "the batch's own writes are read back"
+        );
+        let writes = overlay.take_writes();
+        db.dispatched(0, vec![], writes).await.unwrap();
+
+        // A write committed while a batch reads is not seen by that batch...
+        assert_eq!(overlay.get(&db, "p", "k").unwrap(), None);
+        db.dispatched(0, vec![], vec![set("k", b"2")]).await.unwrap();
+        assert_eq!(overlay.get(&db, "p", "k").unwrap(), None);
+        // ...and is by the next one.
+        overlay.take_writes();
+        assert_eq!(overlay.get(&db, "p", "k").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(overlay.get(&db, "p", "mine").unwrap(), Some(b"1".to_vec()));
+        db.close().await;
+    }
+}
