@@ -122,7 +122,9 @@ mod tests {
 
         // A write committed while a batch reads is not seen by that batch...
         assert_eq!(overlay.get(&db, "p", "k").unwrap(), None);
-        db.dispatched(0, vec![], vec![set("k", b"2")]).await.unwrap();
+        db.dispatched(0, vec![], vec![set("k", b"2")])
+            .await
+            .unwrap();
         assert_eq!(overlay.get(&db, "p", "k").unwrap(), None);
         // ...and is by the next one.
         overlay.take_writes();
