@@ -298,13 +298,12 @@ impl LoadedPlugin {
                 UpdateDeadline::Continue(1)
             })
         });
-        store.set_epoch_deadline(deadline_ticks(limits.timeout()));
+        start_clock(&mut store, limits.timeout());
         let bindings = self
             .pre
             .instantiate(&mut store)
             .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
-        store.data_mut().timer = CallTimer::start(limits.timeout());
-        store.set_epoch_deadline(deadline_ticks(limits.timeout()));
+        start_clock(&mut store, limits.timeout());
         match bindings.call_init(&mut store, &self.manifest.config_json()) {
             Ok(Ok(())) => Ok(Instance { store, bindings }),
             Ok(Err(e)) => Err(CallError::Instantiate(format!("init failed: {e}"))),
@@ -330,10 +329,7 @@ impl LoadedPlugin {
         let state = instance.store.data_mut();
         state.overlay = std::mem::take(overlay);
         state.call_writes.clear();
-        state.timer = CallTimer::start(self.manifest.limits.timeout());
-        instance
-            .store
-            .set_epoch_deadline(deadline_ticks(self.manifest.limits.timeout()));
+        start_clock(&mut instance.store, self.manifest.limits.timeout());
         let result = instance
             .bindings
             .call_handle(&mut instance.store, &notification, &prior);
@@ -381,8 +377,12 @@ impl LoadedPlugin {
     }
 }
 
-fn deadline_ticks(timeout: Duration) -> u64 {
-    (timeout.as_millis() as u64).div_ceil(EPOCH_TICK.as_millis() as u64) + 1
+/// Start the clock of a call into `store` (instantiation, `init` or `handle`) limited to
+/// `timeout`: the epoch deadline first asks the call's timer at that point.
+fn start_clock(store: &mut WasmStore<HostState>, timeout: Duration) {
+    store.data_mut().timer = CallTimer::start(timeout);
+    let ticks = (timeout.as_millis() as u64).div_ceil(EPOCH_TICK.as_millis() as u64) + 1;
+    store.set_epoch_deadline(ticks);
 }
 
 fn describe_trap(trap: &wasmtime::Error, manifest: &Manifest) -> String {
