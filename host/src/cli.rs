@@ -264,9 +264,8 @@ async fn run_plugin(plugin: &Path, payload: &Path, manifest: &Path) -> anyhow::R
     let wasm =
         std::fs::read(plugin).with_context(|| format!("cannot read {}", plugin.display()))?;
     let manifest = Manifest::load(manifest)?;
-    let scratch =
-        std::env::temp_dir().join(format!("switchboard-run-plugin-{}.db", std::process::id()));
-    let store = store::open(&scratch)?;
+    let scratch = tempfile::tempdir().context("cannot create a scratch folder")?;
+    let store = store::open(&scratch.path().join("scratch.db"))?;
     let runtime = Runtime::new(store.clone(), None)?;
     let name = plugin
         .file_stem()
@@ -289,9 +288,6 @@ async fn run_plugin(plugin: &Path, payload: &Path, manifest: &Path) -> anyhow::R
         );
     }
     store.close().await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", scratch.display()));
-    }
     Ok(())
 }
 

@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod ingress;
 pub mod metrics;
 pub mod plugins;
+pub mod priority;
 pub mod server;
 pub mod store;
 pub mod whatsapp;

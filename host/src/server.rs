@@ -44,7 +44,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         std::thread::Builder::new()
             .name("dispatcher".into())
             .spawn(move || {
-                background_priority();
+                crate::priority::background();
                 dispatcher.run(handle, inbox, dispatch_rx, stop)
             })?
     };
@@ -60,7 +60,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         std::thread::Builder::new()
             .name("delivery".into())
             .spawn(move || {
-                background_priority();
+                crate::priority::background();
                 delivery_runtime.block_on(delivery.run(async move {
                     let _ = rx.wait_for(|s| *s).await;
                 }))
@@ -121,20 +121,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Dispatch and delivery run only on CPU time that ingress leaves idle (`SCHED_IDLE`): under a
-/// burst, storing and answering the sender comes first, and the durable work behind it catches
-/// up after. Under a load below capacity there is idle time, so nothing waits for long.
-fn background_priority() {
-    #[cfg(target_os = "linux")]
-    // Safety: sched_setscheduler has no memory effects; pid 0 names the calling thread.
-    unsafe {
-        let param = libc::sched_param { sched_priority: 0 };
-        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
-            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
-        }
-    }
 }
 
 async fn shutdown_signal() {

@@ -14,6 +14,7 @@
 //! (default 20000), `LOAD_CONCURRENCY` the client connections (default 64). `LOAD_INGEST_ONLY=1`
 //! measures burst ingest with no plugins loaded, so nothing runs behind it.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -174,7 +175,12 @@ async fn wait_up(addr: &str) {
 
 /// CPU time (user and system) process `pid` has used so far, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    cpu_seconds_at(Path::new(&format!("/proc/{pid}/stat")))
+}
+
+/// CPU time in a `/proc` `stat` file (of a process or a thread), in seconds.
+fn cpu_seconds_at(stat: &Path) -> f64 {
+    let stat = std::fs::read_to_string(stat).unwrap_or_default();
     // After the command name in parentheses: state is field 3, utime and stime 14 and 15.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
@@ -183,6 +189,20 @@ fn cpu_seconds(pid: u32) -> f64 {
         f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
     });
     ticks / 100.0 // USER_HZ
+}
+
+/// CPU seconds used so far by each thread of `pid`, summed by thread name.
+fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        *by_name.entry(name.trim().to_string()).or_insert(0.0) += cpu_seconds_at(&dir.join("stat"));
+    }
+    by_name
 }
 
 fn peak_rss_mb(pid: u32) -> f64 {
@@ -270,9 +290,29 @@ async fn main() {
     drained(&fakes, before + 6 * (n / 10), &server).await;
 
     // 2. Burst ingest of Switchboard: until every POST got its 200.
-    let (before, cpu) = (received(), cpu_seconds(server.pid()));
+    let (before, cpu, threads) = (
+        received(),
+        cpu_seconds(server.pid()),
+        thread_cpu(server.pid()),
+    );
     let ingest = blast(&url, fresh(), n, conc, None).await;
     let ingest_cpu = cpu_seconds(server.pid()) - cpu;
+    let by_thread: Vec<String> = thread_cpu(server.pid())
+        .into_iter()
+        .map(|(name, after)| {
+            (
+                name.clone(),
+                after - threads.get(&name).copied().unwrap_or(0.0),
+            )
+        })
+        .filter(|(_, secs)| *secs > 0.0)
+        .map(|(name, secs)| format!("{name} {:.0}", secs * 1e6 / n as f64))
+        .collect();
+    // How much of the work behind ingest ran during the burst.
+    let behind = (
+        server.metric("notifications_dispatched_total").await,
+        received() - before,
+    );
     drained(&fakes, before + 3 * n, &server).await;
 
     // 3. Latency at 80% of that peak, paced.
@@ -309,6 +349,12 @@ async fn main() {
         100.0 * ingest.rate() / reference.rate()
     );
     println!(
+        "  when the last POST was answered: {} of {n} notifications dispatched in all so far, {} of {} calls delivered",
+        behind.0,
+        behind.1,
+        3 * n
+    );
+    println!(
         "{}",
         paced.line(&format!("paced at {paced_rate:.0}/s (80% of peak)"))
     );
@@ -324,6 +370,7 @@ async fn main() {
         per(handler_cpu, n),
         per(ingest_cpu, n)
     );
+    println!("  by thread (us): {}", by_thread.join(", "));
     println!(
         "CPU per webhook, end to end: reference relay {:.0} us, switchboard {:.0} us",
         per(e2e_cpu[0], 2 * n),

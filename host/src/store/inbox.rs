@@ -36,44 +36,45 @@ impl Sqlite {
         items: Vec<NewInboxItem>,
         on_commit: OnCommit,
     ) -> anyhow::Result<usize> {
-        self.write(
-            Sync::Durable,
-            move |txn| {
-                let now = now_millis();
-                let mut seen =
-                    txn.prepare_cached("INSERT OR IGNORE INTO seen (key, at) VALUES (?1, ?2)")?;
-                let mut insert = txn.prepare_cached(
+        self.inbox
+            .write(
+                Sync::Durable,
+                move |txn| {
+                    let now = now_millis();
+                    let mut seen =
+                        txn.prepare_cached("INSERT OR IGNORE INTO seen (key, at) VALUES (?1, ?2)")?;
+                    let mut insert = txn.prepare_cached(
                     "INSERT INTO inbox (received_at, dedup_key, notification) VALUES (?1, ?2, ?3)",
                 )?;
-                let mut fresh = Vec::with_capacity(items.len());
-                for item in items {
-                    if seen.execute(params![item.dedup_key, now])? == 1 {
-                        insert.execute(params![now, item.dedup_key, item.json])?;
-                        fresh.push(InboxItem {
-                            id: txn.last_insert_rowid(),
-                            dedup_key: item.dedup_key,
-                            notification: item.notification,
-                        });
+                    let mut fresh = Vec::with_capacity(items.len());
+                    for item in items {
+                        if seen.execute(params![item.dedup_key, now])? == 1 {
+                            insert.execute(params![now, item.dedup_key, item.json])?;
+                            fresh.push(InboxItem {
+                                id: txn.last_insert_rowid(),
+                                dedup_key: item.dedup_key,
+                                notification: item.notification,
+                            });
+                        }
                     }
-                }
-                Ok(fresh)
-            },
-            // On the writer thread: handing over from the caller's task could reorder
-            // concurrent ingests.
-            move |fresh| {
-                let count = fresh.len();
-                if count > 0 {
-                    on_commit(fresh);
-                }
-                count
-            },
-        )
-        .await
+                    Ok(fresh)
+                },
+                // On the writer thread: handing over from the caller's task could reorder
+                // concurrent ingests.
+                move |fresh| {
+                    let count = fresh.len();
+                    if count > 0 {
+                        on_commit(fresh);
+                    }
+                    count
+                },
+            )
+            .await
     }
 
     /// Where dispatch stands: every notification up to this id has been handled.
     pub(super) fn dispatch_cursor(&self) -> anyhow::Result<i64> {
-        self.read(|conn| {
+        self.work.read(|conn| {
             conn.query_row("SELECT inbox_id FROM dispatch_cursor", [], |r| r.get(0))
                 .optional()
                 .map(|c| c.unwrap_or(0))
@@ -87,7 +88,7 @@ impl Sqlite {
         cursor: i64,
         limit: usize,
     ) -> anyhow::Result<Vec<InboxItem>> {
-        let rows: Vec<(i64, String, String)> = self.read(|conn| {
+        let rows: Vec<(i64, String, String)> = self.inbox.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, dedup_key, notification FROM inbox WHERE id > ?1 ORDER BY id LIMIT ?2",
             )?;
@@ -113,17 +114,18 @@ impl Sqlite {
     }
 }
 
-/// Remove handled notifications received before `before`, and dedup keys older than
-/// `seen_before`. Rows are in order of arrival, so only the rows removed are visited.
+/// Remove notifications up to `cursor` (handled) received before `before`, and dedup keys
+/// older than `seen_before`. Rows are in order of arrival, so only the rows removed are visited.
 pub fn prune(
     txn: &rusqlite::Transaction<'_>,
+    cursor: i64,
     before: i64,
     seen_before: i64,
 ) -> rusqlite::Result<usize> {
     let a = txn.execute(
-        "DELETE FROM inbox WHERE id <= (SELECT inbox_id FROM dispatch_cursor)
-           AND id < COALESCE((SELECT id FROM inbox WHERE received_at >= ?1 ORDER BY id LIMIT 1), 1 << 62)",
-        [before],
+        "DELETE FROM inbox WHERE id <= ?1
+           AND id < COALESCE((SELECT id FROM inbox WHERE received_at >= ?2 ORDER BY id LIMIT 1), 1 << 62)",
+        [cursor, before],
     )?;
     let b = txn.execute("DELETE FROM seen WHERE at < ?1", [seen_before])?;
     Ok(a + b)

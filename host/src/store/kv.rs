@@ -23,11 +23,11 @@ pub enum KvWrite {
 impl Sqlite {
     /// A reader of the key-value state as of its first read, on a pooled connection.
     pub(super) fn kv_reader(&self) -> anyhow::Result<Box<dyn super::KvReader>> {
-        let conn = self.connection()?;
+        let conn = self.work.connection()?;
         conn.execute_batch("BEGIN")?;
         Ok(Box::new(Reader {
             conn: Some(conn),
-            pool: self.readers.clone(),
+            pool: self.work.pool(),
         }))
     }
 }

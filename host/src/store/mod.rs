@@ -1,11 +1,13 @@
 //! Durable storage: the inbox of accepted notifications, the outbox of deliveries, the
 //! deduplication keys and the plugins' key-value state, behind the [`Storage`] interface.
 //!
-//! [`Sqlite`] is the embedded implementation, in one SQLite database: all writes go through
-//! one writer thread that commits the writes waiting at that moment in one transaction (group
-//! commit), so durability costs one disk sync per batch, not per request. Reads use their own
-//! connections (WAL mode lets them run beside the writer).
+//! [`Sqlite`] is the embedded implementation, in two SQLite files: the inbox (accepted
+//! notifications and dedup keys) and the work database beside it (dispatch cursor, outbox,
+//! key-value state). Each has one writer thread that commits the writes waiting at that moment
+//! in one transaction (group commit), so durability costs one disk sync per batch, not per
+//! request. Reads use their own connections (WAL mode lets them run beside the writer).
 
+mod db;
 mod inbox;
 mod kv;
 mod outbox;
@@ -13,15 +15,15 @@ mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
-use rusqlite::Connection;
 
+use db::Db;
 pub use inbox::{InboxItem, NewInboxItem, OnCommit};
 pub use kv::KvWrite;
 pub use outbox::{DeliveryOutcome, NewDelivery, OutboxRow, OutboxState};
-use writer::{Sync, Writer};
+use writer::Sync;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_millis() -> i64 {
@@ -105,7 +107,8 @@ pub trait KvReader: Send {
 /// The storage the server runs on; cheap to clone.
 pub type Store = Arc<dyn Storage>;
 
-/// Open (and create on first use) the SQLite database at `path`.
+/// Open (and create on first use) the SQLite database at `path`, and the inbox beside it
+/// (see [`inbox_path`]).
 pub fn open(path: &Path) -> anyhow::Result<Store> {
     Ok(Arc::new(Sqlite::open(path)?))
 }
@@ -128,18 +131,19 @@ impl Storage for Sqlite {
         kv: Vec<KvWrite>,
     ) -> anyhow::Result<Vec<OutboxRow>> {
         // Lazy: lost to a power cut, the notifications are dispatched again (at least once).
-        self.write(
-            Sync::Lazy,
-            move |txn| {
-                let rows = outbox::insert(txn, deliveries)?;
-                kv::apply(txn, &kv)?;
-                txn.prepare_cached("UPDATE dispatch_cursor SET inbox_id = ?1")?
-                    .execute([cursor])?;
-                Ok(rows)
-            },
-            |rows| rows,
-        )
-        .await
+        self.work
+            .write(
+                Sync::Lazy,
+                move |txn| {
+                    let rows = outbox::insert(txn, deliveries)?;
+                    kv::apply(txn, &kv)?;
+                    txn.prepare_cached("UPDATE dispatch_cursor SET inbox_id = ?1")?
+                        .execute([cursor])?;
+                    Ok(rows)
+                },
+                |rows| rows,
+            )
+            .await
     }
     fn pending_deliveries(
         &self,
@@ -165,88 +169,102 @@ impl Storage for Sqlite {
         Sqlite::kv_reader(self)
     }
     async fn prune(&self, before: i64, seen_before: i64) -> anyhow::Result<usize> {
-        self.write(
-            Sync::Lazy,
-            move |txn| Ok(inbox::prune(txn, before, seen_before)? + kv::prune(txn, now_millis())?),
-            |n| n,
-        )
-        .await
+        // Lazy commits of the work database may be lost to a power cut, and dispatch would go
+        // back to notifications already handled: the cursor goes to disk before the inbox rows
+        // it covers go. (Rewriting its row makes the commit sync even if nothing else changed.)
+        let (cursor, kv) = self
+            .work
+            .write(
+                Sync::Durable,
+                |txn| {
+                    let kv = kv::prune(txn, now_millis())?;
+                    txn.execute("UPDATE dispatch_cursor SET inbox_id = inbox_id", [])?;
+                    let cursor =
+                        txn.query_row("SELECT inbox_id FROM dispatch_cursor", [], |r| {
+                            r.get::<_, i64>(0)
+                        })?;
+                    Ok((cursor, kv))
+                },
+                |done| done,
+            )
+            .await?;
+        let inbox = self
+            .inbox
+            .write(
+                Sync::Durable,
+                move |txn| inbox::prune(txn, cursor, before, seen_before),
+                |n| n,
+            )
+            .await?;
+        Ok(kv + inbox)
     }
     async fn close(&self) {
-        self.writer.close().await;
+        self.inbox.close().await;
+        self.work.close().await;
     }
 }
 
 /// The SQLite implementation of [`Storage`].
 pub struct Sqlite {
-    writer: Writer,
-    readers: Arc<Mutex<Vec<Connection>>>,
-    path: PathBuf,
+    /// Accepted notifications and dedup keys; every commit is synced (it answers webhooks).
+    inbox: Db,
+    /// Dispatch cursor, outbox and key-value state; its writer runs at background priority,
+    /// like the dispatch and delivery it serves.
+    work: Db,
 }
 
 impl Sqlite {
-    /// Open (and create on first use) the database at `path`.
+    /// Open (and create on first use) the database at `path` and the inbox beside it.
     pub fn open(path: &Path) -> anyhow::Result<Sqlite> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
         }
-        let conn = open_connection(path)?;
-        schema::migrate(&conn)
-            .with_context(|| format!("cannot set up the database {}", path.display()))?;
-        Ok(Sqlite {
-            writer: Writer::start(conn)?,
-            readers: Arc::new(Mutex::new(Vec::new())),
-            path: path.into(),
-        })
-    }
-
-    /// Run `f` in the next group-commit transaction and wait until it is committed; `then`
-    /// gets its result on the writer thread right after the commit, in commit order.
-    async fn write<T, R, F, G>(&self, sync: Sync, f: F, then: G) -> anyhow::Result<R>
-    where
-        T: Send + 'static,
-        R: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
-        G: FnOnce(T) -> R + Send + 'static,
-    {
-        self.writer.write(sync, f, then).await
-    }
-
-    /// Run `f` on a read connection (on the calling thread: call from blocking code or keep
-    /// `f` short).
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {
-        let conn = self.connection()?;
-        let out = f(&conn).context("database read failed");
-        if let Ok(mut r) = self.readers.lock() {
-            r.push(conn);
-        }
-        out
-    }
-
-    /// A read connection from the pool (give it back when done), or a new one.
-    fn connection(&self) -> anyhow::Result<Connection> {
-        match self.readers.lock().ok().and_then(|mut r| r.pop()) {
-            Some(c) => Ok(c),
-            None => open_connection(&self.path),
-        }
+        let inbox_path = inbox_path(path);
+        // The inbox's tables first: an older work database moves its inbox into them.
+        db::open_connection(&inbox_path, INBOX_CACHE_KB).and_then(|c| {
+            schema::migrate_inbox(&c)
+                .with_context(|| format!("cannot set up the database {}", inbox_path.display()))
+        })?;
+        let work = Db::open(path, WORK, |c| Ok(schema::migrate_work(c, &inbox_path)?))?;
+        let cursor: i64 =
+            work.read(|c| c.query_row("SELECT inbox_id FROM dispatch_cursor", [], |r| r.get(0)))?;
+        let inbox = Db::open(&inbox_path, INBOX, |c| {
+            Ok(schema::keep_inbox_ids_above(c, cursor)?)
+        })?;
+        Ok(Sqlite { inbox, work })
     }
 }
 
-fn open_connection(path: &Path) -> anyhow::Result<Connection> {
-    let conn = Connection::open(path)
-        .with_context(|| format!("cannot open the database {}", path.display()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    // FULL: a batch acknowledged to the Coreapp survives a power cut, not only a crash.
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "cache_size", -8_000)?; // 8 MB a connection
-    Ok(conn)
+/// The inbox is written at its end and read back only after a restart: a small page cache
+/// does.
+const INBOX_CACHE_KB: i64 = 2_000;
+const INBOX: db::Options = db::Options {
+    name: "store-inbox",
+    background: false,
+    cache_kb: INBOX_CACHE_KB,
+};
+const WORK: db::Options = db::Options {
+    name: "store-work",
+    background: true,
+    cache_kb: 4_000,
+};
+
+/// The inbox file that goes with the database at `path`: `data/switchboard.db` has
+/// `data/switchboard-inbox.db`.
+pub fn inbox_path(path: &Path) -> PathBuf {
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-inbox.{}", ext.to_string_lossy()),
+        None => format!("{stem}-inbox"),
+    };
+    path.with_file_name(name)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use switchboard_sdk::{Kind, Notification};
 
     use super::*;
@@ -325,6 +343,88 @@ mod tests {
             .unwrap();
         assert!(again[0].id > top, "delivery ids are not reused");
         assert_eq!(store.dispatch_cursor().unwrap(), pending[0].id);
+        store.close().await;
+    }
+
+    /// A database from before the inbox had its own file: version 2 of the schema, with
+    /// notifications 1 to 3 (the cursor at 1), their dedup keys, and the inbox's id sequence
+    /// at `sequence`; `keep` notifications from the end are left in the table.
+    fn version_2(path: &Path, keep: usize, sequence: i64) {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        schema::create_version_2(&conn).unwrap();
+        for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
+            let it = item(id);
+            conn.execute(
+                "INSERT INTO inbox (id, received_at, dedup_key, notification) VALUES (?1, 0, ?2, ?3)",
+                rusqlite::params![i as i64 + 1, it.dedup_key, it.json],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO seen (key, at) VALUES (?1, ?2)",
+                rusqlite::params![it.dedup_key, now_millis()],
+            )
+            .unwrap();
+        }
+        conn.execute("DELETE FROM inbox WHERE id <= ?1", [3 - keep as i64])
+            .unwrap();
+        conn.execute(
+            "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'inbox'",
+            [sequence],
+        )
+        .unwrap();
+        conn.execute("UPDATE dispatch_cursor SET inbox_id = 1", [])
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_older_database_moves_its_inbox_and_dedup_keys_to_the_inbox_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        version_2(&path, 2, 3);
+
+        let store = open(&path).unwrap();
+        assert!(inbox_path(&path).exists());
+        let pending: Vec<i64> = store
+            .pending_inbox(1, 10)
+            .unwrap()
+            .iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(pending, [2, 3], "what was waiting for dispatch still is");
+        assert_eq!(store.pending_inbox(1, 10).unwrap()[1].dedup_key, "m:c");
+        let fresh = store
+            .ingest(vec![item("a"), item("d")], Box::new(|_| {}))
+            .await
+            .unwrap();
+        assert_eq!(fresh, 1, "a was seen before the move");
+        assert_eq!(store.pending_inbox(3, 10).unwrap()[0].id, 4);
+        store.close().await;
+
+        // Opened again, nothing is moved twice.
+        let store = open(&path).unwrap();
+        assert_eq!(store.pending_inbox(1, 10).unwrap().len(), 3);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn inbox_ids_continue_after_the_dispatch_cursor_when_the_moved_inbox_was_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        version_2(&path, 0, 10);
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute("UPDATE dispatch_cursor SET inbox_id = 10", [])
+                .unwrap();
+        }
+
+        let store = open(&path).unwrap();
+        store
+            .ingest(vec![item("d")], Box::new(|_| {}))
+            .await
+            .unwrap();
+        let pending = store.pending_inbox(10, 10).unwrap();
+        assert_eq!(pending.len(), 1, "the new notification is after the cursor");
+        assert_eq!(pending[0].id, 11);
         store.close().await;
     }
 }

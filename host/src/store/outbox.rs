@@ -131,7 +131,7 @@ impl Sqlite {
             "SELECT {COLUMNS} FROM outbox WHERE id > ?1 AND id <= ?2 AND state = 0
              UNION SELECT {COLUMNS} FROM outbox WHERE revived = 1 AND state = 0 ORDER BY id LIMIT ?3"
         );
-        self.read(|conn| {
+        self.work.read(|conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(params![after, upto, limit as i64], row)?;
             rows.collect()
@@ -140,7 +140,7 @@ impl Sqlite {
 
     /// The highest delivery id ever given (ids are never reused).
     pub(super) fn max_delivery_id(&self) -> anyhow::Result<i64> {
-        self.read(|conn| {
+        self.work.read(|conn| {
             conn.query_row(
                 "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0)",
                 [],
@@ -155,7 +155,7 @@ impl Sqlite {
         outcomes: Vec<(i64, DeliveryOutcome)>,
     ) -> anyhow::Result<()> {
         // Lazy: an outcome lost to a power cut means one more attempt (at least once).
-        self.write(Sync::Lazy, move |txn| {
+        self.work.write(Sync::Lazy, move |txn| {
             let now = now_millis();
             for (id, outcome) in &outcomes {
                 match outcome {
@@ -186,7 +186,7 @@ impl Sqlite {
         limit: usize,
     ) -> anyhow::Result<Vec<OutboxRow>> {
         let sql = format!("SELECT {COLUMNS} FROM outbox WHERE state = ?1 ORDER BY id LIMIT ?2");
-        self.read(|conn| {
+        self.work.read(|conn| {
             let mut stmt = conn.prepare(&sql)?;
             let rows = stmt.query_map(params![if dead { 2 } else { 0 }, limit as i64], row)?;
             rows.collect()
@@ -196,7 +196,7 @@ impl Sqlite {
     /// Put dead deliveries back in the queue, due now, with a fresh retry horizon: the one with
     /// `id`, or all of them. Returns how many.
     pub(super) async fn retry_dead(&self, id: Option<i64>) -> anyhow::Result<usize> {
-        self.write(Sync::Durable, move |txn| {
+        self.work.write(Sync::Durable, move |txn| {
             let now = now_millis();
             match id {
                 Some(id) => txn.execute(

@@ -1,8 +1,13 @@
+//! The two databases' tables, created on first start. Each later change of schema is a new
+//! entry of a migration list, applied once and recorded in the file's `user_version`.
+
+use std::path::Path;
+
 use rusqlite::Connection;
 
-/// Create the tables on first start. Each later change of schema is a new entry of
-/// `MIGRATIONS`, applied once and recorded in `user_version`.
-const MIGRATIONS: &[&str] = &[
+/// The work database (the configured file): dispatch cursor, outbox and key-value state. Its
+/// first two versions also held the inbox and the dedup keys; version 3 moves them out.
+const WORK_MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE inbox (
     id          INTEGER PRIMARY KEY,
@@ -91,11 +96,81 @@ ALTER TABLE outbox_new RENAME TO outbox;
 CREATE INDEX outbox_revived ON outbox(id) WHERE revived = 1;
 CREATE INDEX outbox_dead ON outbox(id) WHERE state = 2;
 "#,
+    // The inbox has its own file: its commits, synced before each webhook is answered, then
+    // carry only inbox pages, and the outbox's writes never wait behind them.
+    r#"
+DROP TABLE inbox;
+DROP TABLE seen;
+"#,
 ];
 
-pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+/// The inbox database: accepted notifications and dedup keys.
+const INBOX_MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE inbox (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at  INTEGER NOT NULL,
+    dedup_key    TEXT NOT NULL,
+    notification TEXT NOT NULL
+);
+CREATE TABLE seen (
+    key TEXT PRIMARY KEY,
+    at  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX seen_at ON seen(at);
+"#];
+
+pub fn migrate_inbox(conn: &Connection) -> rusqlite::Result<()> {
+    apply(conn, INBOX_MIGRATIONS)
+}
+
+/// Migrate the work database; before version 3 drops them, the inbox and the dedup keys it
+/// holds are copied to the inbox database at `inbox` (already migrated).
+pub fn migrate_work(conn: &Connection, inbox: &Path) -> rusqlite::Result<()> {
+    apply(conn, &WORK_MIGRATIONS[..2])?;
+    if user_version(conn)? < 3 {
+        // Not atomic with the drop: a copy cut short by a crash is made again, and rows
+        // already copied are ignored.
+        conn.execute("ATTACH DATABASE ?1 AS inbox_db", [inbox.to_string_lossy()])?;
+        let copied = conn.execute_batch(
+            "BEGIN;
+             INSERT OR IGNORE INTO inbox_db.inbox (id, received_at, dedup_key, notification)
+                 SELECT id, received_at, dedup_key, notification FROM main.inbox;
+             INSERT OR IGNORE INTO inbox_db.seen (key, at) SELECT key, at FROM main.seen;
+             COMMIT;",
+        );
+        conn.execute_batch("DETACH DATABASE inbox_db")?;
+        copied?;
+    }
+    apply(conn, WORK_MIGRATIONS)
+}
+
+/// New inbox ids stay above the dispatch cursor, which would skip lower ones; an inbox that
+/// starts empty (a new file, or moved from an empty one) would otherwise count from 1.
+pub fn keep_inbox_ids_above(conn: &Connection, cursor: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'inbox' AND seq < ?1",
+        [cursor],
+    )?;
+    conn.execute(
+        "INSERT INTO sqlite_sequence (name, seq) SELECT 'inbox', ?1
+         WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'inbox')",
+        [cursor],
+    )?;
+    Ok(())
+}
+
+/// A work database as version 2 left it, with the inbox inside (for tests of the move).
+#[cfg(test)]
+pub fn create_version_2(conn: &Connection) -> rusqlite::Result<()> {
+    apply(conn, &WORK_MIGRATIONS[..2])
+}
+
+fn user_version(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+fn apply(conn: &Connection, migrations: &[&str]) -> rusqlite::Result<()> {
+    for (i, sql) in migrations.iter().enumerate().skip(user_version(conn)?) {
         conn.execute_batch(&format!(
             "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
             i + 1

@@ -34,21 +34,25 @@ enum Command {
     Close(oneshot::Sender<()>),
 }
 
-/// The single writer thread: it takes every job waiting, runs them in one transaction, commits
-/// once, and only then answers the callers. Durable jobs (ingest) go first; lazy ones are
-/// committed apart, in a lull or once they have waited long enough, so a durable job may commit
-/// before a lazy one sent earlier.
+/// The single writer thread of a database: it takes every job waiting, runs them in one
+/// transaction, commits once (synced if any job is durable), and only then answers the callers.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Command>,
 }
 
 impl Writer {
-    pub fn start(conn: Connection) -> anyhow::Result<Writer> {
+    /// Start the thread `name`; with `background`, it runs only on CPU time left idle.
+    pub fn start(conn: Connection, name: &str, background: bool) -> anyhow::Result<Writer> {
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || run(conn, rx))
+            .name(name.into())
+            .spawn(move || {
+                if background {
+                    crate::priority::background();
+                }
+                run(conn, rx)
+            })
             .context("cannot start the database writer thread")?;
         Ok(Writer { tx })
     }
@@ -113,60 +117,32 @@ fn run_in_savepoint<T>(
     }
 }
 
-/// While ingest writes keep coming, lazy writes (dispatch, outcomes, pruning) wait for a lull,
-/// at most this long, so they do not add to the latency of acknowledging webhooks.
-const LAZY_MAX_WAIT: Duration = Duration::from_millis(100);
-/// How long a lull must last before lazy writes take their turn.
-const LULL: Duration = Duration::from_micros(300);
-
 fn run(mut conn: Connection, rx: mpsc::Receiver<Command>) {
     let mut closing = None;
     let mut state = State {
         synced: Sync::Durable,
         careful_until: None,
     };
-    let (mut lazy, mut lazy_since) = (Vec::new(), None::<Instant>);
     while closing.is_none() {
-        let first = match lazy_since {
-            None => match rx.recv() {
-                Ok(c) => Some(c),
-                Err(_) => break,
-            },
-            Some(since) => {
-                let due = LAZY_MAX_WAIT.saturating_sub(since.elapsed());
-                match rx.recv_timeout(due.min(LULL)) {
-                    Ok(c) => Some(c),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                }
-            }
-        };
-        let mut durable = Vec::new();
-        let mut next = first;
+        let Ok(first) = rx.recv() else { break };
+        let (mut jobs, mut sync) = (Vec::new(), Sync::Lazy);
+        let mut next = Some(first);
         while let Some(cmd) = next.take() {
             match cmd {
-                Command::Job(job, Sync::Durable) => durable.push(job),
-                Command::Job(job, Sync::Lazy) => {
-                    lazy_since.get_or_insert_with(Instant::now);
-                    lazy.push(job);
+                Command::Job(job, s) => {
+                    jobs.push(job);
+                    if s == Sync::Durable {
+                        sync = Sync::Durable;
+                    }
                 }
                 Command::Close(done) => closing = Some(done),
             }
-            if durable.len() < MAX_BATCH && lazy.len() < MAX_BATCH && closing.is_none() {
+            if jobs.len() < MAX_BATCH && closing.is_none() {
                 next = rx.try_recv().ok();
             }
         }
-        let lazy_due = durable.is_empty()
-            || closing.is_some()
-            || lazy.len() >= MAX_BATCH
-            || lazy_since.is_some_and(|t| t.elapsed() >= LAZY_MAX_WAIT);
-        commit_batch(&mut conn, &mut state, Sync::Durable, durable);
-        if lazy_due {
-            lazy_since = None;
-            commit_batch(&mut conn, &mut state, Sync::Lazy, std::mem::take(&mut lazy));
-        }
+        commit_batch(&mut conn, &mut state, sync, jobs);
     }
-    commit_batch(&mut conn, &mut state, Sync::Lazy, lazy);
     // Close: the connection is dropped here, which checkpoints the WAL.
     drop(conn);
     if let Some(done) = closing {
@@ -258,7 +234,7 @@ mod tests {
         let conn = Connection::open(dir.path().join("db")).unwrap();
         conn.execute_batch("CREATE TABLE t (v INTEGER UNIQUE)")
             .unwrap();
-        let writer = Writer::start(conn).unwrap();
+        let writer = Writer::start(conn, "test-writer", false).unwrap();
         let insert = |v: i64| {
             move |txn: &rusqlite::Transaction<'_>| txn.execute("INSERT INTO t VALUES (?1)", [v])
         };
