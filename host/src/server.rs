@@ -20,7 +20,7 @@ use crate::store::{self, Store, now_millis};
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let db_path = config.storage.sqlite_path()?;
-    let store = store::open(&db_path)?;
+    let store = store::open_for_server(&db_path)?;
     let cache_dir = db_path.parent().map(|d| d.join("compiled"));
     let runtime = Runtime::new(store.clone(), cache_dir)?;
     let registry = Registry::new(runtime, &config.plugins.dir);

@@ -110,7 +110,13 @@ pub type Store = Arc<dyn Storage>;
 /// Open (and create on first use) the SQLite database at `path`, and the inbox beside it
 /// (see [`inbox_path`]).
 pub fn open(path: &Path) -> anyhow::Result<Store> {
-    Ok(Arc::new(Sqlite::open(path)?))
+    Ok(Arc::new(Sqlite::open(path, false)?))
+}
+
+/// [`open`] for the server: the work database's writer runs on idle CPU time only, like the
+/// dispatch and delivery it serves. (Not for a command, which would wait behind a busy server.)
+pub fn open_for_server(path: &Path) -> anyhow::Result<Store> {
+    Ok(Arc::new(Sqlite::open(path, true)?))
 }
 
 #[async_trait::async_trait]
@@ -208,14 +214,14 @@ impl Storage for Sqlite {
 pub struct Sqlite {
     /// Accepted notifications and dedup keys; every commit is synced (it answers webhooks).
     inbox: Db,
-    /// Dispatch cursor, outbox and key-value state; its writer runs at background priority,
-    /// like the dispatch and delivery it serves.
+    /// Dispatch cursor, outbox and key-value state.
     work: Db,
 }
 
 impl Sqlite {
-    /// Open (and create on first use) the database at `path` and the inbox beside it.
-    pub fn open(path: &Path) -> anyhow::Result<Sqlite> {
+    /// Open (and create on first use) the database at `path` and the inbox beside it; with
+    /// `background_work`, the work database's writer runs at background priority.
+    pub fn open(path: &Path, background_work: bool) -> anyhow::Result<Sqlite> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
@@ -226,7 +232,12 @@ impl Sqlite {
             schema::migrate_inbox(&c)
                 .with_context(|| format!("cannot set up the database {}", inbox_path.display()))
         })?;
-        let work = Db::open(path, WORK, |c| Ok(schema::migrate_work(c, &inbox_path)?))?;
+        let work = db::Options {
+            name: "store-work",
+            background: background_work,
+            cache_kb: 4_000,
+        };
+        let work = Db::open(path, work, |c| Ok(schema::migrate_work(c, &inbox_path)?))?;
         let cursor: i64 =
             work.read(|c| c.query_row("SELECT inbox_id FROM dispatch_cursor", [], |r| r.get(0)))?;
         let inbox = Db::open(&inbox_path, INBOX, |c| {
@@ -243,11 +254,6 @@ const INBOX: db::Options = db::Options {
     name: "store-inbox",
     background: false,
     cache_kb: INBOX_CACHE_KB,
-};
-const WORK: db::Options = db::Options {
-    name: "store-work",
-    background: true,
-    cache_kb: 4_000,
 };
 
 /// The inbox file that goes with the database at `path`: `data/switchboard.db` has

@@ -147,6 +147,15 @@ pub fn migrate_work(conn: &Connection, inbox: &Path) -> rusqlite::Result<()> {
 /// New inbox ids stay above the dispatch cursor, which would skip lower ones; an inbox that
 /// starts empty (a new file, or moved from an empty one) would otherwise count from 1.
 pub fn keep_inbox_ids_above(conn: &Connection, cursor: i64) -> rusqlite::Result<()> {
+    // Read first: a command opening the store beside a running server writes nothing.
+    let seq: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'inbox'",
+        [],
+        |r| r.get(0),
+    )?;
+    if seq >= cursor {
+        return Ok(());
+    }
     conn.execute(
         "UPDATE sqlite_sequence SET seq = ?1 WHERE name = 'inbox' AND seq < ?1",
         [cursor],
