@@ -4,12 +4,13 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use rusqlite::Connection;
 
-use super::writer::{Sync, Writer};
+use super::writer::Writer;
 
 /// One SQLite file: its writer thread and a pool of read connections (WAL mode lets reads run
 /// beside the writer).
 pub struct Db {
-    writer: Writer,
+    /// Every write goes through it.
+    pub writer: Writer,
     readers: Arc<Mutex<Vec<Connection>>>,
     path: PathBuf,
     cache_kb: i64,
@@ -42,18 +43,6 @@ impl Db {
         })
     }
 
-    /// Run `f` in the next group-commit transaction and wait until it is committed; `then`
-    /// gets its result on the writer thread right after the commit, in commit order.
-    pub async fn write<T, R, F, G>(&self, sync: Sync, f: F, then: G) -> anyhow::Result<R>
-    where
-        T: Send + 'static,
-        R: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
-        G: FnOnce(T) -> R + Send + 'static,
-    {
-        self.writer.write(sync, f, then).await
-    }
-
     /// Run `f` on a read connection (on the calling thread: call from blocking code or keep
     /// `f` short).
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {
@@ -81,11 +70,6 @@ impl Db {
     /// The pool, for readers that outlive a borrow of the `Db`.
     pub fn pool(&self) -> Arc<Mutex<Vec<Connection>>> {
         self.readers.clone()
-    }
-
-    /// Wait for every write queued so far, then stop writing.
-    pub async fn close(&self) {
-        self.writer.close().await;
     }
 }
 

@@ -37,6 +37,7 @@ impl Sqlite {
         on_commit: OnCommit,
     ) -> anyhow::Result<usize> {
         self.inbox
+            .writer
             .write(
                 Sync::Durable,
                 move |txn| {

@@ -138,6 +138,7 @@ impl Storage for Sqlite {
     ) -> anyhow::Result<Vec<OutboxRow>> {
         // Lazy: lost to a power cut, the notifications are dispatched again (at least once).
         self.work
+            .writer
             .write(
                 Sync::Lazy,
                 move |txn| {
@@ -180,6 +181,7 @@ impl Storage for Sqlite {
         // it covers go. (Rewriting its row makes the commit sync even if nothing else changed.)
         let (cursor, kv) = self
             .work
+            .writer
             .write(
                 Sync::Durable,
                 |txn| {
@@ -196,6 +198,7 @@ impl Storage for Sqlite {
             .await?;
         let inbox = self
             .inbox
+            .writer
             .write(
                 Sync::Durable,
                 move |txn| inbox::prune(txn, cursor, before, seen_before),
@@ -205,8 +208,8 @@ impl Storage for Sqlite {
         Ok(kv + inbox)
     }
     async fn close(&self) {
-        self.inbox.close().await;
-        self.work.close().await;
+        self.inbox.writer.close().await;
+        self.work.writer.close().await;
     }
 }
 

@@ -155,7 +155,7 @@ impl Sqlite {
         outcomes: Vec<(i64, DeliveryOutcome)>,
     ) -> anyhow::Result<()> {
         // Lazy: an outcome lost to a power cut means one more attempt (at least once).
-        self.work.write(Sync::Lazy, move |txn| {
+        self.work.writer.write(Sync::Lazy, move |txn| {
             let now = now_millis();
             for (id, outcome) in &outcomes {
                 match outcome {
@@ -196,7 +196,7 @@ impl Sqlite {
     /// Put dead deliveries back in the queue, due now, with a fresh retry horizon: the one with
     /// `id`, or all of them. Returns how many.
     pub(super) async fn retry_dead(&self, id: Option<i64>) -> anyhow::Result<usize> {
-        self.work.write(Sync::Durable, move |txn| {
+        self.work.writer.write(Sync::Durable, move |txn| {
             let now = now_millis();
             match id {
                 Some(id) => txn.execute(
