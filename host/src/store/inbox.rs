@@ -75,11 +75,7 @@ impl Sqlite {
 
     /// Where dispatch stands: every notification up to this id has been handled.
     pub(super) fn dispatch_cursor(&self) -> anyhow::Result<i64> {
-        self.work.read(|conn| {
-            conn.query_row("SELECT inbox_id FROM dispatch_cursor", [], |r| r.get(0))
-                .optional()
-                .map(|c| c.unwrap_or(0))
-        })
+        self.work.read(read_cursor)
     }
 
     /// The notifications after `cursor`, oldest first, at most `limit`. A stored notification
@@ -113,6 +109,13 @@ impl Sqlite {
             })
             .collect())
     }
+}
+
+/// The dispatch cursor, as stored in the work database.
+pub fn read_cursor(conn: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT inbox_id FROM dispatch_cursor", [], |r| r.get(0))
+        .optional()
+        .map(|c| c.unwrap_or(0))
 }
 
 /// Remove notifications up to `cursor` (handled) received before `before`, and dedup keys

@@ -187,10 +187,7 @@ impl Storage for Sqlite {
                 |txn| {
                     let kv = kv::prune(txn, now_millis())?;
                     txn.execute("UPDATE dispatch_cursor SET inbox_id = inbox_id", [])?;
-                    let cursor =
-                        txn.query_row("SELECT inbox_id FROM dispatch_cursor", [], |r| {
-                            r.get::<_, i64>(0)
-                        })?;
+                    let cursor = inbox::read_cursor(txn)?;
                     Ok((cursor, kv))
                 },
                 |done| done,
@@ -241,8 +238,7 @@ impl Sqlite {
             cache_kb: 4_000,
         };
         let work = Db::open(path, work, |c| Ok(schema::migrate_work(c, &inbox_path)?))?;
-        let cursor: i64 =
-            work.read(|c| c.query_row("SELECT inbox_id FROM dispatch_cursor", [], |r| r.get(0)))?;
+        let cursor = work.read(inbox::read_cursor)?;
         let inbox = Db::open(&inbox_path, INBOX, |c| {
             Ok(schema::keep_inbox_ids_above(c, cursor)?)
         })?;
