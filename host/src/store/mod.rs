@@ -236,7 +236,6 @@ impl Sqlite {
             name: "store-work",
             background: background_work,
             cache_kb: 4_000,
-            background_checkpoint: false,
         };
         let work = Db::open(path, work, |c| Ok(schema::migrate_work(c, &inbox_path)?))?;
         let cursor = work.read(inbox::read_cursor)?;
@@ -254,7 +253,6 @@ const INBOX: db::Options = db::Options {
     name: "store-inbox",
     background: false,
     cache_kb: INBOX_CACHE_KB,
-    background_checkpoint: true,
 };
 
 /// The inbox file that goes with the database at `path`: `data/switchboard.db` has
