@@ -1,4 +1,4 @@
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -11,9 +11,8 @@ use super::writer::Writer;
 pub struct Db {
     /// Every write goes through it.
     pub writer: Writer,
-    readers: Arc<Mutex<Vec<Connection>>>,
-    path: PathBuf,
-    cache_kb: i64,
+    /// Connections for reads.
+    pub readers: Pool,
 }
 
 /// How a [`Db`] runs.
@@ -37,39 +36,46 @@ impl Db {
         prepare(&conn).with_context(|| format!("cannot set up the database {}", path.display()))?;
         Ok(Db {
             writer: Writer::start(conn, options.name, options.background)?,
-            readers: Arc::new(Mutex::new(Vec::new())),
-            path: path.into(),
-            cache_kb: options.cache_kb,
+            readers: Pool {
+                idle: Arc::new(Mutex::new(Vec::new())),
+                path: path.into(),
+                cache_kb: options.cache_kb,
+            },
         })
     }
 
     /// Run `f` on a read connection (on the calling thread: call from blocking code or keep
     /// `f` short).
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> anyhow::Result<T> {
-        let conn = self.connection()?;
+        let conn = self.readers.take()?;
         let out = f(&conn).context("database read failed");
-        self.give_back(conn);
+        self.readers.give_back(conn);
         out
     }
+}
 
-    /// A read connection from the pool (give it back when done), or a new one.
-    pub fn connection(&self) -> anyhow::Result<Connection> {
-        match self.readers.lock().ok().and_then(|mut r| r.pop()) {
+/// Read connections to one file, kept for reuse; cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    idle: Arc<Mutex<Vec<Connection>>>,
+    path: Arc<Path>,
+    cache_kb: i64,
+}
+
+impl Pool {
+    /// An idle connection (give it back when done), or a new one.
+    pub fn take(&self) -> anyhow::Result<Connection> {
+        match self.idle.lock().ok().and_then(|mut r| r.pop()) {
             Some(c) => Ok(c),
             None => open_connection(&self.path, self.cache_kb),
         }
     }
 
-    /// Return a read connection to the pool.
+    /// Keep a connection for the next reader.
     pub fn give_back(&self, conn: Connection) {
-        if let Ok(mut r) = self.readers.lock() {
-            r.push(conn);
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(conn);
         }
-    }
-
-    /// The pool, for readers that outlive a borrow of the `Db`.
-    pub fn pool(&self) -> Arc<Mutex<Vec<Connection>>> {
-        self.readers.clone()
     }
 }
 

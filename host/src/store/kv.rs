@@ -1,8 +1,7 @@
-use std::sync::{Arc, Mutex};
-
 use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use super::db::Pool;
 use super::{Sqlite, now_millis};
 
 /// A change to a plugin's key-value store, committed with the outcome of the notification that
@@ -23,11 +22,11 @@ pub enum KvWrite {
 impl Sqlite {
     /// A reader of the key-value state as of its first read, on a pooled connection.
     pub(super) fn kv_reader(&self) -> anyhow::Result<Box<dyn super::KvReader>> {
-        let conn = self.work.connection()?;
+        let conn = self.work.readers.take()?;
         conn.execute_batch("BEGIN")?;
         Ok(Box::new(Reader {
             conn: Some(conn),
-            pool: self.work.pool(),
+            pool: self.work.readers.clone(),
         }))
     }
 }
@@ -36,7 +35,7 @@ impl Sqlite {
 /// between reads (a new transaction after another commit would drop it).
 struct Reader {
     conn: Option<Connection>,
-    pool: Arc<Mutex<Vec<Connection>>>,
+    pool: Pool,
 }
 
 impl super::KvReader for Reader {
@@ -57,12 +56,12 @@ impl super::KvReader for Reader {
 impl Drop for Reader {
     fn drop(&mut self) {
         // Back to the pool only out of its transaction; otherwise it is closed.
-        let conn = self.conn.take();
-        if let (Some(conn), Ok(mut pool)) = (
-            conn.filter(|c| c.execute_batch("COMMIT").is_ok()),
-            self.pool.lock(),
-        ) {
-            pool.push(conn);
+        if let Some(conn) = self
+            .conn
+            .take()
+            .filter(|c| c.execute_batch("COMMIT").is_ok())
+        {
+            self.pool.give_back(conn);
         }
     }
 }
