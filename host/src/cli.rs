@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use crate::config::Config;
+use crate::http_client::{Endpoint, Http, snippet};
 use crate::metrics::Metrics;
 use crate::plugins::kv::KvOverlay;
 use crate::plugins::{Manifest, Runtime};
@@ -223,7 +224,7 @@ async fn register(config: &Path, body: serde_json::Value, dry_run: bool) -> anyh
             .unwrap_or_default()
             .trim_end_matches('/')
     );
-    if reqwest::Url::parse(body["webhooks"]["url"].as_str().unwrap_or_default()).is_err() {
+    if Endpoint::parse(body["webhooks"]["url"].as_str().unwrap_or_default()).is_err() {
         bail!("--url must be an absolute URL, e.g. https://switchboard.example.com/webhook");
     }
     if dry_run {
@@ -233,18 +234,19 @@ async fn register(config: &Path, body: serde_json::Value, dry_run: bool) -> anyh
         );
         return Ok(());
     }
-    let client = crate::whatsapp::onprem::OnPremClient::new(reqwest::Client::new(), wa)?;
+    let http = Http::new(config.delivery.timeout, 1)?;
+    let client = crate::whatsapp::onprem::OnPremClient::new(&http, wa)?;
     let resp = client
         .call(
-            reqwest::Method::PATCH,
-            client.url("/v1/settings/application")?,
+            hyper::Method::PATCH,
+            &client.url("/v1/settings/application")?,
             &body,
         )
         .await?;
     println!(
         "the Coreapp answered {}: {}",
         resp.status,
-        crate::whatsapp::snippet(&resp.body)
+        snippet(&resp.body)
     );
     if !resp.status.is_success() {
         bail!("the Coreapp refused the settings");

@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use crate::http_client::Endpoint;
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -352,8 +354,7 @@ impl Config {
         }
         self.storage.sqlite_path()?;
         for (name, d) in &self.destinations {
-            reqwest::Url::parse(&d.url)
-                .with_context(|| format!("[destinations.{name}] url {:?} is not a URL", d.url))?;
+            Endpoint::parse(&d.url).with_context(|| format!("[destinations.{name}] url"))?;
         }
         if let Some(wa) = &self.whatsapp {
             for url in wa
@@ -361,8 +362,7 @@ impl Config {
                 .iter()
                 .chain(wa.cloud.as_ref().map(|c| &c.base_url))
             {
-                reqwest::Url::parse(url)
-                    .with_context(|| format!("[whatsapp] base_url {url:?} is not a URL"))?;
+                Endpoint::parse(url).context("[whatsapp] base_url")?;
             }
         }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {

@@ -2,12 +2,14 @@
 //!
 //! The modules follow the data flow: [`ingress`] receives webhooks and stores them in the
 //! [`store`]'s inbox; [`dispatch`] runs them through the [`plugins`] and queues their actions in
-//! the outbox; [`delivery`] carries those out, to destinations and to the [`whatsapp`] API.
+//! the outbox; [`delivery`] carries those out, to destinations and to the [`whatsapp`] API, over
+//! the [`http_client`].
 
 pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod dispatch;
+pub mod http_client;
 pub mod ingress;
 pub mod metrics;
 pub mod plugins;

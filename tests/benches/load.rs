@@ -377,4 +377,8 @@ async fn main() {
         per(e2e_cpu[1], 2 * n)
     );
     println!("switchboard peak resident memory: {rss:.1} MB");
+    println!(
+        "deliveries retried in all: {}",
+        server.metric("deliveries_retried_total").await
+    );
 }

@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, StatusCode};
 use tokio::sync::{Notify, mpsc};
 
 use queue::{Attempt, Budget, Queue};
@@ -20,20 +21,21 @@ use queue::{Attempt, Budget, Queue};
 pub use request::{Request, WHATSAPP};
 
 use crate::config::Config;
+use crate::http_client::{Endpoint, Http, Response, snippet};
 use crate::metrics::Metrics;
 use crate::store::{DeliveryOutcome, OutboxRow, Store, now_millis};
-use crate::whatsapp::{Response, WhatsApp, read, snippet};
+use crate::whatsapp::WhatsApp;
 
 /// Carries out the outbox.
 pub struct Delivery {
     store: Store,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
-    http: reqwest::Client,
+    http: Http,
     whatsapp: WhatsApp,
     budget: Budget,
     /// Destination URLs, parsed once.
-    urls: HashMap<String, reqwest::Url>,
+    urls: HashMap<String, Endpoint>,
     /// Rows committed by the dispatcher, not yet taken into the queue.
     incoming: Mutex<Incoming>,
     wake: Notify,
@@ -57,12 +59,8 @@ impl Delivery {
         config: Arc<Config>,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Arc<Delivery>> {
-        let http = reqwest::Client::builder()
-            .timeout(config.delivery.timeout)
-            .pool_max_idle_per_host(config.delivery.concurrency)
-            .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        let whatsapp = WhatsApp::new(http.clone(), config.whatsapp.as_ref())?;
+        let http = Http::new(config.delivery.timeout, config.delivery.concurrency)?;
+        let whatsapp = WhatsApp::new(&http, config.whatsapp.as_ref())?;
         let concurrency = config.delivery.concurrency;
         let fresh = concurrency * (config.destinations.len() + 1);
         let budget = Budget {
@@ -73,7 +71,7 @@ impl Delivery {
         let urls = config
             .destinations
             .iter()
-            .map(|(name, d)| Ok((name.clone(), reqwest::Url::parse(&d.url)?)))
+            .map(|(name, d)| Ok((name.clone(), Endpoint::parse(&d.url)?)))
             .collect::<anyhow::Result<_>>()?;
         // Rows already stored are found by the outbox scan; later ones are handed over.
         let upto = store.max_delivery_id()?;
@@ -257,27 +255,23 @@ impl Delivery {
             anyhow::bail!("no [destinations.{}] in the configuration", task.target);
         };
         let timestamp = now_millis() / 1000;
-        let mut req = self
-            .http
-            .post(url.clone())
-            .header("content-type", "application/json")
-            .header("webhook-id", &task.webhook_id)
-            .header("webhook-timestamp", timestamp.to_string());
+        let mut headers = vec![
+            (WEBHOOK_ID, HeaderValue::try_from(&task.webhook_id)?),
+            (WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp)),
+        ];
         if let Some(var) = &dest.secret_env {
-            match std::env::var(var) {
-                Ok(secret) => {
-                    req = req.header(
-                        "webhook-signature",
-                        signature::sign(&secret, &task.webhook_id, timestamp, body.as_bytes()),
-                    )
-                }
-                Err(_) => anyhow::bail!(
+            let Ok(secret) = std::env::var(var) else {
+                anyhow::bail!(
                     "[destinations.{}] secret_env names {var}, which is not set",
                     task.target
-                ),
-            }
+                );
+            };
+            let signature = signature::sign(&secret, &task.webhook_id, timestamp, body.as_bytes());
+            headers.push((WEBHOOK_SIGNATURE, HeaderValue::try_from(signature)?));
         }
-        read(req.body(body.to_string()).send().await?).await
+        self.http
+            .send(Method::POST, url, &headers, body.to_string())
+            .await
     }
 
     fn classify(&self, attempt: &Attempt, result: anyhow::Result<Response>) -> DeliveryOutcome {
@@ -314,6 +308,10 @@ fn retryable(status: StatusCode) -> bool {
         || status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT
 }
+
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 
 /// Write outcomes to the outbox in batches, then report the ids whose outcome was final.
 async fn record(

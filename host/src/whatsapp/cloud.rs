@@ -1,26 +1,29 @@
 //! The Cloud API: `POST {base_url}/{phone-number-id}/messages` with a Bearer token.
 
 use anyhow::Context;
+use hyper::Method;
+use hyper::header::{AUTHORIZATION, HeaderValue};
 
-use super::{Response, read};
 use crate::config::CloudApiConfig;
+use crate::http_client::{Endpoint, Http, Response};
 
 /// A client of the Cloud API.
 pub struct CloudClient {
-    http: reqwest::Client,
+    http: Http,
     base_url: String,
     phone_number_id: Option<String>,
-    token: String,
+    auth: HeaderValue,
 }
 
 impl CloudClient {
     /// A client for `[whatsapp.cloud]`.
-    pub fn new(http: reqwest::Client, config: &CloudApiConfig) -> anyhow::Result<CloudClient> {
+    pub fn new(http: &Http, config: &CloudApiConfig) -> anyhow::Result<CloudClient> {
         Ok(CloudClient {
-            http,
+            http: http.clone(),
             base_url: config.base_url.trim_end_matches('/').to_string(),
             phone_number_id: config.phone_number_id.clone(),
-            token: config.token()?,
+            auth: HeaderValue::try_from(format!("Bearer {}", config.token()?))
+                .context("[whatsapp.cloud] token is not a valid header value")?,
         })
     }
 
@@ -63,14 +66,14 @@ impl CloudClient {
         let number = number.or(self.phone_number_id.as_deref()).context(
             "the notification carries no phone number id and [whatsapp.cloud] sets none",
         )?;
-        let resp = self
-            .http
-            .post(format!("{}/{number}/messages", self.base_url))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await?;
-        read(resp).await
+        let url = Endpoint::parse(&format!("{}/{number}/messages", self.base_url))?;
+        self.http
+            .send(
+                Method::POST,
+                &url,
+                &[(AUTHORIZATION, self.auth.clone())],
+                body.to_string(),
+            )
+            .await
     }
 }

@@ -4,10 +4,10 @@
 pub mod cloud;
 pub mod onprem;
 
-use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::config::WhatsAppConfig;
+use crate::http_client::{Http, Response};
 
 /// Which API a reply or mark-read goes through.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,13 +23,6 @@ pub enum Via {
     },
 }
 
-/// The answer to a call, for the delivery worker to classify.
-pub struct Response {
-    pub status: StatusCode,
-    pub retry_after: Option<std::time::Duration>,
-    pub body: String,
-}
-
 /// The configured WhatsApp APIs.
 pub struct WhatsApp {
     onprem: Option<onprem::OnPremClient>,
@@ -38,9 +31,9 @@ pub struct WhatsApp {
 
 impl WhatsApp {
     /// Clients for what `[whatsapp]` configures.
-    pub fn new(http: reqwest::Client, config: Option<&WhatsAppConfig>) -> anyhow::Result<WhatsApp> {
+    pub fn new(http: &Http, config: Option<&WhatsAppConfig>) -> anyhow::Result<WhatsApp> {
         let onprem = match config {
-            Some(c) if c.base_url.is_some() => Some(onprem::OnPremClient::new(http.clone(), c)?),
+            Some(c) if c.base_url.is_some() => Some(onprem::OnPremClient::new(http, c)?),
             _ => None,
         };
         let cloud = config
@@ -99,30 +92,4 @@ impl WhatsApp {
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no Cloud API configured: add [whatsapp.cloud]"))
     }
-}
-
-/// Read a response into a [`Response`].
-pub async fn read(resp: reqwest::Response) -> anyhow::Result<Response> {
-    let status = resp.status();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(std::time::Duration::from_secs);
-    let body = resp.text().await.unwrap_or_default();
-    Ok(Response {
-        status,
-        retry_after,
-        body,
-    })
-}
-
-/// At most 512 bytes of a response body, for error messages.
-pub fn snippet(text: &str) -> &str {
-    let mut end = text.len().min(512);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }

@@ -2,22 +2,25 @@
 //! token, kept and renewed on 401.
 
 use anyhow::Context;
-use reqwest::{Method, StatusCode};
+use base64::Engine;
+use hyper::header::{AUTHORIZATION, HeaderValue};
+use hyper::{Method, StatusCode};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::{Response, read, snippet};
 use crate::config::WhatsAppConfig;
+use crate::http_client::{Endpoint, Http, Response, snippet};
 
 /// A logged-in client of one Coreapp.
 pub struct OnPremClient {
-    http: reqwest::Client,
+    http: Http,
     base_url: String,
     /// `{base_url}/v1/messages`, parsed once: it is called for every reply.
-    messages_url: reqwest::Url,
+    messages_url: Endpoint,
     username: String,
     password: String,
-    token: Mutex<Option<String>>,
+    /// `Bearer <token>`, once logged in.
+    auth: Mutex<Option<HeaderValue>>,
 }
 
 #[derive(Deserialize)]
@@ -32,22 +35,22 @@ struct LoginUser {
 
 impl OnPremClient {
     /// A client for `[whatsapp]`; logs in on first use.
-    pub fn new(http: reqwest::Client, config: &WhatsAppConfig) -> anyhow::Result<OnPremClient> {
+    pub fn new(http: &Http, config: &WhatsAppConfig) -> anyhow::Result<OnPremClient> {
         let base_url = config
             .base_url
             .as_deref()
             .unwrap_or_default()
             .trim_end_matches('/')
             .to_string();
-        let messages_url = reqwest::Url::parse(&format!("{base_url}/v1/messages"))
-            .with_context(|| format!("[whatsapp] base_url {base_url:?} is not a URL"))?;
+        let messages_url = Endpoint::parse(&format!("{base_url}/v1/messages"))
+            .with_context(|| format!("[whatsapp] base_url {base_url:?}"))?;
         Ok(OnPremClient {
-            http,
+            http: http.clone(),
             base_url,
             messages_url,
             username: config.username.clone(),
             password: config.password()?,
-            token: Mutex::new(None),
+            auth: Mutex::new(None),
         })
     }
 
@@ -68,95 +71,85 @@ impl OnPremClient {
         if let Some(id) = quote {
             message["context"] = serde_json::json!({ "message_id": id });
         }
-        self.call(Method::POST, self.messages_url.clone(), &message)
-            .await
+        self.call(Method::POST, &self.messages_url, &message).await
     }
 
     /// `PUT /v1/messages/{id}` with `{"status":"read"}`.
     pub async fn mark_read(&self, message_id: &str) -> anyhow::Result<Response> {
-        let mut url = self.messages_url.clone();
-        let path = format!("{}/{}", url.path(), urlencode(message_id));
-        url.set_path(&path);
-        self.call(Method::PUT, url, &serde_json::json!({ "status": "read" }))
+        let url = self.messages_url.join(message_id)?;
+        self.call(Method::PUT, &url, &serde_json::json!({ "status": "read" }))
             .await
     }
 
     /// `{base_url}{path}`.
-    pub fn url(&self, path: &str) -> anyhow::Result<reqwest::Url> {
-        let url = format!("{}{path}", self.base_url);
-        reqwest::Url::parse(&url).with_context(|| format!("{url:?} is not a URL"))
+    pub fn url(&self, path: &str) -> anyhow::Result<Endpoint> {
+        Endpoint::parse(&format!("{}{path}", self.base_url))
     }
 
     /// A call with the Bearer token, logging in first, and again after a 401.
     pub async fn call(
         &self,
         method: Method,
-        url: reqwest::Url,
+        url: &Endpoint,
         body: &serde_json::Value,
     ) -> anyhow::Result<Response> {
-        let mut token = self.token().await?;
+        let body = bytes::Bytes::from(body.to_string());
+        let mut auth = self.auth().await?;
         for attempt in 0..2 {
             let resp = self
                 .http
-                .request(method.clone(), url.clone())
-                .bearer_auth(&token)
-                .header("content-type", "application/json")
-                .body(body.to_string())
-                .send()
+                .send(method.clone(), url, &[(AUTHORIZATION, auth)], body.clone())
                 .await?;
-            if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
-                *self.token.lock().await = None;
-                token = self.token().await?;
+            if resp.status == StatusCode::UNAUTHORIZED && attempt == 0 {
+                *self.auth.lock().await = None;
+                auth = self.auth().await?;
                 continue;
             }
-            return read(resp).await;
+            return Ok(resp);
         }
         unreachable!("the loop returns on its second pass")
     }
 
-    async fn token(&self) -> anyhow::Result<String> {
-        let mut slot = self.token.lock().await;
-        if let Some(t) = &*slot {
-            return Ok(t.clone());
+    /// The `Authorization` header of calls, logging in if there is none yet.
+    async fn auth(&self) -> anyhow::Result<HeaderValue> {
+        let mut slot = self.auth.lock().await;
+        if let Some(auth) = &*slot {
+            return Ok(auth.clone());
         }
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", self.username, self.password));
         let resp = self
             .http
-            .post(format!("{}/v1/users/login", self.base_url))
-            .basic_auth(&self.username, Some(&self.password))
-            .header("content-type", "application/json")
-            .body("{}")
-            .send()
+            .send(
+                Method::POST,
+                &self.url("/v1/users/login")?,
+                &[(
+                    AUTHORIZATION,
+                    HeaderValue::try_from(format!("Basic {basic}"))?,
+                )],
+                "{}",
+            )
             .await
             .context("WhatsApp login failed")?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        if !status.is_success() {
+        if !resp.status.is_success() {
             anyhow::bail!(
-                "WhatsApp login as {:?} answered {status}: {}",
+                "WhatsApp login as {:?} answered {}: {}",
                 self.username,
-                snippet(&text)
+                resp.status,
+                snippet(&resp.body)
             );
         }
         let login: LoginResponse =
-            serde_json::from_str(&text).context("unexpected WhatsApp login response")?;
+            serde_json::from_str(&resp.body).context("unexpected WhatsApp login response")?;
         let token = login
             .users
             .into_iter()
             .next()
             .context("WhatsApp login response has no token")?
             .token;
-        *slot = Some(token.clone());
-        Ok(token)
+        let auth = HeaderValue::try_from(format!("Bearer {token}"))
+            .context("the WhatsApp login token is not a valid header value")?;
+        *slot = Some(auth.clone());
+        Ok(auth)
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
