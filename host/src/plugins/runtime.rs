@@ -290,9 +290,9 @@ impl LoadedPlugin {
         };
         let mut store = WasmStore::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
-        // At the deadline, and at every tick after it, the call's own clock decides.
-        store.epoch_deadline_callback(|ctx| {
-            Ok(if ctx.data().timer.expired() {
+        // At every tick, the call's own clock decides.
+        store.epoch_deadline_callback(|mut ctx| {
+            Ok(if ctx.data_mut().timer.expired() {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Continue(1)
@@ -378,11 +378,10 @@ impl LoadedPlugin {
 }
 
 /// Start the clock of a call into `store` (instantiation, `init` or `handle`) limited to
-/// `timeout`: the epoch deadline first asks the call's timer at that point.
+/// `timeout`: from the next epoch tick on, the call's timer is asked at every tick.
 fn start_clock(store: &mut WasmStore<HostState>, timeout: Duration) {
     store.data_mut().timer = CallTimer::start(timeout);
-    let ticks = (timeout.as_millis() as u64).div_ceil(EPOCH_TICK.as_millis() as u64) + 1;
-    store.set_epoch_deadline(ticks);
+    store.set_epoch_deadline(1);
 }
 
 fn describe_trap(trap: &wasmtime::Error, manifest: &Manifest) -> String {

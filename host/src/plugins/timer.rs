@@ -2,6 +2,10 @@
 //! wall time: dispatch runs at idle priority, and a call must not fail because its thread waited
 //! for a core while ingress had it. Wall time still ends a call at [`WALL_FACTOR`] times the
 //! limit, whatever the CPU time.
+//!
+//! The thread's CPU clock is a system call, so it is first read at the call's first epoch tick,
+//! not at its start: most calls end well before a tick and never pay for it. CPU time before
+//! that first read is not counted, so a call may run up to one tick past its limit.
 
 use std::time::{Duration, Instant};
 
@@ -11,24 +15,28 @@ pub const WALL_FACTOR: u32 = 100;
 /// When one call started, and its limit.
 #[derive(Debug, Clone, Copy)]
 pub struct CallTimer {
-    cpu_start: Duration,
     wall_start: Instant,
     limit: Duration,
+    /// The thread's CPU time at the first tick.
+    cpu_mark: Option<Duration>,
 }
 
 impl CallTimer {
     /// Start timing a call on the current thread.
     pub fn start(limit: Duration) -> CallTimer {
         CallTimer {
-            cpu_start: thread_cpu_time(),
             wall_start: Instant::now(),
             limit,
+            cpu_mark: None,
         }
     }
 
-    /// Whether the call has used up its limit (asked on the thread that runs it).
-    pub fn expired(&self) -> bool {
-        thread_cpu_time().saturating_sub(self.cpu_start) >= self.limit
+    /// Whether the call has used up its limit: asked at every epoch tick, on the thread that
+    /// runs the call.
+    pub fn expired(&mut self) -> bool {
+        let cpu = thread_cpu_time();
+        let mark = *self.cpu_mark.get_or_insert(cpu);
+        cpu.saturating_sub(mark) >= self.limit
             || self.wall_start.elapsed() >= self.limit * WALL_FACTOR
     }
 }
@@ -54,13 +62,16 @@ mod tests {
     #[test]
     fn waiting_does_not_count_working_does() {
         let limit = Duration::from_millis(20);
-        let timer = CallTimer::start(limit);
+        let mut timer = CallTimer::start(limit);
         std::thread::sleep(limit * 3);
         assert!(!timer.expired(), "time spent off the CPU is not the call's");
+        std::thread::sleep(limit * 3);
+        assert!(!timer.expired(), "nor is it after the first tick");
 
+        let mark = timer.cpu_mark.expect("read at the first tick");
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut spins = 0u64;
-        while thread_cpu_time().saturating_sub(timer.cpu_start) < limit {
+        while thread_cpu_time().saturating_sub(mark) < limit {
             assert!(Instant::now() < deadline, "the CPU clock does not advance");
             spins = std::hint::black_box(spins + 1);
         }
@@ -70,7 +81,7 @@ mod tests {
     #[test]
     fn wall_time_still_bounds_a_call() {
         let limit = Duration::from_millis(1);
-        let timer = CallTimer::start(limit);
+        let mut timer = CallTimer::start(limit);
         std::thread::sleep(limit * (WALL_FACTOR + 1));
         assert!(timer.expired());
     }
