@@ -28,11 +28,20 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// A text message from its own customer, so every one gets an auto-reply.
+/// A text message from its own customer, so every one gets an auto-reply. Message ids look
+/// random, as WhatsApp's do: sequential ones would make every dedup key an append.
 fn body(i: usize) -> String {
+    let id = format!("ABGG{:016x}", mix(i as u64));
     format!(
-        r#"{{"contacts":[{{"profile":{{"name":"Load {i}"}},"wa_id":"55119{i:08}"}}],"messages":[{{"from":"55119{i:08}","id":"ABEGload{i:010}","timestamp":"1736330400","type":"text","text":{{"body":"Is my order ready? ({i})"}}}}]}}"#
+        r#"{{"contacts":[{{"profile":{{"name":"Load {i}"}},"wa_id":"55119{i:08}"}}],"messages":[{{"from":"55119{i:08}","id":"{id}","timestamp":"1736330400","type":"text","text":{{"body":"Is my order ready? ({i})"}}}}]}}"#
     )
+}
+
+/// splitmix64's finalizer: a bijection, so distinct webhooks keep distinct ids.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d049bb133111eb);
+    x ^ (x >> 31)
 }
 
 struct Stats {
