@@ -50,9 +50,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // One thread: the attempts are I/O, and on a small machine one thread spares the cores the
-    // hand-offs between several.
-    let delivery_runtime = tokio::runtime::Builder::new_current_thread()
+    // As many workers as cores, all at background priority: after a burst, delivery can use
+    // every core that ingest leaves idle.
+    let delivery_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .thread_name("delivery")
+        .on_thread_start(crate::priority::background)
         .enable_all()
         .build()?;
     let delivery_thread = {
