@@ -110,7 +110,8 @@ impl Http {
             anyhow::Ok(Response {
                 status,
                 retry_after,
-                body: String::from_utf8_lossy(&kept).into_owned(),
+                body: String::from_utf8(kept)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             })
         };
         match tokio::time::timeout(self.timeout, call).await {

@@ -44,7 +44,7 @@ pub struct Delivery {
 /// Rows handed over by the dispatcher, and the highest id handed over so far: rows above it
 /// are still on their way, so the outbox scan leaves them to the hand-over.
 struct Incoming {
-    rows: Vec<OutboxRow>,
+    rows: Vec<(OutboxRow, Option<Request>)>,
     upto: i64,
 }
 
@@ -91,11 +91,14 @@ impl Delivery {
         }))
     }
 
-    /// Hand over rows just committed to the outbox.
-    pub fn enqueue(&self, rows: Vec<OutboxRow>) {
+    /// Hand over rows just committed to the outbox, each with the request it holds (so the
+    /// queue need not parse it again).
+    pub fn enqueue(&self, rows: Vec<(OutboxRow, Request)>) {
         if let Ok(mut incoming) = self.incoming.lock() {
-            incoming.upto = rows.iter().map(|r| r.id).fold(incoming.upto, i64::max);
-            incoming.rows.extend(rows);
+            incoming.upto = rows.iter().map(|(r, _)| r.id).fold(incoming.upto, i64::max);
+            incoming
+                .rows
+                .extend(rows.into_iter().map(|(row, request)| (row, Some(request))));
         }
         self.wake.notify_one();
     }
@@ -123,7 +126,7 @@ impl Delivery {
                 // order, as the queue drains.
                 backlogged = true;
             } else {
-                max_id = incoming.iter().map(|r| r.id).fold(max_id, i64::max);
+                max_id = incoming.iter().map(|(r, _)| r.id).fold(max_id, i64::max);
                 queue.add(incoming, now);
             }
             let room = max_queued.saturating_sub(queue.len());
@@ -139,9 +142,12 @@ impl Delivery {
                 {
                     Ok(Ok(rows)) => {
                         backlogged = rows.len() >= room;
-                        let rows: Vec<_> =
-                            rows.into_iter().filter(|r| !queue.knows(r.id)).collect();
-                        max_id = rows.iter().map(|r| r.id).fold(max_id, i64::max);
+                        let rows: Vec<_> = rows
+                            .into_iter()
+                            .filter(|r| !queue.knows(r.id))
+                            .map(|r| (r, None))
+                            .collect();
+                        max_id = rows.iter().map(|(r, _)| r.id).fold(max_id, i64::max);
                         queue.add(rows, now);
                     }
                     Ok(Err(e)) => {

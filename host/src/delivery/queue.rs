@@ -28,9 +28,13 @@ pub struct Task {
 }
 
 impl Task {
-    fn new(row: OutboxRow) -> Task {
+    /// The task of `row`, whose request is `parsed` if known, else read from the row.
+    fn new(row: OutboxRow, parsed: Option<Request>) -> Task {
         Task {
-            request: serde_json::from_str(&row.request).map_err(|e| e.to_string()),
+            request: match parsed {
+                Some(request) => Ok(request),
+                None => serde_json::from_str(&row.request).map_err(|e| e.to_string()),
+            },
             id: row.id,
             kind: row.kind,
             target: row.target.into(),
@@ -80,14 +84,15 @@ pub struct Budget {
 }
 
 impl Queue {
-    /// Add rows (oldest first); rows already known are skipped.
-    pub fn add(&mut self, rows: impl IntoIterator<Item = OutboxRow>, now: i64) {
-        for row in rows {
+    /// Add rows (oldest first), each with its request if already parsed; rows already known
+    /// are skipped.
+    pub fn add(&mut self, rows: impl IntoIterator<Item = (OutboxRow, Option<Request>)>, now: i64) {
+        for (row, parsed) in rows {
             if !self.known.insert(row.id) {
                 continue;
             }
             let (attempts, next_at) = (row.attempts, row.next_at);
-            let task = Arc::new(Task::new(row));
+            let task = Arc::new(Task::new(row, parsed));
             let name = task.lane.clone();
             let lane = self.lanes.entry(name.clone()).or_default();
             let first = lane.is_empty();
@@ -237,8 +242,8 @@ mod tests {
     use super::*;
     use crate::store::OutboxState;
 
-    fn row(id: i64, lane: &str, target: &str) -> OutboxRow {
-        OutboxRow {
+    fn row(id: i64, lane: &str, target: &str) -> (OutboxRow, Option<Request>) {
+        let row = OutboxRow {
             id,
             kind: "forward".into(),
             target: target.into(),
@@ -250,7 +255,8 @@ mod tests {
             created_at: 0,
             next_at: 0,
             last_error: None,
-        }
+        };
+        (row, None)
     }
 
     const WIDE: Budget = Budget {
@@ -323,6 +329,24 @@ mod tests {
         assert!(q.next(&narrow).is_none());
         q.finish(&first, &DeliveryOutcome::Delivered, 0);
         assert_eq!(q.next(&narrow).unwrap().task.id, 2);
+    }
+
+    #[test]
+    fn a_request_handed_over_is_not_read_from_the_row_again() {
+        let mut q = Queue::default();
+        let request = Request::MarkRead {
+            message_id: "wamid.1".into(),
+            via: Default::default(),
+        };
+        let (stored, _) = row(1, "a", "t");
+        q.add([(stored, Some(request.clone())), row(2, "b", "t")], 0);
+        let handed = q.next(&WIDE).unwrap();
+        assert_eq!(handed.task.request, Ok(request));
+        let read = q.next(&WIDE).unwrap();
+        assert!(
+            read.task.request.is_err(),
+            "the row's own text `{{}}` is no request"
+        );
     }
 
     #[test]

@@ -160,15 +160,15 @@ impl Dispatcher {
             while !items.is_empty() {
                 let batch: Vec<InboxItem> = items.drain(..items.len().min(BATCH)).collect();
                 let last = batch.last().map_or(cursor, |i| i.id);
-                let count = batch.len();
-                let (deliveries, kv) = self.dispatch_batch(batch);
+                // A batch whose outcome cannot be stored is dispatched again, as after a crash.
                 loop {
-                    let write = self.store.dispatched(last, deliveries.clone(), kv.clone());
-                    match handle.block_on(write) {
+                    let (deliveries, requests, kv) = self.dispatch_batch(&batch);
+                    match handle.block_on(self.store.dispatched(last, deliveries, kv)) {
                         Ok(rows) => {
                             self.metrics
-                                .add(&self.metrics.notifications_dispatched, count as u64);
-                            self.delivery.enqueue(rows);
+                                .add(&self.metrics.notifications_dispatched, batch.len() as u64);
+                            self.delivery
+                                .enqueue(rows.into_iter().zip(requests).collect());
                             cursor = last;
                             break;
                         }
@@ -182,15 +182,25 @@ impl Dispatcher {
         }
     }
 
-    fn dispatch_batch(&self, items: Vec<InboxItem>) -> (Vec<NewDelivery>, Vec<store::KvWrite>) {
+    /// The deliveries of a batch, with their requests as the store's rows will hold them, and
+    /// the plugins' key-value writes.
+    fn dispatch_batch(
+        &self,
+        items: &[InboxItem],
+    ) -> (Vec<NewDelivery>, Vec<Request>, Vec<store::KvWrite>) {
         let snapshot = self.registry.snapshot();
         let mut overlay = KvOverlay::default();
-        let mut deliveries = Vec::new();
+        let (mut deliveries, mut requests) = (Vec::new(), Vec::new());
         for item in items {
             let actions = run_chain(&snapshot, &item.notification, &mut overlay, &self.metrics);
-            deliveries.extend(self.deliveries(&item.dedup_key, &item.notification, &actions));
+            for (delivery, request) in
+                self.deliveries(&item.dedup_key, &item.notification, &actions)
+            {
+                deliveries.push(delivery);
+                requests.push(request);
+            }
         }
-        (deliveries, overlay.take_writes())
+        (deliveries, requests, overlay.take_writes())
     }
 
     /// Turn the chain's actions into outbox rows, refusing what the configuration lacks.
@@ -199,7 +209,7 @@ impl Dispatcher {
         key: &str,
         n: &Notification,
         actions: &[(Arc<str>, Action)],
-    ) -> Vec<NewDelivery> {
+    ) -> Vec<(NewDelivery, Request)> {
         let tags: Vec<&str> = actions
             .iter()
             .filter_map(|(_, a)| match a {
@@ -249,13 +259,14 @@ impl Dispatcher {
                 tracing::warn!(%plugin, "{} refused: no {section} in the configuration", request.kind());
                 continue;
             }
-            out.push(NewDelivery {
+            let delivery = NewDelivery {
                 kind: request.kind().to_string(),
                 target: target.to_string(),
                 lane: format!("{target}/{customer}"),
                 webhook_id: webhook_id(key, plugin, index),
                 request: serde_json::to_string(&request).unwrap_or_default(),
-            });
+            };
+            out.push((delivery, request));
         }
         out
     }

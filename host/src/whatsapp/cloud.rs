@@ -3,7 +3,9 @@
 use anyhow::Context;
 use hyper::Method;
 use hyper::header::{AUTHORIZATION, HeaderValue};
+use serde::Serialize;
 
+use super::{Quote, Text};
 use crate::config::CloudApiConfig;
 use crate::http_client::{Endpoint, Http, Response};
 
@@ -35,16 +37,7 @@ impl CloudClient {
         body: &str,
         quote: Option<&str>,
     ) -> anyhow::Result<Response> {
-        let mut message = serde_json::json!({
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "to": to,
-            "type": "text",
-            "text": { "preview_url": false, "body": body },
-        });
-        if let Some(id) = quote {
-            message["context"] = serde_json::json!({ "message_id": id });
-        }
+        let message = text_message(to, body, quote);
         self.post(number, &message).await
     }
 
@@ -58,11 +51,7 @@ impl CloudClient {
         self.post(number, &body).await
     }
 
-    async fn post(
-        &self,
-        number: Option<&str>,
-        body: &serde_json::Value,
-    ) -> anyhow::Result<Response> {
+    async fn post(&self, number: Option<&str>, body: &impl Serialize) -> anyhow::Result<Response> {
         let number = number.or(self.phone_number_id.as_deref()).context(
             "the notification carries no phone number id and [whatsapp.cloud] sets none",
         )?;
@@ -72,8 +61,60 @@ impl CloudClient {
                 Method::POST,
                 &url,
                 &[(AUTHORIZATION, self.auth.clone())],
-                body.to_string(),
+                serde_json::to_vec(body)?,
             )
             .await
+    }
+}
+
+/// A text message as this API takes it.
+#[derive(Serialize)]
+struct TextMessage<'a> {
+    messaging_product: &'static str,
+    recipient_type: &'static str,
+    to: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: Text<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<Quote<'a>>,
+}
+
+fn text_message<'a>(to: &'a str, body: &'a str, quote: Option<&'a str>) -> TextMessage<'a> {
+    TextMessage {
+        messaging_product: "whatsapp",
+        recipient_type: "individual",
+        to,
+        kind: "text",
+        text: Text {
+            preview_url: Some(false),
+            body,
+        },
+        context: quote.map(|message_id| Quote { message_id }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn text_messages_as_the_cloud_api_takes_them() {
+        let plain = super::text_message("1631", "Hi", None);
+        assert_eq!(
+            serde_json::to_value(plain).unwrap(),
+            json!({
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": "1631",
+                "type": "text",
+                "text": { "preview_url": false, "body": "Hi" }
+            })
+        );
+        let quoting = super::text_message("1631", "Hi", Some("wamid.Q"));
+        assert_eq!(
+            serde_json::to_value(quoting).unwrap()["context"],
+            json!({ "message_id": "wamid.Q" })
+        );
     }
 }

@@ -93,3 +93,17 @@ impl WhatsApp {
             .ok_or_else(|| anyhow::anyhow!("no Cloud API configured: add [whatsapp.cloud]"))
     }
 }
+
+/// `text` of a text message.
+#[derive(Serialize)]
+struct Text<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preview_url: Option<bool>,
+    body: &'a str,
+}
+
+/// `context` of a message that quotes another.
+#[derive(Serialize)]
+struct Quote<'a> {
+    message_id: &'a str,
+}

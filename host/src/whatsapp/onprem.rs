@@ -5,9 +5,10 @@ use anyhow::Context;
 use base64::Engine;
 use hyper::header::{AUTHORIZATION, HeaderValue};
 use hyper::{Method, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+use super::{Quote, Text};
 use crate::config::WhatsAppConfig;
 use crate::http_client::{Endpoint, Http, Response, snippet};
 
@@ -61,16 +62,7 @@ impl OnPremClient {
         body: &str,
         quote: Option<&str>,
     ) -> anyhow::Result<Response> {
-        let mut message = serde_json::json!({
-            "recipient_type": "individual",
-            "to": to,
-            "type": "text",
-            "preview_url": false,
-            "text": { "body": body },
-        });
-        if let Some(id) = quote {
-            message["context"] = serde_json::json!({ "message_id": id });
-        }
+        let message = text_message(to, body, quote);
         self.call(Method::POST, &self.messages_url, &message).await
     }
 
@@ -91,9 +83,9 @@ impl OnPremClient {
         &self,
         method: Method,
         url: &Endpoint,
-        body: &serde_json::Value,
+        body: &impl Serialize,
     ) -> anyhow::Result<Response> {
-        let body = bytes::Bytes::from(body.to_string());
+        let body = bytes::Bytes::from(serde_json::to_vec(body)?);
         let mut auth = self.auth().await?;
         for attempt in 0..2 {
             let resp = self
@@ -151,5 +143,53 @@ impl OnPremClient {
             .context("the WhatsApp login token is not a valid header value")?;
         *slot = Some(auth.clone());
         Ok(auth)
+    }
+}
+
+/// A text message as this API takes it.
+#[derive(Serialize)]
+struct TextMessage<'a> {
+    recipient_type: &'static str,
+    to: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    preview_url: bool,
+    text: Text<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<Quote<'a>>,
+}
+
+fn text_message<'a>(to: &'a str, body: &'a str, quote: Option<&'a str>) -> TextMessage<'a> {
+    TextMessage {
+        recipient_type: "individual",
+        to,
+        kind: "text",
+        preview_url: false,
+        text: Text {
+            preview_url: None,
+            body,
+        },
+        context: quote.map(|message_id| Quote { message_id }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn a_quoting_reply_carries_its_context() {
+        let message = super::text_message("5511", "Hi", Some("wamid.Q"));
+        assert_eq!(
+            serde_json::to_value(message).unwrap(),
+            json!({
+                "recipient_type": "individual",
+                "to": "5511",
+                "type": "text",
+                "preview_url": false,
+                "text": { "body": "Hi" },
+                "context": { "message_id": "wamid.Q" }
+            })
+        );
     }
 }
