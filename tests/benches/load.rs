@@ -214,6 +214,29 @@ fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
     by_name
 }
 
+/// CPU seconds of each thread (by name) since `before` was taken.
+fn thread_cpu_since(
+    pid: u32,
+    before: &std::collections::BTreeMap<String, f64>,
+) -> std::collections::BTreeMap<String, f64> {
+    thread_cpu(pid)
+        .into_iter()
+        .map(|(name, after)| {
+            let secs = after - before.get(&name).copied().unwrap_or(0.0);
+            (name, secs)
+        })
+        .filter(|(_, secs)| *secs > 0.0)
+        .collect()
+}
+
+/// `name us, ...`: CPU microseconds per webhook of each thread.
+fn per_thread(secs: &std::collections::BTreeMap<String, f64>, webhooks: usize) -> String {
+    secs.iter()
+        .map(|(name, s)| format!("{name} {:.0}", s * 1e6 / webhooks as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn peak_rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kb: f64 = status
@@ -306,17 +329,7 @@ async fn main() {
     );
     let ingest = blast(&url, fresh(), n, conc, None).await;
     let ingest_cpu = cpu_seconds(server.pid()) - cpu;
-    let by_thread: Vec<String> = thread_cpu(server.pid())
-        .into_iter()
-        .map(|(name, after)| {
-            (
-                name.clone(),
-                after - threads.get(&name).copied().unwrap_or(0.0),
-            )
-        })
-        .filter(|(_, secs)| *secs > 0.0)
-        .map(|(name, secs)| format!("{name} {:.0}", secs * 1e6 / n as f64))
-        .collect();
+    let by_thread = per_thread(&thread_cpu_since(server.pid(), &threads), n);
     // How much of the work behind ingest ran during the burst.
     let behind = (
         server.metric("notifications_dispatched_total").await,
@@ -334,6 +347,7 @@ async fn main() {
     //    has reached the fakes.
     let mut rounds = Vec::new();
     let mut e2e_cpu = [0.0; 2];
+    let mut e2e_threads = std::collections::BTreeMap::new();
     for _ in 0..2 {
         let mut round = [0.0; 2];
         for (i, (target, pid)) in [(&relay_url, relay.pid()), (&url, server.pid())]
@@ -341,10 +355,16 @@ async fn main() {
             .enumerate()
         {
             let (before, started, cpu) = (received(), Instant::now(), cpu_seconds(pid));
+            let threads = thread_cpu(server.pid());
             blast(target, fresh(), n, conc, None).await;
             drained(&fakes, before + 3 * n, &server).await;
             round[i] = n as f64 / started.elapsed().as_secs_f64();
             e2e_cpu[i] += cpu_seconds(pid) - cpu;
+            if pid == server.pid() {
+                for (name, secs) in thread_cpu_since(pid, &threads) {
+                    *e2e_threads.entry(name).or_insert(0.0) += secs;
+                }
+            }
         }
         rounds.push(round);
     }
@@ -379,12 +399,13 @@ async fn main() {
         per(handler_cpu, n),
         per(ingest_cpu, n)
     );
-    println!("  by thread (us): {}", by_thread.join(", "));
+    println!("  by thread (us): {by_thread}");
     println!(
         "CPU per webhook, end to end: reference relay {:.0} us, switchboard {:.0} us",
         per(e2e_cpu[0], 2 * n),
         per(e2e_cpu[1], 2 * n)
     );
+    println!("  by thread (us): {}", per_thread(&e2e_threads, 2 * n));
     println!("switchboard peak resident memory: {rss:.1} MB");
     println!(
         "deliveries retried in all: {}",
