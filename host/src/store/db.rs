@@ -13,6 +13,8 @@ pub struct Db {
     pub writer: Writer,
     /// Connections for reads.
     pub readers: Pool,
+    /// The checkpoint thread, if any, runs while this lives.
+    _alive: Arc<()>,
 }
 
 /// How a [`Db`] runs.
@@ -23,7 +25,16 @@ pub struct Options {
     pub background: bool,
     /// Page cache of each connection, in KB.
     pub cache_kb: i64,
+    /// Copy the WAL into the database on a thread of its own, so the writer does not stop for
+    /// it (it still does past [`WRITER_CHECKPOINT_PAGES`], if that thread falls behind).
+    pub checkpoint_thread: bool,
 }
+
+/// How often the checkpoint thread copies the WAL into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+/// WAL pages past which a writer with a checkpoint thread checkpoints itself (SQLite's
+/// default, for the others, is 1000).
+const WRITER_CHECKPOINT_PAGES: i64 = 20_000;
 
 impl Db {
     /// Open the file at `path` (created on first use), set up with `prepare`.
@@ -34,7 +45,25 @@ impl Db {
     ) -> anyhow::Result<Db> {
         let conn = open_connection(path, options.cache_kb)?;
         prepare(&conn).with_context(|| format!("cannot set up the database {}", path.display()))?;
+        let alive = Arc::new(());
+        if options.checkpoint_thread {
+            conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)?;
+            let (checkpointer, alive) = (open_connection(path, 500)?, Arc::downgrade(&alive));
+            std::thread::Builder::new()
+                .name("store-checkpoint".into())
+                .spawn(move || {
+                    while alive.upgrade().is_some() {
+                        std::thread::sleep(CHECKPOINT_EVERY);
+                        if let Err(e) = checkpointer.execute_batch("PRAGMA wal_checkpoint(PASSIVE)")
+                        {
+                            tracing::warn!(error = %e, "checkpoint failed");
+                        }
+                    }
+                })
+                .context("cannot start the checkpoint thread")?;
+        }
         Ok(Db {
+            _alive: alive,
             writer: Writer::start(conn, options.name, options.background)?,
             readers: Pool {
                 idle: Arc::new(Mutex::new(Vec::new())),
@@ -89,4 +118,48 @@ pub fn open_connection(path: &Path, cache_kb: i64) -> anyhow::Result<Connection>
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "cache_size", -cache_kb)?;
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::writer::Sync;
+
+    #[tokio::test]
+    async fn the_checkpoint_thread_copies_the_wal_into_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let options = Options {
+            name: "test-writer",
+            background: false,
+            cache_kb: 500,
+            checkpoint_thread: true,
+        };
+        let db = Db::open(&path, options, |c| {
+            Ok(c.execute_batch("CREATE TABLE t (v BLOB)")?)
+        })
+        .unwrap();
+        let empty = std::fs::metadata(&path).unwrap().len();
+        for _ in 0..50 {
+            db.writer
+                .write(
+                    Sync::Durable,
+                    |txn| txn.execute("INSERT INTO t VALUES (zeroblob(4000))", []),
+                    |_| (),
+                )
+                .await
+                .unwrap();
+        }
+        // 50 pages and more, far below the writer's own checkpoint limit: only the thread
+        // copies them into the database file.
+        let copied = || std::fs::metadata(&path).unwrap().len() >= empty + 50 * 4096;
+        for _ in 0..200 {
+            if copied() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(copied(), "the WAL was not checkpointed");
+        db.writer.close().await;
+    }
 }

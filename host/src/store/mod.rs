@@ -236,6 +236,7 @@ impl Sqlite {
             name: "store-work",
             background: background_work,
             cache_kb: 4_000,
+            checkpoint_thread: false,
         };
         let work = Db::open(path, work, |c| Ok(schema::migrate_work(c, &inbox_path)?))?;
         let cursor = work.read(inbox::read_cursor)?;
@@ -253,6 +254,9 @@ const INBOX: db::Options = db::Options {
     name: "store-inbox",
     background: false,
     cache_kb: INBOX_CACHE_KB,
+    // A checkpoint syncs the database file, which takes milliseconds: inline, it holds up the
+    // webhooks waiting for the next commit.
+    checkpoint_thread: true,
 };
 
 /// The inbox file that goes with the database at `path`: `data/switchboard.db` has
