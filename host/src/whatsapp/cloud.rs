@@ -5,7 +5,7 @@ use hyper::Method;
 use hyper::header::{AUTHORIZATION, HeaderValue};
 use serde::Serialize;
 
-use super::{Quote, Text};
+use super::TextMessage;
 use crate::config::CloudApiConfig;
 use crate::http_client::{Endpoint, Http, Response};
 
@@ -37,7 +37,7 @@ impl CloudClient {
         body: &str,
         quote: Option<&str>,
     ) -> anyhow::Result<Response> {
-        let message = text_message(to, body, quote);
+        let message = TextMessage::cloud(to, body, quote);
         self.post(number, &message).await
     }
 
@@ -67,40 +67,13 @@ impl CloudClient {
     }
 }
 
-/// A text message as this API takes it.
-#[derive(Serialize)]
-struct TextMessage<'a> {
-    messaging_product: &'static str,
-    recipient_type: &'static str,
-    to: &'a str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    text: Text<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    context: Option<Quote<'a>>,
-}
-
-fn text_message<'a>(to: &'a str, body: &'a str, quote: Option<&'a str>) -> TextMessage<'a> {
-    TextMessage {
-        messaging_product: "whatsapp",
-        recipient_type: "individual",
-        to,
-        kind: "text",
-        text: Text {
-            preview_url: Some(false),
-            body,
-        },
-        context: quote.map(|message_id| Quote { message_id }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     #[test]
     fn text_messages_as_the_cloud_api_takes_them() {
-        let plain = super::text_message("1631", "Hi", None);
+        let plain = super::super::TextMessage::cloud("1631", "Hi", None);
         assert_eq!(
             serde_json::to_value(plain).unwrap(),
             json!({
@@ -111,7 +84,7 @@ mod tests {
                 "text": { "preview_url": false, "body": "Hi" }
             })
         );
-        let quoting = super::text_message("1631", "Hi", Some("wamid.Q"));
+        let quoting = super::super::TextMessage::cloud("1631", "Hi", Some("wamid.Q"));
         assert_eq!(
             serde_json::to_value(quoting).unwrap()["context"],
             json!({ "message_id": "wamid.Q" })

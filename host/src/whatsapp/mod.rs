@@ -94,7 +94,23 @@ impl WhatsApp {
     }
 }
 
-/// `text` of a text message.
+/// A text message, as either API takes it: they differ in the Cloud API's `messaging_product`
+/// and in where `preview_url` goes.
+#[derive(Serialize)]
+struct TextMessage<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messaging_product: Option<&'static str>,
+    recipient_type: &'static str,
+    to: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preview_url: Option<bool>,
+    text: Text<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<Quote<'a>>,
+}
+
 #[derive(Serialize)]
 struct Text<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,4 +122,45 @@ struct Text<'a> {
 #[derive(Serialize)]
 struct Quote<'a> {
     message_id: &'a str,
+}
+
+impl<'a> TextMessage<'a> {
+    fn onprem(to: &'a str, body: &'a str, quote: Option<&'a str>) -> TextMessage<'a> {
+        TextMessage {
+            messaging_product: None,
+            preview_url: Some(false),
+            text: Text {
+                preview_url: None,
+                body,
+            },
+            ..TextMessage::new(to, quote)
+        }
+    }
+
+    fn cloud(to: &'a str, body: &'a str, quote: Option<&'a str>) -> TextMessage<'a> {
+        TextMessage {
+            messaging_product: Some("whatsapp"),
+            preview_url: None,
+            text: Text {
+                preview_url: Some(false),
+                body,
+            },
+            ..TextMessage::new(to, quote)
+        }
+    }
+
+    fn new(to: &'a str, quote: Option<&'a str>) -> TextMessage<'a> {
+        TextMessage {
+            messaging_product: None,
+            recipient_type: "individual",
+            to,
+            kind: "text",
+            preview_url: None,
+            text: Text {
+                preview_url: None,
+                body: "",
+            },
+            context: quote.map(|message_id| Quote { message_id }),
+        }
+    }
 }

@@ -8,7 +8,7 @@ use hyper::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use super::{Quote, Text};
+use super::TextMessage;
 use crate::config::WhatsAppConfig;
 use crate::http_client::{Endpoint, Http, Response, snippet};
 
@@ -62,7 +62,7 @@ impl OnPremClient {
         body: &str,
         quote: Option<&str>,
     ) -> anyhow::Result<Response> {
-        let message = text_message(to, body, quote);
+        let message = TextMessage::onprem(to, body, quote);
         self.call(Method::POST, &self.messages_url, &message).await
     }
 
@@ -146,40 +146,13 @@ impl OnPremClient {
     }
 }
 
-/// A text message as this API takes it.
-#[derive(Serialize)]
-struct TextMessage<'a> {
-    recipient_type: &'static str,
-    to: &'a str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    preview_url: bool,
-    text: Text<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    context: Option<Quote<'a>>,
-}
-
-fn text_message<'a>(to: &'a str, body: &'a str, quote: Option<&'a str>) -> TextMessage<'a> {
-    TextMessage {
-        recipient_type: "individual",
-        to,
-        kind: "text",
-        preview_url: false,
-        text: Text {
-            preview_url: None,
-            body,
-        },
-        context: quote.map(|message_id| Quote { message_id }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     #[test]
     fn a_quoting_reply_carries_its_context() {
-        let message = super::text_message("5511", "Hi", Some("wamid.Q"));
+        let message = super::super::TextMessage::onprem("5511", "Hi", Some("wamid.Q"));
         assert_eq!(
             serde_json::to_value(message).unwrap(),
             json!({
