@@ -317,10 +317,10 @@ impl Config {
         {
             *file = base.join(&*file);
         }
-        if let Some(p) = config.storage.url.strip_prefix("sqlite://") {
-            if !Path::new(p).is_absolute() {
-                config.storage.url = format!("sqlite://{}", base.join(p).display());
-            }
+        if let Some(p) = config.storage.url.strip_prefix("sqlite://")
+            && !Path::new(p).is_absolute()
+        {
+            config.storage.url = format!("sqlite://{}", base.join(p).display());
         }
         config.check()?;
         Ok(config)

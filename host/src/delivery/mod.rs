@@ -176,10 +176,10 @@ impl Delivery {
                     this.wake.notify_one();
                 });
             }
-            if let Some(since) = stopping {
-                if queue.in_flight() == 0 || since.elapsed() > Duration::from_secs(10) {
-                    break;
-                }
+            if let Some(since) = stopping
+                && (queue.in_flight() == 0 || since.elapsed() > Duration::from_secs(10))
+            {
+                break;
             }
             let wait = next_timer.map_or(1000, |at| (at - now).clamp(1, 1000)) as u64;
             tokio::select! {

@@ -10,10 +10,10 @@ const SECTION: &str = "switchboard:api-version";
 /// The version stamped by `switchboard-sdk` into the component, if any.
 pub fn stamped(wasm: &[u8]) -> anyhow::Result<Option<String>> {
     for payload in wasmparser::Parser::new(0).parse_all(wasm) {
-        if let wasmparser::Payload::CustomSection(section) = payload? {
-            if section.name() == SECTION {
-                return Ok(Some(String::from_utf8_lossy(section.data()).into_owned()));
-            }
+        if let wasmparser::Payload::CustomSection(section) = payload?
+            && section.name() == SECTION
+        {
+            return Ok(Some(String::from_utf8_lossy(section.data()).into_owned()));
         }
     }
     Ok(None)
@@ -25,14 +25,14 @@ pub fn check(wasm: &[u8]) -> anyhow::Result<Option<String>> {
         bail!("not a WebAssembly file (it does not start with \\0asm)");
     }
     let version = stamped(wasm)?;
-    if let Some(v) = &version {
-        if !SUPPORTED.contains(&v.as_str()) {
-            bail!(
-                "built for plugin API {v}, but this host supports {}: rebuild the plugin with a \
+    if let Some(v) = &version
+        && !SUPPORTED.contains(&v.as_str())
+    {
+        bail!(
+            "built for plugin API {v}, but this host supports {}: rebuild the plugin with a \
                  switchboard-sdk of a supported version, or run a host that supports {v}",
-                SUPPORTED.join(", ")
-            );
-        }
+            SUPPORTED.join(", ")
+        );
     }
     Ok(version)
 }
