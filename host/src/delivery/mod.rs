@@ -34,11 +34,18 @@ pub struct Delivery {
     http: Http,
     whatsapp: WhatsApp,
     budget: Budget,
-    /// Destination URLs, parsed once.
-    urls: HashMap<String, Endpoint>,
+    /// The configured destinations, their URLs parsed once.
+    destinations: HashMap<String, Destination>,
     /// Rows committed by the dispatcher, not yet taken into the queue.
     incoming: Mutex<Incoming>,
     wake: Notify,
+}
+
+/// A `[destinations.NAME]` as forwards use it.
+struct Destination {
+    url: Endpoint,
+    /// Environment variable holding the signing secret.
+    secret_env: Option<String>,
 }
 
 /// Rows handed over by the dispatcher, and the highest id handed over so far: rows above it
@@ -68,10 +75,14 @@ impl Delivery {
             retries: fresh.div_ceil(2),
             per_target: concurrency,
         };
-        let urls = config
+        let destinations = config
             .destinations
             .iter()
-            .map(|(name, d)| Ok((name.clone(), Endpoint::parse(&d.url)?)))
+            .map(|(name, d)| {
+                let url = Endpoint::parse(&d.url)?;
+                let secret_env = d.secret_env.clone();
+                Ok((name.clone(), Destination { url, secret_env }))
+            })
             .collect::<anyhow::Result<_>>()?;
         // Rows already stored are found by the outbox scan; later ones are handed over.
         let upto = store.max_delivery_id()?;
@@ -81,7 +92,7 @@ impl Delivery {
             http,
             whatsapp,
             budget,
-            urls,
+            destinations,
             incoming: Mutex::new(Incoming {
                 rows: Vec::new(),
                 upto,
@@ -254,10 +265,7 @@ impl Delivery {
     }
 
     async fn forward(&self, task: &queue::Task, body: &str) -> anyhow::Result<Response> {
-        let (Some(dest), Some(url)) = (
-            self.config.destinations.get(&*task.target),
-            self.urls.get(&*task.target),
-        ) else {
+        let Some(dest) = self.destinations.get(&*task.target) else {
             anyhow::bail!("no [destinations.{}] in the configuration", task.target);
         };
         let timestamp = now_millis() / 1000;
@@ -276,7 +284,7 @@ impl Delivery {
             headers.push((WEBHOOK_SIGNATURE, HeaderValue::try_from(signature)?));
         }
         self.http
-            .send(Method::POST, url, &headers, body.to_string())
+            .send(Method::POST, &dest.url, &headers, body.to_string())
             .await
     }
 
