@@ -127,29 +127,20 @@ struct Quote<'a> {
 impl<'a> TextMessage<'a> {
     fn onprem(to: &'a str, body: &'a str, quote: Option<&'a str>) -> TextMessage<'a> {
         TextMessage {
-            messaging_product: None,
             preview_url: Some(false),
-            text: Text {
-                preview_url: None,
-                body,
-            },
-            ..TextMessage::new(to, quote)
+            ..TextMessage::new(to, body, quote)
         }
     }
 
     fn cloud(to: &'a str, body: &'a str, quote: Option<&'a str>) -> TextMessage<'a> {
-        TextMessage {
-            messaging_product: Some("whatsapp"),
-            preview_url: None,
-            text: Text {
-                preview_url: Some(false),
-                body,
-            },
-            ..TextMessage::new(to, quote)
-        }
+        let mut message = TextMessage::new(to, body, quote);
+        message.messaging_product = Some("whatsapp");
+        message.text.preview_url = Some(false);
+        message
     }
 
-    fn new(to: &'a str, quote: Option<&'a str>) -> TextMessage<'a> {
+    /// The fields both APIs share.
+    fn new(to: &'a str, body: &'a str, quote: Option<&'a str>) -> TextMessage<'a> {
         TextMessage {
             messaging_product: None,
             recipient_type: "individual",
@@ -158,7 +149,7 @@ impl<'a> TextMessage<'a> {
             preview_url: None,
             text: Text {
                 preview_url: None,
-                body: "",
+                body,
             },
             context: quote.map(|message_id| Quote { message_id }),
         }
