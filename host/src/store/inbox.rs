@@ -1,7 +1,7 @@
 use rusqlite::{OptionalExtension, params};
 use switchboard_sdk::Notification;
 
-use super::{Sqlite, Sync, now_millis};
+use super::{Sqlite, Sync, now_millis, seen};
 
 /// A notification accepted by ingress, not yet stored.
 pub struct NewInboxItem {
@@ -36,20 +36,20 @@ impl Sqlite {
         items: Vec<NewInboxItem>,
         on_commit: OnCommit,
     ) -> anyhow::Result<usize> {
+        let seen = self.seen.clone();
         self.inbox
             .writer
             .write(
                 Sync::Durable,
                 move |txn| {
                     let now = now_millis();
-                    let mut seen =
-                        txn.prepare_cached("INSERT OR IGNORE INTO seen (key, at) VALUES (?1, ?2)")?;
+                    let mut added = seen::Added::new(&seen);
                     let mut insert = txn.prepare_cached(
                     "INSERT INTO inbox (received_at, dedup_key, notification) VALUES (?1, ?2, ?3)",
                 )?;
                     let mut fresh = Vec::with_capacity(items.len());
                     for item in items {
-                        if seen.execute(params![item.dedup_key, now])? == 1 {
+                        if added.add(txn, &item.dedup_key, now)? {
                             insert.execute(params![now, item.dedup_key, item.json])?;
                             fresh.push(InboxItem {
                                 id: txn.last_insert_rowid(),
@@ -58,11 +58,12 @@ impl Sqlite {
                             });
                         }
                     }
-                    Ok(fresh)
+                    Ok((fresh, added))
                 },
                 // On the writer thread: handing over from the caller's task could reorder
                 // concurrent ingests.
-                move |fresh| {
+                move |(fresh, added)| {
+                    added.keep();
                     let count = fresh.len();
                     if count > 0 {
                         on_commit(fresh);
@@ -118,19 +119,12 @@ pub fn read_cursor(conn: &rusqlite::Connection) -> rusqlite::Result<i64> {
         .map(|c| c.unwrap_or(0))
 }
 
-/// Remove notifications up to `cursor` (handled) received before `before`, and dedup keys
-/// older than `seen_before`. Rows are in order of arrival, so only the rows removed are visited.
-pub fn prune(
-    txn: &rusqlite::Transaction<'_>,
-    cursor: i64,
-    before: i64,
-    seen_before: i64,
-) -> rusqlite::Result<usize> {
-    let a = txn.execute(
+/// Remove notifications up to `cursor` (handled) received before `before`. Rows are in order
+/// of arrival, so only the rows removed are visited.
+pub fn prune(txn: &rusqlite::Transaction<'_>, cursor: i64, before: i64) -> rusqlite::Result<usize> {
+    txn.execute(
         "DELETE FROM inbox WHERE id <= ?1
            AND id < COALESCE((SELECT id FROM inbox WHERE received_at >= ?2 ORDER BY id LIMIT 1), 1 << 62)",
         [cursor, before],
-    )?;
-    let b = txn.execute("DELETE FROM seen WHERE at < ?1", [seen_before])?;
-    Ok(a + b)
+    )
 }

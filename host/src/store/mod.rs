@@ -12,6 +12,7 @@ mod inbox;
 mod kv;
 mod outbox;
 mod schema;
+mod seen;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -114,9 +115,12 @@ pub fn open(path: &Path) -> anyhow::Result<Store> {
 }
 
 /// [`open`] for the server: the work database's writer runs on idle CPU time only, like the
-/// dispatch and delivery it serves. (Not for a command, which would wait behind a busy server.)
+/// dispatch and delivery it serves (not for a command, which would wait behind a busy server),
+/// and the dedup keys are loaded before the first webhook.
 pub fn open_for_server(path: &Path) -> anyhow::Result<Store> {
-    Ok(Arc::new(Sqlite::open(path, true)?))
+    let store = Sqlite::open(path, true)?;
+    store.load_seen()?;
+    Ok(Arc::new(store))
 }
 
 #[async_trait::async_trait]
@@ -193,13 +197,17 @@ impl Storage for Sqlite {
                 |done| done,
             )
             .await?;
+        let seen = self.seen.clone();
         let inbox = self
             .inbox
             .writer
             .write(
                 Sync::Durable,
-                move |txn| inbox::prune(txn, cursor, before, seen_before),
-                |n| n,
+                move |txn| {
+                    let handled = inbox::prune(txn, cursor, before)?;
+                    Ok((handled, seen::prune(txn, &seen, seen_before)?))
+                },
+                |(handled, forget)| handled + forget(),
             )
             .await?;
         Ok(kv + inbox)
@@ -214,6 +222,8 @@ impl Storage for Sqlite {
 pub struct Sqlite {
     /// Accepted notifications and dedup keys; every commit is synced (it answers webhooks).
     inbox: Db,
+    /// The dedup keys of the inbox's log, in memory.
+    seen: seen::Shared,
     /// Dispatch cursor, outbox and key-value state.
     work: Db,
 }
@@ -243,7 +253,17 @@ impl Sqlite {
         let inbox = Db::open(&inbox_path, INBOX, |c| {
             Ok(schema::keep_inbox_ids_above(c, cursor)?)
         })?;
-        Ok(Sqlite { inbox, work })
+        Ok(Sqlite {
+            inbox,
+            work,
+            seen: Default::default(),
+        })
+    }
+
+    /// Load the dedup keys now rather than at the first ingest.
+    fn load_seen(&self) -> anyhow::Result<()> {
+        self.inbox.read(|c| seen::load(&self.seen, c))?;
+        Ok(())
     }
 }
 
@@ -352,6 +372,86 @@ mod tests {
             .unwrap();
         assert!(again[0].id > top, "delivery ids are not reused");
         assert_eq!(store.dispatch_cursor().unwrap(), pending[0].id);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn dedup_keys_hold_across_a_reopen_until_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let store = open(&path).unwrap();
+        let ingest = |store: &Store, ids: &[&str]| {
+            let items = ids.iter().map(|id| item(id)).collect();
+            let store = store.clone();
+            async move { store.ingest(items, Box::new(|_| {})).await.unwrap() }
+        };
+        assert_eq!(ingest(&store, &["a", "b"]).await, 2);
+        store.close().await;
+
+        let store = open_for_server(&path).unwrap();
+        assert_eq!(
+            ingest(&store, &["a", "c"]).await,
+            1,
+            "a was seen before the restart"
+        );
+        // A prune whose window starts before the keys keeps them.
+        store.prune(0, 0).await.unwrap();
+        assert_eq!(ingest(&store, &["b"]).await, 0);
+        // Past the window they are forgotten, in memory and on disk.
+        let later = now_millis() + 1;
+        store.prune(later, later).await.unwrap();
+        assert_eq!(ingest(&store, &["a"]).await, 1);
+        store.close().await;
+        let store = open(&path).unwrap();
+        assert_eq!(ingest(&store, &["b", "c"]).await, 2);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_ingest_leaves_its_keys_unseen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let store = open(&path).unwrap();
+        let inbox = rusqlite::Connection::open(inbox_path(&path)).unwrap();
+        inbox
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON inbox WHEN NEW.dedup_key = 'm:bad'
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+        let failed = store
+            .ingest(vec![item("a"), item("bad")], Box::new(|_| {}))
+            .await;
+        assert!(failed.is_err());
+        inbox.execute_batch("DROP TRIGGER refuse").unwrap();
+        // The sender retries what was not acknowledged: it is new, not a duplicate.
+        let fresh = store
+            .ingest(vec![item("a"), item("bad")], Box::new(|_| {}))
+            .await
+            .unwrap();
+        assert_eq!(fresh, 2);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn dedup_keys_of_an_older_inbox_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        {
+            let conn = rusqlite::Connection::open(inbox_path(&path)).unwrap();
+            schema::create_inbox_version_1(&conn).unwrap();
+            conn.execute(
+                "INSERT INTO seen (key, at) VALUES ('m:a', ?1)",
+                [now_millis()],
+            )
+            .unwrap();
+        }
+        let store = open(&path).unwrap();
+        let fresh = store
+            .ingest(vec![item("a"), item("b")], Box::new(|_| {}))
+            .await
+            .unwrap();
+        assert_eq!(fresh, 1, "a was seen before the upgrade");
         store.close().await;
     }
 

@@ -105,7 +105,8 @@ DROP TABLE seen;
 ];
 
 /// The inbox database: accepted notifications and dedup keys.
-const INBOX_MIGRATIONS: &[&str] = &[r#"
+const INBOX_MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE inbox (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at  INTEGER NOT NULL,
@@ -117,7 +118,18 @@ CREATE TABLE seen (
     at  INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX seen_at ON seen(at);
-"#];
+"#,
+    // The dedup keys become a log in order of arrival, indexed in memory (see `seen.rs`).
+    r#"
+CREATE TABLE seen_log (
+    id  INTEGER PRIMARY KEY,
+    at  INTEGER NOT NULL,
+    key TEXT NOT NULL
+);
+INSERT INTO seen_log (at, key) SELECT at, key FROM seen ORDER BY at;
+DROP TABLE seen;
+"#,
+];
 
 pub fn migrate_inbox(conn: &Connection) -> rusqlite::Result<()> {
     apply(conn, INBOX_MIGRATIONS)
@@ -135,7 +147,8 @@ pub fn migrate_work(conn: &Connection, inbox: &Path) -> rusqlite::Result<()> {
             "BEGIN;
              INSERT OR IGNORE INTO inbox_db.inbox (id, received_at, dedup_key, notification)
                  SELECT id, received_at, dedup_key, notification FROM main.inbox;
-             INSERT OR IGNORE INTO inbox_db.seen (key, at) SELECT key, at FROM main.seen;
+             INSERT INTO inbox_db.seen_log (at, key) SELECT at, key FROM main.seen
+                 WHERE key NOT IN (SELECT key FROM inbox_db.seen_log) ORDER BY at;
              COMMIT;",
         );
         conn.execute_batch("DETACH DATABASE inbox_db")?;
@@ -172,6 +185,12 @@ pub fn keep_inbox_ids_above(conn: &Connection, cursor: i64) -> rusqlite::Result<
 #[cfg(test)]
 pub fn create_version_2(conn: &Connection) -> rusqlite::Result<()> {
     apply(conn, &WORK_MIGRATIONS[..2])
+}
+
+/// An inbox database as version 1 left it, with its dedup keys in an index (for tests).
+#[cfg(test)]
+pub fn create_inbox_version_1(conn: &Connection) -> rusqlite::Result<()> {
+    apply(conn, &INBOX_MIGRATIONS[..1])
 }
 
 fn user_version(conn: &Connection) -> rusqlite::Result<usize> {
