@@ -1,6 +1,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    limit_malloc_arenas();
     let cli = switchboard::cli::Cli::parse();
     switchboard::cli::init_logging();
     match switchboard::cli::run(cli) {
@@ -8,6 +9,20 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// glibc gives each thread that allocates under contention an arena of its own (up to 8 per
+/// core) and keeps what is freed in each: with the server's dozen threads, a quarter of its
+/// memory. Two arenas measured 80 MB at peak in the load benchmark against 104–110 MB.
+/// `MALLOC_ARENA_MAX` in the environment still decides.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // Safety: called before any other thread exists; mallopt only sets a tunable.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
 }

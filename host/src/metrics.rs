@@ -14,6 +14,7 @@ pub struct Metrics {
     pub notifications_accepted: AtomicU64,
     pub notifications_duplicate: AtomicU64,
     pub notifications_dispatched: AtomicU64,
+    pub dispatch_held_ms: AtomicU64,
     pub plugin_calls: AtomicU64,
     pub plugin_failures: AtomicU64,
     /// Failed calls by plugin name.
@@ -75,6 +76,11 @@ impl Metrics {
                 "notifications_dispatched_total",
                 "Notifications run through the plugins",
                 &self.notifications_dispatched,
+            ),
+            (
+                "dispatch_held_milliseconds_total",
+                "Time dispatch waited for bursts of ingress to pass",
+                &self.dispatch_held_ms,
             ),
             ("plugin_calls_total", "Plugin calls", &self.plugin_calls),
             (

@@ -2,17 +2,20 @@
 //! reference programs of DESIGN.md, in one run on this machine.
 //!
 //! 1. Burst ingest: webhooks per second until every POST got its 200, and p50/p99 latency;
-//!    Switchboard against `reference-handler` (parse JSON, answer 200).
-//! 2. Sustained end to end: webhooks per second counted until every reply, mark-read and
+//!    Switchboard against `reference-handler` (parse JSON, answer 200). Then the same for 5
+//!    seconds at least, longer than dispatch holds back for a burst.
+//! 2. Latency at 80% of Switchboard's burst peak, paced (open loop, latency counted from when
+//!    each webhook was due): as long as the burst, then for 5 seconds at least.
+//! 3. Sustained end to end: webhooks per second counted until every reply, mark-read and
 //!    forward has reached the fake Coreapp and destination; Switchboard against
 //!    `reference-relay` (the three calls synchronously, then 200).
-//! 3. Latency at 80% of Switchboard's burst peak, paced (open loop).
 //! 4. Switchboard's peak resident memory (VmHWM).
 //!
 //! Run with `cargo xtask test` once (it builds the plugins), then
 //! `cargo bench -p switchboard-tests --bench load`. `LOAD_N` sets the webhooks per run
-//! (default 20000), `LOAD_CONCURRENCY` the client connections (default 64). `LOAD_INGEST_ONLY=1`
-//! measures burst ingest with no plugins loaded, so nothing runs behind it.
+//! (default 20000), `LOAD_CONCURRENCY` the client connections (default 64), `LOAD_PACED_RATE`
+//! the rate of the 5-second paced run. `LOAD_INGEST_ONLY=1` measures burst ingest with no
+//! plugins loaded, so nothing runs behind it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -86,11 +89,20 @@ async fn blast(url: &str, first: usize, n: usize, concurrency: usize, rate: Opti
                 if i >= n {
                     return latencies;
                 }
-                if let Some(rate) = rate {
-                    let due = start + Duration::from_secs_f64(i as f64 / rate);
-                    tokio::time::sleep_until(due.into()).await;
-                }
-                let sent = Instant::now();
+                // Paced, a webhook due while its connection still waited for the one before
+                // counts from when it was due: the wait is the server's doing.
+                let sent = match rate {
+                    Some(rate) => {
+                        let due = start + Duration::from_secs_f64(i as f64 / rate);
+                        if Instant::now() > due {
+                            due
+                        } else {
+                            tokio::time::sleep_until(due.into()).await;
+                            Instant::now()
+                        }
+                    }
+                    None => Instant::now(),
+                };
                 let r = client
                     .post(&url)
                     .header("content-type", "application/json")
@@ -115,6 +127,26 @@ async fn blast(url: &str, first: usize, n: usize, concurrency: usize, rate: Opti
         seconds: start.elapsed().as_secs_f64(),
         latencies,
     }
+}
+
+/// POST webhooks to Switchboard for 5 seconds at least (as many as 5 seconds take at `rate`),
+/// paced at `pace` if given, then wait until everything they cause has reached the fakes.
+/// Returns the POSTs' figures and how long dispatch held back meanwhile.
+async fn sustained_run(
+    server: &Server,
+    fakes: &[&Fake],
+    first: usize,
+    rate: f64,
+    conc: usize,
+    pace: Option<f64>,
+) -> (Stats, u64) {
+    let n = (5.0 * rate) as usize;
+    let held = server.metric("dispatch_held_milliseconds_total").await;
+    let before = fakes.iter().map(|f| f.count()).sum::<usize>();
+    let stats = blast(&server.url("/webhook"), first, n, conc, pace).await;
+    drained(fakes, before + 3 * n, server).await;
+    let held = server.metric("dispatch_held_milliseconds_total").await - held;
+    (stats, held)
 }
 
 /// Wait until the fakes have received `expected` requests in all (bounded: 2 minutes); if
@@ -327,6 +359,7 @@ async fn main() {
         cpu_seconds(server.pid()),
         thread_cpu(server.pid()),
     );
+    let held = server.metric("dispatch_held_milliseconds_total").await;
     let ingest = blast(&url, fresh(), n, conc, None).await;
     let ingest_cpu = cpu_seconds(server.pid()) - cpu;
     let by_thread = per_thread(&thread_cpu_since(server.pid(), &threads), n);
@@ -336,12 +369,23 @@ async fn main() {
         received() - before,
     );
     drained(&fakes, before + 3 * n, &server).await;
+    let burst_held = server.metric("dispatch_held_milliseconds_total").await - held;
 
-    // 3. Latency at 80% of that peak, paced.
-    let paced_rate = 0.8 * ingest.rate();
+    // Then the same for 5 seconds at least: dispatch holds back for 2 seconds at most, then the
+    //    work behind ingest runs beside it.
+    let sustained = sustained_run(&server, &fakes, fresh(), ingest.rate(), conc, None).await;
+
+    // 3. Latency paced at 80% of the burst's peak: for as long as the burst (dispatch held
+    //    back), then for 5 seconds at least (`LOAD_PACED_RATE` sets another rate for this one).
+    let rate = 0.8 * ingest.rate();
     let before = received();
-    let paced = blast(&url, fresh(), n, conc, Some(paced_rate)).await;
+    let short = blast(&url, fresh(), n, conc, Some(rate)).await;
     drained(&fakes, before + 3 * n, &server).await;
+    let long_rate = std::env::var("LOAD_PACED_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(rate);
+    let long = sustained_run(&server, &fakes, fresh(), long_rate, conc, Some(long_rate)).await;
 
     // 4. End to end, the relay and Switchboard in turns: webhooks per second until every call
     //    has reached the fakes.
@@ -378,15 +422,33 @@ async fn main() {
         100.0 * ingest.rate() / reference.rate()
     );
     println!(
-        "  when the last POST was answered: {} of {n} notifications dispatched in all so far, {} of {} calls delivered",
+        "  when the last POST was answered: {} of {n} notifications dispatched in all so far, {} of {} calls delivered; dispatch held back {burst_held} ms",
         behind.0,
         behind.1,
-        3 * n
+        3 * n,
+    );
+    let (stats, held) = &sustained;
+    println!(
+        "{}",
+        stats.line(&format!("sustained, {:.1} s", stats.seconds))
+    );
+    println!(
+        "  switchboard / reference handler: {:.0}%; dispatch held back {held} ms",
+        100.0 * stats.rate() / reference.rate()
     );
     println!(
         "{}",
-        paced.line(&format!("paced at {paced_rate:.0}/s (80% of peak)"))
+        short.line(&format!(
+            "paced at {rate:.0}/s (80% of burst), {:.1} s",
+            short.seconds
+        ))
     );
+    let (stats, held) = &long;
+    println!(
+        "{}",
+        stats.line(&format!("paced at {long_rate:.0}/s, {:.1} s", stats.seconds))
+    );
+    println!("  dispatch held back {held} ms");
     for [relay_rate, sb_rate] in rounds {
         println!(
             "end to end: reference relay {relay_rate:>7.0}/s, switchboard {sb_rate:>7.0}/s: {:.0}%",

@@ -246,6 +246,7 @@ async fn accept(
         });
     }
     let total = items.len() as u64;
+    let _storing = app.inbox.storing();
     let fresh = app.store.ingest(items, app.inbox.on_commit()).await.map_err(|e| {
         tracing::error!(error = %format!("{e:#}"), "cannot store a webhook; answering 503 so the sender retries");
         WhatsAppError::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable", "storage is unavailable; retry later".into())

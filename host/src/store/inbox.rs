@@ -18,6 +18,8 @@ pub struct NewInboxItem {
 pub struct InboxItem {
     /// Row id; also the order of arrival and of dispatch.
     pub id: i64,
+    /// When it was stored, in milliseconds since the Unix epoch.
+    pub received_at: i64,
     /// Identity of the notification, as used for deduplication.
     pub dedup_key: String,
     /// The notification.
@@ -53,6 +55,7 @@ impl Sqlite {
                             insert.execute(params![now, item.dedup_key, item.json])?;
                             fresh.push(InboxItem {
                                 id: txn.last_insert_rowid(),
+                                received_at: now,
                                 dedup_key: item.dedup_key,
                                 notification: item.notification,
                             });
@@ -86,20 +89,22 @@ impl Sqlite {
         cursor: i64,
         limit: usize,
     ) -> anyhow::Result<Vec<InboxItem>> {
-        let rows: Vec<(i64, String, String)> = self.inbox.read(|conn| {
+        let rows: Vec<(i64, i64, String, String)> = self.inbox.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, dedup_key, notification FROM inbox WHERE id > ?1 ORDER BY id LIMIT ?2",
+                "SELECT id, received_at, dedup_key, notification FROM inbox
+                 WHERE id > ?1 ORDER BY id LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![cursor, limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })?;
             rows.collect()
         })?;
         Ok(rows
             .into_iter()
-            .filter_map(|(id, dedup_key, json)| match serde_json::from_str(&json) {
+            .filter_map(|(id, received_at, dedup_key, json)| match serde_json::from_str(&json) {
                 Ok(notification) => Some(InboxItem {
                     id,
+                    received_at,
                     dedup_key,
                     notification,
                 }),
