@@ -446,7 +446,10 @@ async fn main() {
     let (stats, held) = &long;
     println!(
         "{}",
-        stats.line(&format!("paced at {long_rate:.0}/s, {:.1} s", stats.seconds))
+        stats.line(&format!(
+            "paced at {long_rate:.0}/s, {:.1} s",
+            stats.seconds
+        ))
     );
     println!("  dispatch held back {held} ms");
     for [relay_rate, sb_rate] in rounds {

@@ -79,14 +79,13 @@ async fn https_serves_and_picks_up_a_renewed_certificate() {
         server.log()
     );
     assert!(
-        http()
+        !http()
             .post(format!("http://{}/webhook", server.addr))
             .body("{}")
             .send()
             .await
             .map(|r| r.status().is_success())
-            .unwrap_or(false)
-            == false,
+            .unwrap_or(false),
         "plain HTTP is not served on the TLS port"
     );
 

@@ -433,10 +433,10 @@ impl Server {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("switchboard exited with {status}:\n{}", server.log());
             }
-            if let Ok(r) = client.get(&health).send().await {
-                if r.status().is_success() {
-                    return server;
-                }
+            if let Ok(r) = client.get(&health).send().await
+                && r.status().is_success()
+            {
+                return server;
             }
             assert!(
                 Instant::now() < deadline,

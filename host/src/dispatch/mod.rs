@@ -2,12 +2,12 @@
 //! deliveries, committed in one transaction with the notification marked handled.
 
 mod envelope;
+mod load;
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use switchboard_sdk::{Action, Notification};
@@ -19,22 +19,14 @@ use crate::plugins::kv::KvOverlay;
 use crate::plugins::{Registry, Snapshot};
 use crate::store::{self, InboxItem, NewDelivery, Store};
 use crate::whatsapp::{Via, WhatsApp};
+use load::Load;
+pub use load::Storing;
 
 /// How many notifications one dispatch transaction covers at most.
 const BATCH: usize = 256;
 
 /// Notifications handed over in memory at most; past that they wait in the database only.
 const HANDOFF_CAPACITY: usize = 4 * BATCH;
-
-/// Webhooks waiting for the inbox's commit from which ingress counts as busy: well below
-/// capacity a few wait for each commit; in a burst, about one per sender's connection.
-const BUSY: usize = 16;
-/// How long ingress stays busy after it last had [`BUSY`] webhooks waiting: in a burst the
-/// count drops for moments (between commits, or while the senders are slow to send more).
-const BUSY_FOR: Duration = Duration::from_millis(10);
-/// The longest dispatch waits for a burst to pass, counted from the arrival of the oldest
-/// notification of its batch. Under a longer burst it goes on beside ingress.
-const MAX_HOLD: Duration = Duration::from_secs(2);
 
 /// Notifications committed to the inbox, handed from the store's writer to the dispatcher in
 /// commit order, so the dispatcher need not read back what ingress just wrote. When the
@@ -53,55 +45,10 @@ pub struct Inbox {
     load: Arc<Load>,
 }
 
-/// How busy ingress is.
-struct Load {
-    /// Webhooks waiting for the inbox's commit.
-    storing: AtomicUsize,
-    /// Until when (in microseconds since `epoch`) ingress counts as busy.
-    busy_until: AtomicU64,
-    epoch: Instant,
-}
-
-impl Load {
-    fn now(&self) -> u64 {
-        self.epoch.elapsed().as_micros() as u64
-    }
-
-    fn busy(&self) -> bool {
-        self.now() < self.busy_until.load(Ordering::Relaxed)
-    }
-}
-
-/// A webhook waiting for the inbox's commit, from [`Inbox::storing`] until dropped.
-pub struct Storing<'a>(&'a Load);
-
-impl Drop for Storing<'_> {
-    fn drop(&mut self) {
-        self.0.storing.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl Inbox {
     /// Count a webhook as waiting for the inbox's commit while the guard lives.
     pub fn storing(&self) -> Storing<'_> {
-        let load = &*self.load;
-        if load.storing.fetch_add(1, Ordering::Relaxed) + 1 >= BUSY {
-            let until = load.now() + BUSY_FOR.as_micros() as u64;
-            load.busy_until.fetch_max(until, Ordering::Relaxed);
-        }
-        Storing(load)
-    }
-
-    /// Wait while ingress is busy, so that a burst is stored and answered at full speed and
-    /// the work behind it catches up after; at most until `received_at` (the oldest
-    /// notification to dispatch) is [`MAX_HOLD`] old. Returns how long it waited.
-    fn yield_to_ingress(&self, received_at: i64) -> Duration {
-        let started = Instant::now();
-        let deadline = received_at + MAX_HOLD.as_millis() as i64;
-        while self.load.busy() && store::now_millis() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        started.elapsed()
+        self.load.storing()
     }
 
     /// What the store calls right after committing fresh notifications, in commit order.
@@ -154,11 +101,7 @@ pub fn channel() -> (Inbox, Receiver<()>) {
     let inbox = Inbox {
         handoff: Arc::new(Mutex::new(handoff)),
         wake: tx,
-        load: Arc::new(Load {
-            storing: AtomicUsize::new(0),
-            busy_until: AtomicU64::new(0),
-            epoch: Instant::now(),
-        }),
+        load: Arc::new(Load::default()),
     };
     (inbox, rx)
 }
@@ -226,7 +169,7 @@ impl Dispatcher {
                 continue;
             }
             while !items.is_empty() {
-                let held = inbox.yield_to_ingress(items[0].received_at);
+                let held = inbox.load.yield_to_ingress(items[0].received_at);
                 if !held.is_zero() {
                     self.metrics
                         .add(&self.metrics.dispatch_held_ms, held.as_millis() as u64);
