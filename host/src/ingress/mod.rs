@@ -241,7 +241,6 @@ async fn accept(
         };
         items.push(NewInboxItem {
             dedup_key: dedup_key(&n, body_hash, i),
-            json: serde_json::to_string(&n).unwrap_or_default(),
             notification: n,
         });
     }

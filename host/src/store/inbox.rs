@@ -1,5 +1,8 @@
+use std::borrow::Cow;
+
 use rusqlite::{OptionalExtension, params};
-use switchboard_sdk::Notification;
+use serde_json::value::RawValue;
+use switchboard_sdk::{Kind, Notification};
 
 use super::{Sqlite, Sync, now_millis, seen};
 
@@ -9,8 +12,6 @@ pub struct NewInboxItem {
     pub dedup_key: String,
     /// The notification.
     pub notification: Notification,
-    /// The notification as JSON, as it is stored.
-    pub json: String,
 }
 
 /// A stored notification waiting for the plugins.
@@ -39,6 +40,13 @@ impl Sqlite {
         on_commit: OnCommit,
     ) -> anyhow::Result<usize> {
         let seen = self.seen.clone();
+        let items: Vec<(NewInboxItem, String)> = items
+            .into_iter()
+            .map(|i| {
+                let json = encode(&i.notification);
+                (i, json)
+            })
+            .collect();
         self.inbox
             .writer
             .write(
@@ -50,9 +58,9 @@ impl Sqlite {
                     "INSERT INTO inbox (received_at, dedup_key, notification) VALUES (?1, ?2, ?3)",
                 )?;
                     let mut fresh = Vec::with_capacity(items.len());
-                    for item in items {
+                    for (item, json) in items {
                         if added.add(txn, &item.dedup_key, now)? {
-                            insert.execute(params![now, item.dedup_key, item.json])?;
+                            insert.execute(params![now, item.dedup_key, json])?;
                             fresh.push(InboxItem {
                                 id: txn.last_insert_rowid(),
                                 received_at: now,
@@ -101,7 +109,7 @@ impl Sqlite {
         })?;
         Ok(rows
             .into_iter()
-            .filter_map(|(id, received_at, dedup_key, json)| match serde_json::from_str(&json) {
+            .filter_map(|(id, received_at, dedup_key, json)| match decode(&json) {
                 Ok(notification) => Some(InboxItem {
                     id,
                     received_at,
@@ -114,6 +122,64 @@ impl Sqlite {
                 }
             })
             .collect())
+    }
+}
+
+/// A notification as the inbox keeps it: the item and its contact as received, and where they
+/// came from. What the plugins read of them ([`Notification::from_item`]) is extracted again
+/// when the row is read back; rows are half the size of the whole notification serialized.
+#[derive(serde::Deserialize)]
+struct Stored<'a> {
+    kind: Kind,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    #[serde(default)]
+    phone_number_id: Option<String>,
+    #[serde(borrow)]
+    item: &'a RawValue,
+    #[serde(borrow, default)]
+    contact: Option<&'a RawValue>,
+}
+
+/// The stored form of `n` (see [`Stored`]). Its item and contact are JSON as received (ingress
+/// took them from a parsed body), so they go in as they are.
+pub fn encode(n: &Notification) -> String {
+    let contact = n.contact_json.as_deref();
+    let mut out = Vec::with_capacity(n.item_json.len() + contact.map_or(0, str::len) + 80);
+    out.extend_from_slice(b"{\"kind\":\"");
+    out.extend_from_slice(n.kind.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"source\":");
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, &n.source);
+    if let Some(p) = &n.phone_number_id {
+        out.extend_from_slice(b",\"phone_number_id\":");
+        let _ = serde_json::to_writer(&mut out, p);
+    }
+    out.extend_from_slice(b",\"item\":");
+    out.extend_from_slice(n.item_json.as_bytes());
+    if let Some(c) = contact {
+        out.extend_from_slice(b",\"contact\":");
+        out.extend_from_slice(c.as_bytes());
+    }
+    out.push(b'}');
+    String::from_utf8(out).expect("made of UTF-8 strings")
+}
+
+/// A notification from its stored form; rows stored before [`Stored`] hold the whole
+/// notification.
+pub fn decode(json: &str) -> Result<Notification, String> {
+    match serde_json::from_str::<Stored>(json) {
+        Ok(s) => {
+            let mut n = Notification::from_item(
+                s.kind,
+                s.item.get(),
+                s.contact.map(RawValue::get),
+                &s.source,
+            )?;
+            n.phone_number_id = s.phone_number_id;
+            Ok(n)
+        }
+        Err(e) => serde_json::from_str(json).map_err(|_| e.to_string()),
     }
 }
 
@@ -132,4 +198,36 @@ pub fn prune(txn: &rusqlite::Transaction<'_>, cursor: i64, before: i64) -> rusql
            AND id < COALESCE((SELECT id FROM inbox WHERE received_at >= ?2 ORDER BY id LIMIT 1), 1 << 62)",
         [cursor, before],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_sdk::split::{split_cloud, split_onprem};
+
+    use super::*;
+
+    #[test]
+    fn the_stored_form_reads_back_as_the_same_notification() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/onprem");
+        let mut notifications = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let body = std::fs::read(entry.unwrap().path()).unwrap();
+            notifications.extend(split_onprem(&body, "on \"prem\"").unwrap());
+        }
+        let cloud = br#"{"object":"whatsapp_business_account","entry":[{"id":"W","changes":[
+            {"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"phone_number_id":"P1"},
+             "contacts":[{"profile":{"name":"Ana"},"wa_id":"1"}],
+             "messages":[{"from":"1","id":"wamid.1","timestamp":"1","type":"text","text":{"body":"h\u00e9 \"x\""}}]}}]}]}"#;
+        notifications.extend(split_cloud(cloud, "cloud").unwrap());
+        assert!(notifications.len() >= 8, "{}", notifications.len());
+        assert!(notifications.iter().any(|n| n.contact_json.is_some()));
+        assert!(notifications.iter().any(|n| n.phone_number_id.is_some()));
+        for n in notifications {
+            let stored = encode(&n);
+            assert!(stored.len() < serde_json::to_string(&n).unwrap().len());
+            assert_eq!(decode(&stored).unwrap(), n);
+            // Rows stored before this form hold the whole notification.
+            assert_eq!(decode(&serde_json::to_string(&n).unwrap()).unwrap(), n);
+        }
+    }
 }

@@ -305,7 +305,6 @@ mod tests {
         let notification = Notification::from_item(Kind::Message, &json, None, "test").unwrap();
         NewInboxItem {
             dedup_key: format!("m:{id}"),
-            json: serde_json::to_string(&notification).unwrap(),
             notification,
         }
     }
@@ -465,7 +464,12 @@ mod tests {
             let it = item(id);
             conn.execute(
                 "INSERT INTO inbox (id, received_at, dedup_key, notification) VALUES (?1, 0, ?2, ?3)",
-                rusqlite::params![i as i64 + 1, it.dedup_key, it.json],
+                // As version 2 stored them: the whole notification.
+                rusqlite::params![
+                    i as i64 + 1,
+                    it.dedup_key,
+                    serde_json::to_string(&it.notification).unwrap()
+                ],
             )
             .unwrap();
             conn.execute(
