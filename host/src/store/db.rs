@@ -109,6 +109,8 @@ impl Pool {
 }
 
 pub fn open_connection(path: &Path, cache_kb: i64) -> anyhow::Result<Connection> {
+    static CONFIGURE: std::sync::Once = std::sync::Once::new();
+    CONFIGURE.call_once(without_memory_statistics);
     let conn = Connection::open(path)
         .with_context(|| format!("cannot open the database {}", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
@@ -118,6 +120,17 @@ pub fn open_connection(path: &Path, cache_kb: i64) -> anyhow::Result<Connection>
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "cache_size", -cache_kb)?;
     Ok(conn)
+}
+
+/// SQLite counts its allocations under one process-wide mutex. The writers of dispatch and
+/// delivery run at idle priority: one preempted while it holds that mutex would hold up the
+/// inbox's writer, and every webhook with it, until the CPU is idle again.
+fn without_memory_statistics() {
+    // Safety: before any connection is opened (SQLite refuses it after, with no harm done).
+    let rc = unsafe { rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0) };
+    if rc != rusqlite::ffi::SQLITE_OK {
+        tracing::debug!(rc, "SQLite kept its memory statistics");
+    }
 }
 
 #[cfg(test)]
