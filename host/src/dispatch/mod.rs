@@ -5,6 +5,7 @@ mod envelope;
 mod load;
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,15 +33,15 @@ const HANDOFF_CAPACITY: usize = 4 * BATCH;
 /// commit order, so the dispatcher need not read back what ingress just wrote. When the
 /// dispatcher falls behind, the hand-over stops (`spilled`) and it reads the inbox instead.
 struct Handoff {
-    queue: VecDeque<InboxItem>,
-    spilled: bool,
+    queue: Mutex<VecDeque<InboxItem>>,
+    spilled: AtomicBool,
 }
 
 /// The ingress side of the dispatcher: hands over stored notifications and wakes it, and
 /// tells it when ingress is busy.
 #[derive(Clone)]
 pub struct Inbox {
-    handoff: Arc<Mutex<Handoff>>,
+    handoff: Arc<Handoff>,
     wake: SyncSender<()>,
     load: Arc<Load>,
 }
@@ -58,21 +59,26 @@ impl Inbox {
     }
 
     fn hand_over(&self, items: Vec<InboxItem>) {
-        if let Ok(mut h) = self.handoff.lock() {
-            if h.spilled || h.queue.len() + items.len() > HANDOFF_CAPACITY {
-                h.spilled = true;
-            } else {
-                h.queue.extend(items);
-            }
+        let h = &self.handoff;
+        // The inbox's writer never waits for the queue: the dispatcher, which runs at idle
+        // priority, may have been preempted holding it.
+        let handed = !h.spilled.load(Ordering::SeqCst)
+            && match h.queue.try_lock() {
+                Ok(mut queue) if queue.len() + items.len() <= HANDOFF_CAPACITY => {
+                    queue.extend(items);
+                    true
+                }
+                _ => false,
+            };
+        if !handed {
+            self.spill();
         }
         self.wake();
     }
 
     /// Make the dispatcher read the inbox from the database next, not the hand-over.
     fn spill(&self) {
-        if let Ok(mut h) = self.handoff.lock() {
-            h.spilled = true;
-        }
+        self.handoff.spilled.store(true, Ordering::SeqCst);
     }
 
     /// Tell the dispatcher there is work (or that it should look at the inbox again).
@@ -94,12 +100,12 @@ pub struct Dispatcher {
 pub fn channel() -> (Inbox, Receiver<()>) {
     let (tx, rx) = sync_channel(1);
     let handoff = Handoff {
-        queue: VecDeque::new(),
+        queue: Mutex::new(VecDeque::new()),
         // Start from the database: what was stored before a restart waits there.
-        spilled: true,
+        spilled: AtomicBool::new(true),
     };
     let inbox = Inbox {
-        handoff: Arc::new(Mutex::new(handoff)),
+        handoff: Arc::new(handoff),
         wake: tx,
         load: Arc::new(Load::default()),
     };
@@ -127,13 +133,16 @@ impl Dispatcher {
             }
         };
         loop {
-            let (handed, spilled) = match inbox.handoff.lock() {
-                Ok(mut h) => (
-                    std::mem::take(&mut h.queue),
-                    std::mem::replace(&mut h.spilled, false),
-                ),
-                Err(_) => (VecDeque::new(), true),
-            };
+            // The flag first: what is in the queue was committed before it is taken, so before
+            // the database is read.
+            let spilled = inbox.handoff.spilled.swap(false, Ordering::SeqCst);
+            let handed = std::mem::take(
+                &mut *inbox
+                    .handoff
+                    .queue
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
             // After a spill everything handed over is in the database too, in order with what
             // was not; items read there and handed over as well are skipped by the cursor.
             let mut items: Vec<InboxItem> = if spilled {
