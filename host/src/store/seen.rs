@@ -5,7 +5,8 @@
 //! An index of the keys on disk would take one write at a random place per notification (its
 //! keys are random), which is most of what a commit writes once the index outgrows a batch;
 //! the log takes a few bytes at its end. The set costs 10 to 20 bytes per key in the window
-//! (about 14 MB for a million). A new key is taken for a seen one only if its digest equals
+//! (a server loading a million keys measured 20 MB more resident memory, and 0.3–0.4 s to
+//! load them). A new key is taken for a seen one only if its digest equals
 //! one of the n in the window: with a keyed 64-bit hash, a chance of about n / 2^64 (1 in
 //! 10^12 for 10 million keys).
 
