@@ -356,3 +356,46 @@ fn webhook_id(key: &str, plugin: &str, index: usize) -> String {
     let digest = Sha256::digest(format!("{key}\n{plugin}\n{index}"));
     format!("msg_{}", &hex::encode(digest)[..32])
 }
+
+#[cfg(test)]
+mod tests {
+    use switchboard_sdk::{Kind, Notification};
+
+    use super::*;
+
+    fn items(ids: std::ops::Range<i64>) -> Vec<InboxItem> {
+        let json = r#"{"from":"1","id":"a","timestamp":"1","type":"text","text":{"body":"hi"}}"#;
+        let notification = Notification::from_item(Kind::Message, json, None, "test").unwrap();
+        ids.map(|id| InboxItem {
+            id,
+            received_at: 0,
+            dedup_key: format!("m:{id}"),
+            notification: notification.clone(),
+        })
+        .collect()
+    }
+
+    #[test]
+    fn the_inbox_writer_never_waits_for_the_dispatcher() {
+        let (inbox, _wake) = channel();
+        inbox.handoff.spilled.store(false, Ordering::SeqCst);
+        inbox.hand_over(items(1..3));
+        assert_eq!(inbox.handoff.queue.lock().unwrap().len(), 2);
+
+        // The dispatcher holds the queue (preempted, say): the hand-over goes on without it and
+        // sends the dispatcher to the database.
+        let held = inbox.handoff.queue.lock().unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let writer = inbox.clone();
+        std::thread::spawn(move || {
+            writer.hand_over(items(3..4));
+            let _ = done_tx.send(());
+        });
+        assert!(
+            done_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "the hand-over waited for the lock"
+        );
+        assert_eq!(held.len(), 2, "the item went to the database only");
+        assert!(inbox.handoff.spilled.load(Ordering::SeqCst));
+    }
+}
