@@ -118,9 +118,42 @@ pub fn open(path: &Path) -> anyhow::Result<Store> {
 /// dispatch and delivery it serves (not for a command, which would wait behind a busy server),
 /// and the dedup keys are loaded before the first webhook.
 pub fn open_for_server(path: &Path) -> anyhow::Result<Store> {
-    let store = Sqlite::open(path, true)?;
+    let lock = lock_for_server(path)?;
+    let mut store = Sqlite::open(path, true)?;
+    store.server_lock = Some(lock);
     store.load_seen()?;
     Ok(Arc::new(store))
+}
+
+/// Take the lock that only one server holds on the database at `path`: a second one would
+/// dispatch and deliver everything a second time. The system drops it when the process ends,
+/// however it ends.
+fn lock_for_server(path: &Path) -> anyhow::Result<std::fs::File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
+    }
+    let lock_path = path.with_file_name(format!(
+        "{}.lock",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another switchboard server is using the database {} (it holds {})",
+            path.display(),
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", lock_path.display()))
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -226,6 +259,8 @@ pub struct Sqlite {
     seen: seen::Shared,
     /// Dispatch cursor, outbox and key-value state.
     work: Db,
+    /// Held by a server while it runs (see [`open_for_server`]).
+    server_lock: Option<std::fs::File>,
 }
 
 impl Sqlite {
@@ -257,6 +292,7 @@ impl Sqlite {
             inbox,
             work,
             seen: Default::default(),
+            server_lock: None,
         })
     }
 
@@ -404,6 +440,23 @@ mod tests {
         let store = open(&path).unwrap();
         assert_eq!(ingest(&store, &["b", "c"]).await, 2);
         store.close().await;
+    }
+
+    #[tokio::test]
+    async fn one_server_at_a_time_uses_a_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data/db.sqlite");
+        let first = open_for_server(&path).unwrap();
+        let second = open_for_server(&path)
+            .err()
+            .expect("a second server is refused");
+        assert!(format!("{second:#}").contains("another switchboard server"));
+        // Commands still open it beside the server.
+        let command = open(&path).unwrap();
+        command.close().await;
+        first.close().await;
+        drop(first);
+        open_for_server(&path).expect("free again once the server is gone");
     }
 
     #[tokio::test]
