@@ -144,25 +144,25 @@ struct Stored<'a> {
 /// The stored form of `n` (see [`Stored`]). Its item and contact are JSON as received (ingress
 /// took them from a parsed body), so they go in as they are.
 pub fn encode(n: &Notification) -> String {
+    let quoted = |s: &str| serde_json::Value::from(s).to_string();
     let contact = n.contact_json.as_deref();
-    let mut out = Vec::with_capacity(n.item_json.len() + contact.map_or(0, str::len) + 80);
-    out.extend_from_slice(b"{\"kind\":\"");
-    out.extend_from_slice(n.kind.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"source\":");
-    // Writing a string into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut out, &n.source);
+    let mut out = String::with_capacity(n.item_json.len() + contact.map_or(0, str::len) + 80);
+    out.push_str("{\"kind\":\"");
+    out.push_str(n.kind.as_str());
+    out.push_str("\",\"source\":");
+    out.push_str(&quoted(&n.source));
     if let Some(p) = &n.phone_number_id {
-        out.extend_from_slice(b",\"phone_number_id\":");
-        let _ = serde_json::to_writer(&mut out, p);
+        out.push_str(",\"phone_number_id\":");
+        out.push_str(&quoted(p));
     }
-    out.extend_from_slice(b",\"item\":");
-    out.extend_from_slice(n.item_json.as_bytes());
+    out.push_str(",\"item\":");
+    out.push_str(&n.item_json);
     if let Some(c) = contact {
-        out.extend_from_slice(b",\"contact\":");
-        out.extend_from_slice(c.as_bytes());
+        out.push_str(",\"contact\":");
+        out.push_str(c);
     }
-    out.push(b'}');
-    String::from_utf8(out).expect("made of UTF-8 strings")
+    out.push('}');
+    out
 }
 
 /// A notification from its stored form; rows stored before [`Stored`] hold the whole
