@@ -15,7 +15,7 @@ fn main() -> std::process::ExitCode {
 
 /// glibc gives each thread that allocates under contention an arena of its own (up to 8 per
 /// core) and keeps what is freed in each: with the server's dozen threads, a quarter of its
-/// memory. Two arenas measured 80 MB at peak in the load benchmark against 104–110 MB.
+/// memory. With two arenas the load benchmark measured 72–84 MB at peak, against 97–110 MB.
 /// `MALLOC_ARENA_MAX` in the environment still decides.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

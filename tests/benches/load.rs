@@ -372,7 +372,7 @@ async fn main() {
     let burst_held = server.metric("dispatch_held_milliseconds_total").await - held;
 
     // Then the same for 5 seconds at least: dispatch holds back for 2 seconds at most, then the
-    //    work behind ingest runs beside it.
+    // work behind ingest runs beside it.
     let sustained = sustained_run(&server, &fakes, fresh(), ingest.rate(), conc, None).await;
 
     // 3. Latency paced at 80% of the burst's peak: for as long as the burst (dispatch held

@@ -129,10 +129,7 @@ pub fn open_for_server(path: &Path) -> anyhow::Result<Store> {
 /// dispatch and deliver everything a second time. The system drops it when the process ends,
 /// however it ends.
 fn lock_for_server(path: &Path) -> anyhow::Result<std::fs::File> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
-    }
+    create_data_folder(path)?;
     let lock_path = path.with_file_name(format!(
         "{}.lock",
         path.file_name().unwrap_or_default().to_string_lossy()
@@ -267,10 +264,7 @@ impl Sqlite {
     /// Open (and create on first use) the database at `path` and the inbox beside it; with
     /// `background_work`, the work database's writer runs at background priority.
     pub fn open(path: &Path, background_work: bool) -> anyhow::Result<Sqlite> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
-        }
+        create_data_folder(path)?;
         let inbox_path = inbox_path(path);
         // The inbox's tables first: an older work database moves its inbox into them.
         db::open_connection(&inbox_path, INBOX_CACHE_KB).and_then(|c| {
@@ -314,6 +308,15 @@ const INBOX: db::Options = db::Options {
     // webhooks waiting for the next commit.
     checkpoint_thread: true,
 };
+
+/// Create the folder of the database at `path` if it is missing.
+fn create_data_folder(path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
+    }
+    Ok(())
+}
 
 /// The inbox file that goes with the database at `path`: `data/switchboard.db` has
 /// `data/switchboard-inbox.db`.

@@ -67,6 +67,14 @@ fn with_set<T>(
     Ok(f(guard.as_mut().expect("loaded above")))
 }
 
+/// Run `f` on the set of `shared` if it is loaded (one not loaded yet reads the log as it
+/// will be).
+fn if_loaded(shared: &Shared, f: impl FnOnce(&mut Seen)) {
+    if let Some(s) = shared.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        f(s);
+    }
+}
+
 /// Make sure the set of `shared` is loaded (so that the first ingest does not wait for it).
 pub fn load(shared: &Shared, conn: &rusqlite::Connection) -> rusqlite::Result<usize> {
     with_set(shared, conn, |s| s.digests.len())
@@ -119,16 +127,11 @@ impl Drop for Added {
         if self.digests.is_empty() {
             return;
         }
-        if let Some(s) = self
-            .shared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
+        if_loaded(&self.shared, |s| {
             for d in &self.digests {
                 s.digests.remove(d);
             }
-        }
+        });
     }
 }
 
@@ -156,12 +159,12 @@ pub fn prune(
         .collect::<rusqlite::Result<_>>()?;
     let shared = shared.clone();
     Ok(move || {
-        if let Some(s) = shared.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+        if_loaded(&shared, |s| {
             for key in &keys {
                 let digest = s.digest(key);
                 s.digests.remove(&digest);
             }
-        }
+        });
         keys.len()
     })
 }
