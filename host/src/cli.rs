@@ -64,6 +64,13 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Play the On-Premises API, the Cloud API and destinations locally, and record what they
+    /// receive (for demos: `cargo xtask run` starts it).
+    Sandbox {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: std::net::SocketAddr,
+    },
     /// Create a new plugin crate from a template.
     NewPlugin {
         /// The plugin's name; a folder of that name is created.
@@ -130,6 +137,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let manifest = manifest.unwrap_or_else(|| plugin.with_extension("toml"));
             rt.block_on(run_plugin(&plugin, &payload, &manifest))
         }
+        Command::Sandbox { listen } => rt.block_on(crate::sandbox::run(listen)),
         Command::NewPlugin { name, sdk_path } => new_plugin(&name, sdk_path.as_deref()),
         Command::Register {
             config,

@@ -14,6 +14,7 @@ pub mod ingress;
 pub mod metrics;
 pub mod plugins;
 pub mod priority;
+pub mod sandbox;
 pub mod server;
 pub mod store;
 pub mod whatsapp;

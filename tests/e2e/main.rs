@@ -5,3 +5,4 @@ mod durability;
 mod end_to_end;
 mod ingress;
 mod plugins;
+mod sandbox;

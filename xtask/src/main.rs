@@ -107,13 +107,15 @@ fn copy_atomically(from: &Path, to: &Path) -> anyhow::Result<()> {
 }
 
 const SAMPLE_CONFIG: &str = r#"# Sample configuration written by `cargo xtask run`. Edit it: it is not overwritten.
+# The Coreapp and the destinations below are played by `switchboard sandbox` on 127.0.0.1:9090,
+# which `cargo xtask run` starts beside the server: what they receive is logged and listed at
+# http://127.0.0.1:9090/sandbox/requests. Point them at your own to go live.
 [server]
 listen = "127.0.0.1:8080"
 webhook_path = "/webhook"
 
 [whatsapp]
-# Your Coreapp. Replies and mark-read wait in the outbox, retried, until it answers.
-base_url = "https://127.0.0.1:9090"
+base_url = "http://127.0.0.1:9090"
 username = "admin"
 password_env = "SWITCHBOARD_WA_PASSWORD"
 
@@ -124,13 +126,13 @@ dir = "../plugins"
 url = "sqlite://data/switchboard.db"
 
 [destinations.sales]
-url = "http://127.0.0.1:9101/sales"
+url = "http://127.0.0.1:9090/destinations/sales"
 
 [destinations.support]
-url = "http://127.0.0.1:9101/support"
+url = "http://127.0.0.1:9090/destinations/support"
 
 [destinations.crm]
-url = "http://127.0.0.1:9101/crm"
+url = "http://127.0.0.1:9090/destinations/crm"
 "#;
 
 fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
@@ -152,12 +154,22 @@ fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
          --data @../shared/fixtures/onprem/e1-text.json",
         config.display()
     );
-    let mut cmd = Command::new(target_dir(root).join("release/switchboard"));
+    let binary = target_dir(root).join("release/switchboard");
+    // The sandbox plays the Coreapp and the destinations of the sample config; it ends with
+    // the server (Ctrl-C reaches both, and it is killed if it is still there).
+    let mut sandbox = Command::new(&binary)
+        .args(["sandbox", "--listen", "127.0.0.1:9090"])
+        .spawn()
+        .context("cannot start `switchboard sandbox`")?;
+    let mut cmd = Command::new(&binary);
     cmd.arg("serve").arg("--config").arg(&config).args(args);
     if std::env::var_os("SWITCHBOARD_WA_PASSWORD").is_none() {
         cmd.env("SWITCHBOARD_WA_PASSWORD", "change-me");
     }
-    status(&mut cmd)
+    let served = status(&mut cmd);
+    let _ = sandbox.kill();
+    let _ = sandbox.wait();
+    served
 }
 
 /// Build the plugins only the tests use into `target/test-plugins/`: `misbehave.wasm`, and a
