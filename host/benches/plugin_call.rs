@@ -19,7 +19,7 @@ fn bench(c: &mut Criterion) {
     let store = store::open(&dir.path().join("bench.db")).unwrap();
     let runtime = Runtime::new(store, None).unwrap();
     let body = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/onprem/e1-text.json"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/onprem/e1-text.json"),
     )
     .unwrap();
     let n = split_onprem(&body, "bench").unwrap().remove(0);

@@ -30,9 +30,18 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| root().join("target"))
 }
 
-/// A fixture body from `shared/fixtures/onprem/`.
+/// An On-Premises fixture body from `tests/fixtures/onprem/`.
 pub fn fixture(name: &str) -> String {
-    let path = root().join("../shared/fixtures/onprem").join(name);
+    read_fixture("onprem", name)
+}
+
+/// A Cloud API fixture body from `tests/fixtures/cloud/`.
+pub fn cloud_fixture(name: &str) -> String {
+    read_fixture("cloud", name)
+}
+
+fn read_fixture(api: &str, name: &str) -> String {
+    let path = root().join("tests/fixtures").join(api).join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 

@@ -151,7 +151,7 @@ fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     eprintln!(
         "xtask: serving with {} (plugins in target/plugins/)\n\
          xtask: try: curl -s -XPOST localhost:8080/webhook -H 'content-type: application/json' \
-         --data @../shared/fixtures/onprem/e1-text.json",
+         --data @tests/fixtures/onprem/e1-text.json",
         config.display()
     );
     let binary = target_dir(root).join("release/switchboard");

@@ -79,8 +79,8 @@ mod tests {
     use serde_json::json;
     use switchboard_sdk::testing::Harness;
 
-    const TEXT: &str = include_str!("../../../../shared/fixtures/onprem/e1-text.json");
-    const IMAGE: &str = include_str!("../../../../shared/fixtures/onprem/e2-image.json");
+    const TEXT: &str = include_str!("../../../tests/fixtures/onprem/e1-text.json");
+    const IMAGE: &str = include_str!("../../../tests/fixtures/onprem/e2-image.json");
 
     #[test]
     fn replies_and_marks_read() {
@@ -98,8 +98,7 @@ mod tests {
     fn ignores_other_types_and_statuses() {
         let h = Harness::<AutoReply>::new(json!({ "text": "Thanks!" })).unwrap();
         assert_eq!(h.handle_body(IMAGE).unwrap(), vec![]);
-        let status =
-            include_str!("../../../../shared/fixtures/onprem/e16-status-sent-pricing.json");
+        let status = include_str!("../../../tests/fixtures/onprem/e16-status-sent-pricing.json");
         assert_eq!(h.handle_body(status).unwrap(), vec![]);
     }
 

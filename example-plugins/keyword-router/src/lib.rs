@@ -77,7 +77,7 @@ mod tests {
 
     fn fixture(name: &str) -> String {
         std::fs::read_to_string(format!(
-            "{}/../../../shared/fixtures/onprem/{name}",
+            "{}/../../tests/fixtures/onprem/{name}",
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap()

@@ -208,11 +208,16 @@ mod tests {
 
     #[test]
     fn the_stored_form_reads_back_as_the_same_notification() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/onprem");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures");
         let mut notifications = Vec::new();
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let body = std::fs::read(entry.unwrap().path()).unwrap();
-            notifications.extend(split_onprem(&body, "on \"prem\"").unwrap());
+        for (api, split) in [
+            ("onprem", split_onprem as fn(&[u8], &str) -> _),
+            ("cloud", split_cloud),
+        ] {
+            for entry in std::fs::read_dir(format!("{dir}/{api}")).unwrap() {
+                let body = std::fs::read(entry.unwrap().path()).unwrap();
+                notifications.extend(split(&body, "on \"prem\"").unwrap());
+            }
         }
         let cloud = br#"{"object":"whatsapp_business_account","entry":[{"id":"W","changes":[
             {"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"phone_number_id":"P1"},

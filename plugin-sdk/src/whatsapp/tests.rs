@@ -468,22 +468,93 @@ fn unknown_fields_survive_at_every_level() {
     }));
 }
 
+/// The bodies of `tests/fixtures/{api}/`, by file name.
+fn fixtures(api: &str) -> Vec<(String, Value)> {
+    let dir = format!("{}/../tests/fixtures/{api}", env!("CARGO_MANIFEST_DIR"));
+    let mut out: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            (name, value)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(out.len() > 20, "{dir} holds {} fixtures", out.len());
+    out
+}
+
 #[test]
 fn fixtures_parse_and_round_trip() {
-    let fixtures = [
-        include_str!("../../../../shared/fixtures/onprem/e1-text.json"),
-        include_str!("../../../../shared/fixtures/onprem/e2-image.json"),
-        include_str!("../../../../shared/fixtures/onprem/e8-location.json"),
-        include_str!("../../../../shared/fixtures/onprem/e10-interactive-button-reply.json"),
-        include_str!("../../../../shared/fixtures/onprem/e16-status-sent-pricing.json"),
-        include_str!("../../../../shared/fixtures/onprem/e19-status-failed.json"),
-        include_str!("../../../../shared/fixtures/onprem/e21-errors.json"),
-    ];
-    for text in fixtures {
-        let value: Value = serde_json::from_str(text).unwrap();
-        let body: WebhookBody = roundtrip(&value);
-        assert!(!(body.messages.is_empty() && body.statuses.is_empty() && body.errors.is_empty()));
+    let has_items =
+        |b: &WebhookBody| !(b.messages.is_empty() && b.statuses.is_empty() && b.errors.is_empty());
+    for (_, value) in fixtures("onprem") {
+        assert!(has_items(&roundtrip::<WebhookBody>(&value)));
     }
+    for (name, value) in fixtures("cloud") {
+        let env: CloudEnvelope = roundtrip(&value);
+        assert!(
+            env.entry
+                .iter()
+                .flat_map(|e| &e.changes)
+                .any(|c| has_items(&c.value.body)),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn every_message_type_of_the_fixtures_has_its_payload() {
+    let onprem = fixtures("onprem").into_iter().map(|(_, v)| v);
+    let cloud = fixtures("cloud")
+        .into_iter()
+        .flat_map(|(_, v)| serde_json::from_value::<CloudEnvelope>(v).unwrap().entry)
+        .flat_map(|e| e.changes)
+        .map(|c| serde_json::to_value(c.value.body).unwrap());
+    let mut seen = std::collections::BTreeSet::new();
+    for body in onprem.chain(cloud) {
+        let body: WebhookBody = serde_json::from_value(body).unwrap();
+        for m in &body.messages {
+            seen.insert(m.kind.clone());
+            let payload_less = ["unknown", "unsupported", "ephemeral"].contains(&m.kind.as_str());
+            assert!(
+                !matches!(m.content(), Content::Other { .. }),
+                "{} has no payload",
+                m.id
+            );
+            assert_eq!(
+                payload_less,
+                matches!(m.content(), Content::Unknown | Content::Ephemeral)
+            );
+        }
+    }
+    let all = [
+        "text",
+        "image",
+        "video",
+        "audio",
+        "voice",
+        "document",
+        "sticker",
+        "location",
+        "contacts",
+        "interactive",
+        "button",
+        "order",
+        "system",
+        "unknown",
+        "unsupported",
+        "ephemeral",
+        "reaction",
+    ];
+    assert_eq!(
+        seen,
+        all.iter().map(|s| s.to_string()).collect(),
+        "the types of the reference"
+    );
 }
 
 #[test]
