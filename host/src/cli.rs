@@ -71,6 +71,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9090")]
         listen: std::net::SocketAddr,
     },
+    /// Install a plugin into a plugins folder, or list the folder.
+    Plugins {
+        #[command(subcommand)]
+        command: crate::plugins::install::PluginsCommand,
+    },
     /// Create a new plugin crate from a template.
     NewPlugin {
         /// The plugin's name; a folder of that name is created.
@@ -138,6 +143,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(run_plugin(&plugin, &payload, &manifest))
         }
         Command::Sandbox { listen } => rt.block_on(crate::sandbox::run(listen)),
+        Command::Plugins { command } => rt.block_on(command.run()),
         Command::NewPlugin { name, sdk_path } => new_plugin(&name, sdk_path.as_deref()),
         Command::Register {
             config,
@@ -306,7 +312,17 @@ fn new_plugin(name: &str, sdk_path: Option<&Path>) -> anyhow::Result<()> {
     if dir.exists() {
         bail!("{} already exists", dir.display());
     }
+    // A crate name cannot start with a digit: `10-greeter` (its place in the chain) is crate
+    // `greeter`, and cargo names the library, so the .wasm, with '_' for '-'.
     let crate_name = name.trim_start_matches(|c: char| c.is_ascii_digit() || c == '-');
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if crate_name.is_empty() || !name.chars().all(valid) {
+        bail!(
+            "plugin name {name:?}: use letters, digits, '-' and '_', with a letter after any \
+             leading digits (e.g. order-bot, 10-greeter)"
+        );
+    }
+    let lib = crate_name.replace('-', "_");
     // The SDK this binary was built from, when its source is still there; else crates.io.
     let built_with = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin-sdk"));
     let sdk = match sdk_path.or(built_with.exists().then_some(built_with)) {
@@ -320,6 +336,7 @@ fn new_plugin(name: &str, sdk_path: Option<&Path>) -> anyhow::Result<()> {
         None => format!("\"{}\"", env!("CARGO_PKG_VERSION")),
     };
     std::fs::create_dir_all(dir.join("src"))?;
+    std::fs::create_dir_all(dir.join("tests"))?;
     std::fs::write(
         dir.join("Cargo.toml"),
         format!(
@@ -329,19 +346,33 @@ fn new_plugin(name: &str, sdk_path: Option<&Path>) -> anyhow::Result<()> {
         ),
     )?;
     std::fs::write(dir.join("src/lib.rs"), TEMPLATE)?;
+    std::fs::write(dir.join("tests/text.json"), SAMPLE_WEBHOOK)?;
     std::fs::write(
-        dir.join(format!("{crate_name}.toml")),
-        "# Copy this file beside the .wasm in the plugins folder.\n[config]\ngreeting = \"Hello!\"\n\n\
+        dir.join(format!("{name}.toml")),
+        "# The plugin's manifest: `switchboard plugins install` puts it beside the .wasm.\n\
+         [config]\ngreeting = \"Hello!\"\n\n\
          [permissions]\nreply = true\ndestinations = []\n\n[subscribe]\nkinds = [\"message\"]\n",
     )?;
+    let wasm = format!("target/wasm32-wasip2/release/{lib}.wasm");
+    let rename = if lib == name {
+        String::new()
+    } else {
+        format!(" --name {name}")
+    };
     println!(
-        "created {name}/: edit src/lib.rs, test with `cargo test`, build with \
-         `cargo build --release --target wasm32-wasip2`, then copy \
-         target/wasm32-wasip2/release/{}.wasm and {crate_name}.toml into the plugins folder",
-        crate_name.replace('-', "_")
+        "created {name}/, a plugin crate. Edit src/lib.rs; test, build and try it, then install \
+         it into the server whose switchboard.toml is in this folder:\n\n  cd {name}\n  cargo test\n  \
+         cargo build --release --target wasm32-wasip2\n  \
+         switchboard run-plugin {wasm} --payload tests/text.json --manifest {name}.toml\n  \
+         switchboard plugins install {wasm} {name}.toml{rename} --config ../switchboard.toml\n\n\
+         (for another server, give its --config, or --dir with its plugins folder)"
     );
     Ok(())
 }
+
+/// The saved webhook the template's test and `run-plugin` start from.
+const SAMPLE_WEBHOOK: &str = r#"{"contacts":[{"profile":{"name":"Kerry Fisher"},"wa_id":"15550001"}],"messages":[{"from":"15550001","id":"ABEGkZUTIXZ0Ago6jCsmqBF4tTXa","timestamp":"1518694235","type":"text","text":{"body":"hello"}}]}
+"#;
 
 const TEMPLATE: &str = r##"//! A Switchboard plugin: greets every customer who writes.
 
@@ -378,8 +409,8 @@ mod tests {
     #[test]
     fn greets_the_sender() {
         let h = Harness::<Greeter>::new(serde_json::json!({ "greeting": "Hi!" })).unwrap();
-        let body = r#"{"messages":[{"from":"15550001","id":"m1","timestamp":"1","type":"text","text":{"body":"hello"}}]}"#;
-        assert_eq!(h.handle_body(body).unwrap(), vec![Action::reply("15550001", "Hi!")]);
+        let actions = h.handle_body(include_str!("../tests/text.json")).unwrap();
+        assert_eq!(actions, vec![Action::reply("15550001", "Hi!")]);
     }
 }
 "##;

@@ -162,7 +162,7 @@ impl WhatsAppConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginsConfig {
-    /// Folder of `NAME.wasm` plugins with optional `NAME.toml` manifests.
+    /// Folder of `NAME.wasm` plugins, each loaded with its `NAME.toml` manifest.
     #[serde(default = "default_plugins_dir")]
     pub dir: PathBuf,
 }

@@ -367,72 +367,71 @@ async fn plugin_state_survives_a_restart() {
     );
 }
 
-/// A plugin author's path: `new-plugin`, the native tests, a wasm build, `run-plugin`, and the
-/// running server picking the plugin up.
+/// The README's "Writing a plugin" steps, run as written: `new-plugin` prints the steps, each is
+/// checked to be in the README word for word and then run as printed, from the native tests to
+/// the running server answering a webhook with the new plugin.
 #[tokio::test]
-async fn a_new_plugin_goes_from_template_to_serving() {
+async fn the_readme_plugin_steps_work_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Fake::start().await;
     let coreapp = Fake::coreapp().await;
     let mut setup = ServerSetup::echo(dir.path(), &sink);
     setup.coreapp = Some(coreapp.url());
     let server = setup.start().await;
+    let readme = std::fs::read_to_string(switchboard_tests::root().join("README.md")).unwrap();
 
+    let create = "switchboard new-plugin greeter";
+    assert!(readme.contains(create), "the README starts with `{create}`");
     let (ok, out) = server.cli_in(dir.path(), &["new-plugin", "greeter"]).await;
     assert!(ok, "{out}");
-    let crate_dir = dir.path().join("greeter");
-    // Its own build folder: the workspace's is locked by the `cargo test` running this test.
-    let target = switchboard_tests::target_dir().join("scaffold");
-    let cargo = |args: &[&str]| {
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(&crate_dir)
-            .env("CARGO_TARGET_DIR", &target)
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let test = cargo(&["test", "--quiet"]);
-    assert!(
-        test.status.success(),
-        "{}",
-        String::from_utf8_lossy(&test.stderr)
-    );
-    let build = cargo(&["build", "--release", "--target", "wasm32-wasip2"]);
-    assert!(
-        build.status.success(),
-        "{}",
-        String::from_utf8_lossy(&build.stderr)
-    );
-    let wasm = target.join("wasm32-wasip2/release/greeter.wasm");
+    let steps: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("  ")).collect();
+    assert_eq!(steps.len(), 5, "new-plugin prints five steps:\n{out}");
+    // One build folder across runs (the README's relative paths stay literal): the crate's
+    // target/ is a link to it. The workspace's own is locked by the `cargo test` running this.
+    let shared_target = switchboard_tests::target_dir().join("scaffold");
+    std::fs::create_dir_all(&shared_target).unwrap();
+    std::os::unix::fs::symlink(&shared_target, dir.path().join("greeter/target")).unwrap();
 
-    let payload = dir.path().join("text.json");
-    std::fs::write(&payload, switchboard_tests::fixture("e1-text.json")).unwrap();
-    let (ok, out) = server
-        .cli_in(
-            dir.path(),
-            &[
-                "run-plugin",
-                wasm.to_str().unwrap(),
-                "--payload",
-                payload.to_str().unwrap(),
-                "--manifest",
-                "greeter/greeter.toml",
-            ],
-        )
-        .await;
-    assert!(ok, "{out}");
+    let mut cwd = dir.path().to_path_buf();
+    let mut outputs = Vec::new();
+    for step in steps {
+        assert!(
+            readme.contains(step),
+            "the README shows `{step}` as new-plugin prints it"
+        );
+        let words: Vec<&str> = step.split_whitespace().collect();
+        match words[0] {
+            "cd" => cwd = cwd.join(words[1]),
+            "cargo" => {
+                let run = std::process::Command::new(
+                    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+                )
+                .current_dir(&cwd)
+                .env_remove("CARGO_TARGET_DIR")
+                .args(&words[1..])
+                .output()
+                .unwrap();
+                assert!(
+                    run.status.success(),
+                    "`{step}` failed:\n{}",
+                    String::from_utf8_lossy(&run.stderr)
+                );
+            }
+            "switchboard" => {
+                let (ok, out) = server.cli_in(&cwd, &words[1..]).await;
+                assert!(ok, "`{step}` failed:\n{out}");
+                outputs.push(out);
+            }
+            other => panic!("unexpected step {other}: {step}"),
+        }
+    }
+    let (tried, installed) = (&outputs[0], &outputs[1]);
     assert!(
-        out.contains(r#""action":"reply""#) && out.contains("Hello!"),
-        "{out}"
+        tried.contains(r#""action":"reply""#) && tried.contains("Hello!"),
+        "run-plugin shows the reply:\n{tried}"
     );
+    assert!(installed.contains("installed greeter"), "{installed}");
 
-    // Deployed with its manifest, it answers the next webhook.
-    install(
-        &setup.plugins_dir(),
-        "greeter",
-        &wasm,
-        &std::fs::read_to_string(crate_dir.join("greeter.toml")).unwrap(),
-    );
     assert!(
         eventually(WAIT, || server
             .log()
@@ -448,6 +447,267 @@ async fn a_new_plugin_goes_from_template_to_serving() {
             && r.json()["text"]["body"] == "Hello!"))
         .await,
         "{}",
+        server.log()
+    );
+}
+
+async fn plugins_status(server: &Server) -> Value {
+    switchboard_tests::http()
+        .get(server.url("/plugins"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn loaded_names(status: &Value) -> Vec<String> {
+    status["loaded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Poll `/plugins` until `check` holds (at most `WAIT`); returns the last status.
+async fn plugins_until(server: &Server, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let status = plugins_status(server).await;
+        if check(&status) || std::time::Instant::now() > deadline {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn error_of(status: &Value, name: &str) -> String {
+    status["errors"][name]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A `.wasm` and its `.toml` load as a pair: never a `.wasm` without its manifest (which would
+/// run with no permissions), never a manifest that does not parse, and an old version keeps
+/// serving until its new pair is whole.
+#[tokio::test]
+async fn plugins_load_only_with_a_manifest_that_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Fake::start().await;
+    let setup = ServerSetup::echo(dir.path(), &sink);
+    let plugins = setup.plugins_dir();
+    let server = setup.start().await;
+    let wasm = test_plugin("misbehave.wasm");
+
+    // Copied by hand, the .wasm first: it waits for its manifest, and does not run meanwhile.
+    std::fs::copy(&wasm, plugins.join("late.wasm")).unwrap();
+    let status = plugins_until(&server, |s| error_of(s, "late").contains("has no manifest")).await;
+    assert!(
+        error_of(&status, "late").contains("has no manifest"),
+        "{status}\n{}",
+        server.log()
+    );
+    assert_eq!(loaded_names(&status), ["echo"], "{status}");
+    // Half of the manifest: it does not parse, so still nothing.
+    let manifest = echo_manifest("late");
+    let half = &manifest[..manifest.find("destinations").unwrap() + 20];
+    std::fs::write(plugins.join("late.toml"), half).unwrap();
+    let status = plugins_until(&server, |s| {
+        error_of(s, "late").contains("invalid manifest")
+    })
+    .await;
+    assert!(
+        error_of(&status, "late").contains("invalid manifest"),
+        "{status}"
+    );
+    assert_eq!(loaded_names(&status), ["echo"], "{status}");
+    // The whole manifest: loaded, with the permissions it grants.
+    std::fs::write(plugins.join("late.toml"), &manifest).unwrap();
+    let status = plugins_until(&server, |s| loaded_names(s).len() == 2).await;
+    assert_eq!(loaded_names(&status), ["echo", "late"], "{status}");
+    assert!(status["errors"].get("late").is_none(), "{status}");
+    assert_eq!(server.post(&message(1)).await.0, StatusCode::OK);
+    assert!(
+        eventually(WAIT, || bodies(&sink).iter().any(|b| b["config"] == "late")).await,
+        "it serves with its permissions:\n{}",
+        server.log()
+    );
+
+    // A garbage manifest beside a serving plugin: the error is shown, the old version (with its
+    // old manifest) keeps serving.
+    let good = std::fs::read_to_string(plugins.join("echo.toml")).unwrap();
+    std::fs::write(
+        plugins.join("echo.toml"),
+        "[permissions\ndestinations = [\"si",
+    )
+    .unwrap();
+    let status = plugins_until(&server, |s| {
+        error_of(s, "echo").contains("invalid manifest")
+    })
+    .await;
+    assert!(
+        error_of(&status, "echo").contains("invalid manifest"),
+        "{status}"
+    );
+    assert!(
+        server.log().contains("plugin failed to load; version"),
+        "{}",
+        server.log()
+    );
+    let before = sink.received().len();
+    assert_eq!(server.post(&message(2)).await.0, StatusCode::OK);
+    assert!(
+        eventually(WAIT, || bodies(&sink)[before..]
+            .iter()
+            .any(|b| b["id"] == "ABEG-test-2" && b["config"] == "1"))
+        .await,
+        "the old version keeps serving:\n{}",
+        server.log()
+    );
+    // Put back as it was: the version serving is right again, and the error goes.
+    std::fs::write(plugins.join("echo.toml"), good).unwrap();
+    let status = plugins_until(&server, |s| s["errors"].get("echo").is_none()).await;
+    assert!(status["errors"].get("echo").is_none(), "{status}");
+
+    // Both copied by hand at once: loaded once, as a pair.
+    std::fs::copy(&wasm, plugins.join("pair.wasm")).unwrap();
+    std::fs::write(plugins.join("pair.toml"), echo_manifest("pair")).unwrap();
+    let status = plugins_until(&server, |s| loaded_names(s).len() == 3).await;
+    assert_eq!(loaded_names(&status), ["echo", "late", "pair"], "{status}");
+    let log = server.log();
+    let loads = log
+        .lines()
+        .filter(|l| l.contains("plugin=\"pair\"") && l.contains("load"))
+        .count();
+    assert_eq!(loads, 1, "one load, no failure:\n{log}");
+}
+
+/// `plugins install` checks the plugin and its manifest as the server would, installs nothing
+/// when either is wrong, and puts a good pair into the folder of a running server at once.
+#[tokio::test]
+async fn plugins_install_checks_then_installs_the_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Fake::start().await;
+    let setup = ServerSetup::echo(dir.path(), &sink);
+    let plugins = setup.plugins_dir();
+    let server = setup.start().await;
+    let wasm = test_plugin("misbehave.wasm");
+    let wasm = wasm.to_str().unwrap();
+    let write = |file: &str, text: &[u8]| {
+        let path = dir.path().join(file);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let garbage = write("garbage.toml", b"[config\nmode = ");
+    let init_fails = write("init.toml", b"[config]\nmode = \"init-error\"\n");
+    let not_wasm = write("junk.wasm", b"\0asm this is not a component");
+    let good = write("good.toml", echo_manifest("installed").as_bytes());
+    let files = || -> Vec<String> {
+        let mut f: Vec<String> = std::fs::read_dir(&plugins)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        f.sort();
+        f
+    };
+
+    for (args, expected) in [
+        (vec![wasm, garbage.as_str()], "invalid manifest"),
+        (vec![wasm, init_fails.as_str()], "deliberate init failure"),
+        (vec![not_wasm.as_str(), good.as_str()], "does not load"),
+        (vec![wasm], "no manifest"),
+    ] {
+        let mut command = vec!["plugins", "install"];
+        command.extend(args);
+        command.extend(["--name", "new"]);
+        let (ok, out) = server.cli(&command).await;
+        assert!(!ok, "{command:?} is refused:\n{out}");
+        assert!(
+            out.contains(expected),
+            "{command:?} says {expected:?}:\n{out}"
+        );
+        assert_eq!(files(), ["echo.toml", "echo.wasm"], "nothing installed");
+    }
+
+    let (ok, out) = server
+        .cli(&["plugins", "install", wasm, &good, "--name", "new"])
+        .await;
+    assert!(ok, "{out}");
+    assert!(out.contains("installed new"), "{out}");
+    assert_eq!(
+        files(),
+        ["echo.toml", "echo.wasm", "new.toml", "new.wasm"],
+        "the pair, and no staging files left"
+    );
+    let status = plugins_until(&server, |s| loaded_names(s).len() == 2).await;
+    assert_eq!(loaded_names(&status), ["echo", "new"], "{status}");
+    assert_eq!(server.post(&message(1)).await.0, StatusCode::OK);
+    assert!(
+        eventually(WAIT, || bodies(&sink)
+            .iter()
+            .any(|b| b["config"] == "installed"))
+        .await,
+        "{}",
+        server.log()
+    );
+    let (ok, out) = server.cli(&["plugins", "list"]).await;
+    assert!(ok, "{out}");
+    let version = status["loaded"][1]["version"].as_str().unwrap();
+    assert!(out.contains(&format!("new\t{version}\tcomplete")), "{out}");
+}
+
+/// `data/compiled/` keeps the compiled code of the versions loaded, and nothing else: after a
+/// start, a new version, and a plugin deleted.
+#[tokio::test]
+async fn compiled_code_is_kept_only_for_loaded_versions() {
+    use sha2::Digest;
+    let hash = |path: &std::path::Path| -> String {
+        sha2::Sha256::digest(std::fs::read(path).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Fake::start().await;
+    let setup = ServerSetup::echo(dir.path(), &sink);
+    let plugins = setup.plugins_dir();
+    let compiled = dir.path().join("data/compiled");
+    std::fs::create_dir_all(&compiled).unwrap();
+    std::fs::write(compiled.join(format!("{}.cwasm", "0".repeat(64))), b"old").unwrap();
+    let cached = || -> Vec<String> {
+        let mut f: Vec<String> = std::fs::read_dir(&compiled)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        f.sort();
+        f
+    };
+    let server = setup.start().await;
+    let a = format!("{}.cwasm", hash(&test_plugin("misbehave.wasm")));
+    assert_eq!(cached(), [a.clone()], "at start, only the version loaded");
+
+    install(
+        &plugins,
+        "echo",
+        &test_plugin("misbehave-b.wasm"),
+        &echo_manifest("1"),
+    );
+    let b = format!("{}.cwasm", hash(&test_plugin("misbehave-b.wasm")));
+    assert!(
+        eventually(WAIT, || cached() == [b.clone()]).await,
+        "after a new version, only it: {:?}\n{}",
+        cached(),
+        server.log()
+    );
+
+    std::fs::remove_file(plugins.join("echo.wasm")).unwrap();
+    assert!(
+        eventually(WAIT, || cached().is_empty()).await,
+        "after the plugin is deleted, nothing: {:?}\n{}",
+        cached(),
         server.log()
     );
 }

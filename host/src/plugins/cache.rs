@@ -40,6 +40,38 @@ pub fn compile(
     Ok((component, false))
 }
 
+/// Remove the compiled code in `dir` of every module whose hash is not in `keep` (the versions
+/// loaded now), and temporary files left by an interrupted write, so the folder holds only what
+/// serves. Returns how many files were removed.
+pub fn prune(dir: &Path, keep: &[&str]) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let stale = match path.extension().and_then(|e| e.to_str()) {
+            Some("cwasm") => path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .is_none_or(|hash| !keep.contains(&hash)),
+            Some("tmp") => true,
+            _ => false,
+        };
+        if !stale {
+            continue;
+        }
+        // Unlinking code a plugin still runs is safe: its mapping lives until it is dropped.
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove stale compiled code")
+            }
+        }
+    }
+    removed
+}
+
 fn store(component: &Component, dir: &Path, path: &PathBuf) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let bytes = component.serialize()?;
@@ -47,4 +79,31 @@ fn store(component: &Component, dir: &Path, path: &PathBuf) -> anyhow::Result<()
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prune_keeps_only_the_loaded_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        for file in [
+            "aaa.cwasm",
+            "bbb.cwasm",
+            "ccc.cwasm",
+            "ddd.tmp",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(file), b"x").unwrap();
+        }
+        assert_eq!(prune(dir.path(), &["bbb"]), 3);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["bbb.cwasm", "notes.txt"]);
+        assert_eq!(prune(&dir.path().join("missing"), &[]), 0);
+    }
 }

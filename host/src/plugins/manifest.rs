@@ -1,4 +1,4 @@
-//! `NAME.toml`, the optional manifest beside `NAME.wasm`.
+//! `NAME.toml`, the manifest beside `NAME.wasm`.
 
 use std::path::Path;
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! limits, and reloading them when the folder changes.
 
 mod cache;
+pub mod install;
 pub mod kv;
 pub mod manifest;
 mod registry;

@@ -63,14 +63,36 @@ impl Registry {
         names.sort();
         names.dedup();
         for name in names {
-            self.reload(&name);
+            self.load_pair(&name);
         }
+        self.prune_compiled();
         Ok(())
     }
 
     /// Bring plugin `name` in line with the folder: load a new or changed version, unload one
     /// whose `.wasm` is gone. A version that fails to load leaves the previous one serving.
     pub fn reload(&self, name: &str) {
+        self.load_pair(name);
+        self.prune_compiled();
+    }
+
+    /// Keep only the compiled code of the versions serving, so `compiled/` stays bounded.
+    fn prune_compiled(&self) {
+        let snapshot = self.snapshot();
+        let keep: Vec<&str> = snapshot.plugins.iter().map(|p| p.hash.as_str()).collect();
+        let removed = self.runtime.prune_cache(&keep);
+        if removed > 0 {
+            tracing::debug!(
+                removed,
+                "compiled code of versions no longer loaded removed"
+            );
+        }
+    }
+
+    /// Load `NAME.wasm` with `NAME.toml`, both read now: a plugin loads only with a manifest
+    /// that parses (an empty file grants nothing), so a `.wasm` copied before its manifest, or
+    /// beside a half-written one, never runs with permissions it was not meant to have.
+    fn load_pair(&self, name: &str) {
         let wasm_path = self.dir.join(format!("{name}.wasm"));
         let bytes = match std::fs::read(&wasm_path) {
             Ok(b) => b,
@@ -89,9 +111,31 @@ impl Registry {
                 return;
             }
         };
-        let manifest = match Manifest::load(&self.dir.join(format!("{name}.toml"))) {
-            Ok(m) => m,
-            Err(e) => return self.fail(name, e),
+        let manifest_path = self.dir.join(format!("{name}.toml"));
+        let manifest = match std::fs::read_to_string(&manifest_path) {
+            Ok(text) => match Manifest::parse(&text) {
+                Ok(m) => m,
+                Err(e) => {
+                    let e = e.context(format!(
+                        "invalid manifest {}: fix it and the plugin loads",
+                        manifest_path.display()
+                    ));
+                    return self.fail(name, e);
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let e = anyhow::anyhow!(
+                    "{} has no manifest: put {name}.toml beside it (an empty file grants \
+                     nothing), or install both with `switchboard plugins install`",
+                    wasm_path.display()
+                );
+                return self.fail(name, e);
+            }
+            Err(e) => {
+                let e = anyhow::Error::new(e)
+                    .context(format!("cannot read {}", manifest_path.display()));
+                return self.fail(name, e);
+            }
         };
         let hash = super::cache::hash(&bytes);
         let unchanged = self
@@ -100,6 +144,8 @@ impl Registry {
             .iter()
             .any(|p| &*p.name == name && p.hash == hash && p.manifest == manifest);
         if unchanged {
+            // A manifest put back as it was: the version serving is right again.
+            self.set_error(name, None);
             return;
         }
         let started = std::time::Instant::now();

@@ -227,6 +227,13 @@ impl Runtime {
         plugin.put_back(instance);
         Ok(plugin)
     }
+
+    /// Remove the cached compiled code of every version but `keep` (the hashes loaded now).
+    pub fn prune_cache(&self, keep: &[&str]) -> usize {
+        self.cache_dir
+            .as_deref()
+            .map_or(0, |dir| cache::prune(dir, keep))
+    }
 }
 
 fn engine_config(pooling: bool) -> wasmtime::Config {
