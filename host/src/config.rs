@@ -27,6 +27,9 @@ pub struct Config {
     /// Delivery retries.
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// Dispatch retries after failures of the host (not of a plugin).
+    #[serde(default)]
+    pub dispatch: DispatchConfig,
     /// Named HTTP destinations that plugins forward to.
     #[serde(default)]
     pub destinations: BTreeMap<String, DestinationConfig>,
@@ -291,6 +294,40 @@ fn default_concurrency() -> usize {
     32
 }
 
+/// `[dispatch]`: a notification whose dispatch fails for a reason of the host (storage, an
+/// instance that cannot be made), not of a plugin, is run again with backoff, then parked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchConfig {
+    /// Attempts before the notification is parked (`notifications list --parked`).
+    #[serde(default = "default_dispatch_attempts")]
+    pub max_attempts: u32,
+    /// First delay before running it again; it doubles per attempt.
+    #[serde(default = "default_initial_backoff", with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Longest delay between two attempts.
+    #[serde(default = "default_dispatch_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            max_attempts: default_dispatch_attempts(),
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_dispatch_max_backoff(),
+        }
+    }
+}
+
+fn default_dispatch_attempts() -> u32 {
+    10
+}
+
+fn default_dispatch_max_backoff() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
 /// `[destinations.NAME]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -392,6 +429,160 @@ impl Config {
             }
             paths.push(&e.path);
         }
+        let mut names = Vec::new();
+        if !self.server.webhook_path.is_empty() {
+            // The source name of notifications of `webhook_path`.
+            names.push("default");
+        }
+        for e in &self.server.endpoints {
+            if names.contains(&e.name.as_str()) {
+                bail!(
+                    "[[server.endpoints]] name {:?} is used twice{}: plugins tell endpoints apart by it",
+                    e.name,
+                    if e.name == "default" {
+                        " (\"default\" is the endpoint of webhook_path)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            names.push(&e.name);
+        }
+        self.delivery.check()?;
+        self.dispatch.check()
+    }
+}
+
+/// Refuse a zero duration for `setting`.
+fn positive(setting: &str, d: Duration) -> anyhow::Result<()> {
+    if d.is_zero() {
+        bail!("{setting} must be more than 0");
+    }
+    Ok(())
+}
+
+impl DeliveryConfig {
+    fn check(&self) -> anyhow::Result<()> {
+        if self.concurrency == 0 {
+            bail!("[delivery] concurrency must be at least 1 (nothing would ever be delivered)");
+        }
+        positive("[delivery] initial_backoff", self.initial_backoff)?;
+        positive("[delivery] max_backoff", self.max_backoff)?;
+        positive("[delivery] timeout", self.timeout)?;
+        if self.max_backoff < self.initial_backoff {
+            bail!(
+                "[delivery] max_backoff ({:?}) is shorter than initial_backoff ({:?})",
+                self.max_backoff,
+                self.initial_backoff
+            );
+        }
+        if self.horizon < self.initial_backoff {
+            bail!(
+                "[delivery] horizon ({:?}) is shorter than initial_backoff ({:?}): nothing would ever be retried",
+                self.horizon,
+                self.initial_backoff
+            );
+        }
         Ok(())
+    }
+}
+
+impl DispatchConfig {
+    fn check(&self) -> anyhow::Result<()> {
+        if self.max_attempts == 0 {
+            bail!("[dispatch] max_attempts must be at least 1");
+        }
+        positive("[dispatch] initial_backoff", self.initial_backoff)?;
+        positive("[dispatch] max_backoff", self.max_backoff)?;
+        if self.max_backoff < self.initial_backoff {
+            bail!(
+                "[dispatch] max_backoff ({:?}) is shorter than initial_backoff ({:?})",
+                self.max_backoff,
+                self.initial_backoff
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error `Config::load` gives for a file with `extra` after a minimal `[server]`.
+    fn refused(extra: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switchboard.toml");
+        std::fs::write(
+            &path,
+            format!("[server]\nlisten = \"127.0.0.1:8080\"\n{extra}"),
+        )
+        .unwrap();
+        match Config::load(&path) {
+            Ok(_) => panic!("accepted:\n{extra}"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[test]
+    fn settings_that_break_delivery_are_refused_with_the_setting_named() {
+        let endpoint = |name: &str, path: &str| {
+            format!(
+                "[[server.endpoints]]\nname = \"{name}\"\npath = \"{path}\"\nkind = \"onprem\"\n"
+            )
+        };
+        for (extra, named) in [
+            ("[delivery]\nconcurrency = 0\n", "[delivery] concurrency"),
+            (
+                "[delivery]\ninitial_backoff = \"0s\"\n",
+                "[delivery] initial_backoff",
+            ),
+            (
+                "[delivery]\nmax_backoff = \"0s\"\n",
+                "[delivery] max_backoff",
+            ),
+            ("[delivery]\ntimeout = \"0s\"\n", "[delivery] timeout"),
+            (
+                "[delivery]\ninitial_backoff = \"10s\"\nmax_backoff = \"1s\"\n",
+                "[delivery] max_backoff",
+            ),
+            (
+                "[delivery]\nhorizon = \"1s\"\ninitial_backoff = \"5s\"\n",
+                "[delivery] horizon",
+            ),
+            ("[dispatch]\nmax_attempts = 0\n", "[dispatch] max_attempts"),
+            (
+                "[dispatch]\ninitial_backoff = \"0ms\"\n",
+                "[dispatch] initial_backoff",
+            ),
+            (
+                &format!("{}{}", endpoint("a", "/one"), endpoint("a", "/two")),
+                "name \"a\" is used twice",
+            ),
+            (
+                &endpoint("default", "/one"),
+                "name \"default\" is used twice",
+            ),
+            (
+                &format!("{}{}", endpoint("a", "/one"), endpoint("b", "/one")),
+                "path \"/one\" is used twice",
+            ),
+            (
+                &endpoint("a", "/webhook"),
+                "path \"/webhook\" is used twice",
+            ),
+        ] {
+            let error = refused(extra);
+            assert!(error.contains(named), "{extra}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_defaults_pass_the_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switchboard.toml");
+        std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:8080\"\n").unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.dispatch.max_attempts, 10);
     }
 }

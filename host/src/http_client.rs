@@ -36,7 +36,8 @@ pub struct Endpoint {
 #[derive(Debug)]
 pub struct Response {
     pub status: StatusCode,
-    /// `Retry-After` in seconds, if the server sent one.
+    /// How long `Retry-After` asks to wait, if the server sent one that reads (see
+    /// [`retry_after`]).
     pub retry_after: Option<Duration>,
     /// The body, at most [`MAX_BODY`] bytes of it.
     pub body: String,
@@ -97,8 +98,7 @@ impl Http {
                 .headers()
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .and_then(|v| retry_after(v, std::time::SystemTime::now()));
             let mut body = resp.into_body();
             let mut kept = Vec::new();
             while let Some(frame) = body.frame().await {
@@ -119,6 +119,18 @@ impl Http {
             Err(_) => anyhow::bail!("{}: no answer within {:?}", what(), self.timeout),
         }
     }
+}
+
+/// The wait a `Retry-After` value asks for at `now`: delay-seconds (any number of digits; past
+/// `u64` it saturates) or an HTTP date (one in the past is no wait). Anything else, such as a
+/// negative number, reads as no header. The caller caps what it honours.
+pub fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 const USER_AGENT: &str = concat!("switchboard/", env!("CARGO_PKG_VERSION"));
@@ -252,6 +264,41 @@ mod tests {
         assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.retry_after, Some(Duration::from_secs(7)));
         assert_eq!(resp.body.len(), MAX_BODY);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_of_any_size_and_ignores_garbage() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let read = |v: &str| retry_after(v, now);
+        assert_eq!(read(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(read("0"), Some(Duration::ZERO));
+        assert_eq!(
+            read("18446744073709551615"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(
+            read("99999999999999999999999999999"),
+            Some(Duration::from_secs(u64::MAX)),
+            "more digits than u64 holds saturate"
+        );
+        // 2023-11-14T22:13:20Z is `now`.
+        assert_eq!(
+            read("Tue, 14 Nov 2023 22:13:30 GMT"),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(read("Tue, 14 Nov 2023 22:13:10 GMT"), Some(Duration::ZERO));
+        let far = read("Fri, 31 Dec 9999 23:59:59 GMT").unwrap();
+        assert!(far > Duration::from_secs(200_000_000_000), "{far:?}");
+        for garbage in [
+            "-5",
+            "",
+            "soon",
+            "1.5",
+            "7s",
+            "Tue, 99 Nov 2023 22:13:30 GMT",
+        ] {
+            assert_eq!(read(garbage), None, "{garbage:?}");
+        }
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let cache_dir = db_path.parent().map(|d| d.join("compiled"));
     let runtime = Runtime::new(store.clone(), cache_dir)?;
     let registry = Registry::new(runtime, &config.plugins.dir);
+    registry.set_destinations(config.destinations.keys().cloned());
     registry.load_all()?;
     let _watcher = plugins::watch(registry.clone())?;
     let metrics = Arc::new(Metrics::default());

@@ -6,7 +6,9 @@ use crate::config::DeliveryConfig;
 
 /// The delay before attempt `attempts + 1`: exponential from `initial_backoff`, capped at
 /// `max_backoff`, with "full jitter" between half and all of it so that retries of many
-/// deliveries spread out. A `Retry-After` from the receiver is honoured when longer.
+/// deliveries spread out. A `Retry-After` from the receiver is honoured when longer, up to
+/// `max_backoff`: a receiver cannot push a retry past it (nor, with a huge value, overflow the
+/// retry time into the past).
 pub fn delay(config: &DeliveryConfig, attempts: u32, retry_after: Option<Duration>) -> Duration {
     let exp = config
         .initial_backoff
@@ -14,7 +16,7 @@ pub fn delay(config: &DeliveryConfig, attempts: u32, retry_after: Option<Duratio
     let capped = exp.min(config.max_backoff);
     let jittered = capped.mul_f64(rand::rng().random_range(0.5..=1.0));
     match retry_after {
-        Some(r) if r > jittered => r,
+        Some(r) if r > jittered => r.min(config.max_backoff),
         _ => jittered,
     }
 }
@@ -49,5 +51,17 @@ mod tests {
             Duration::from_secs(120)
         );
         assert!(delay(&c, 0, Some(Duration::from_millis(1))) >= Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_retry_after_of_any_size_is_capped_at_max_backoff() {
+        let c = DeliveryConfig::default();
+        for huge in [
+            Duration::from_secs(u64::MAX),
+            Duration::MAX,
+            c.max_backoff * 2,
+        ] {
+            assert_eq!(delay(&c, 0, Some(huge)), c.max_backoff);
+        }
     }
 }

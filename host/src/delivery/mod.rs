@@ -303,8 +303,8 @@ impl Delivery {
         };
         let cfg = &self.config.delivery;
         let delay = backoff::delay(cfg, attempt.attempts as u32, retry_after);
-        let at = now_millis() + delay.as_millis() as i64;
-        if at > attempt.task.created_at + cfg.horizon.as_millis() as i64 {
+        let at = now_millis().saturating_add(millis(delay));
+        if at > attempt.task.created_at.saturating_add(millis(cfg.horizon)) {
             return DeliveryOutcome::Dead {
                 error: format!(
                     "gave up after {} attempts over the {:?} horizon; last error: {error}",
@@ -315,6 +315,12 @@ impl Delivery {
         }
         DeliveryOutcome::Retry { at, error }
     }
+}
+
+/// `d` in milliseconds, saturating (a duration from the configuration or a receiver may be
+/// longer than `i64` milliseconds hold).
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn retryable(status: StatusCode) -> bool {

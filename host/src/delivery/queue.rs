@@ -59,6 +59,11 @@ struct Entry {
     next_at: i64,
 }
 
+/// Failed attempts in a row, with no success between them, after which a target counts as
+/// down: its next success brings its waiting retries forward (a half-open circuit breaker
+/// closing). One failing row among successes never gets there, so it keeps its own backoff.
+const DOWN_AFTER: u32 = 3;
+
 /// Pending rows and their scheduling state.
 #[derive(Default)]
 pub struct Queue {
@@ -69,6 +74,15 @@ pub struct Queue {
     timers: BinaryHeap<Reverse<(i64, Arc<str>)>>,
     blocked: HashMap<Arc<str>, VecDeque<Arc<str>>>,
     per_target: HashMap<Arc<str>, usize>,
+    /// Lanes waiting for a timer (others in `timers` are stale).
+    timed: HashSet<Arc<str>>,
+    /// By target, lanes whose head waits to be retried.
+    retrying: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// By target, failed attempts since its last success.
+    failures: HashMap<Arc<str>, u32>,
+    /// Targets that came back after being down, with no failure since: retries loaded from
+    /// the database for them are due at once.
+    recovered: HashSet<Arc<str>>,
     fresh_in_flight: usize,
     retries_in_flight: usize,
 }
@@ -91,8 +105,11 @@ impl Queue {
             if !self.known.insert(row.id) {
                 continue;
             }
-            let (attempts, next_at) = (row.attempts, row.next_at);
+            let (attempts, mut next_at) = (row.attempts, row.next_at);
             let task = Arc::new(Task::new(row, parsed));
+            if attempts > 0 && self.recovered.contains(&task.target) {
+                next_at = next_at.min(now);
+            }
             let name = task.lane.clone();
             let lane = self.lanes.entry(name.clone()).or_default();
             let first = lane.is_empty();
@@ -128,6 +145,14 @@ impl Queue {
         };
         if head.next_at > now {
             self.timers.push(Reverse((head.next_at, lane.clone())));
+            self.timed.insert(lane.clone());
+            if head.attempts > 0 {
+                let target = head.task.target.clone();
+                self.retrying
+                    .entry(target)
+                    .or_default()
+                    .insert(lane.clone());
+            }
         } else if head.attempts > 0 {
             self.ready_retry.push_back(lane.clone());
         } else {
@@ -142,9 +167,50 @@ impl Queue {
                 return Some(*at);
             }
             let Reverse((_, lane)) = self.timers.pop().expect("peeked");
+            if !self.timed.remove(&lane) {
+                continue;
+            }
+            if let Some(head) = self.lanes.get(&lane).and_then(|l| l.front())
+                && let Some(lanes) = self.retrying.get_mut(&head.task.target)
+            {
+                lanes.remove(&lane);
+            }
             self.schedule(&lane, now);
         }
         None
+    }
+
+    /// Count the outcome of an attempt to `target`; on the first success after it was down,
+    /// its lanes waiting to retry are due now (the budgets still bound how many go at once).
+    fn track_target(&mut self, target: &Arc<str>, outcome: &DeliveryOutcome, now: i64) {
+        match outcome {
+            DeliveryOutcome::Retry { .. } => {
+                *self.failures.entry(target.clone()).or_default() += 1;
+                self.recovered.remove(target);
+            }
+            DeliveryOutcome::Delivered => {
+                if self.failures.remove(target).unwrap_or(0) < DOWN_AFTER {
+                    return;
+                }
+                self.recovered.insert(target.clone());
+                // Oldest first, as they were queued.
+                let mut due: Vec<(i64, Arc<str>)> = Vec::new();
+                for lane in self.retrying.remove(target).unwrap_or_default() {
+                    if !self.timed.remove(&lane) {
+                        continue;
+                    }
+                    if let Some(head) = self.lanes.get_mut(&lane).and_then(|l| l.front_mut()) {
+                        head.next_at = head.next_at.min(now);
+                        due.push((head.task.id, lane));
+                    }
+                }
+                due.sort();
+                for (_, lane) in due {
+                    self.schedule(&lane, now);
+                }
+            }
+            DeliveryOutcome::Dead { .. } => {}
+        }
     }
 
     /// The next head to attempt within `budget`, marked in flight.
@@ -209,6 +275,7 @@ impl Queue {
         {
             self.schedule(&waiting, now);
         }
+        self.track_target(&task.target, outcome, now);
         let Some(lane) = self.lanes.get_mut(&task.lane) else {
             return;
         };
@@ -310,6 +377,75 @@ mod tests {
         );
         let retried = q.next(&WIDE).unwrap();
         assert_eq!((retried.task.id, retried.attempts), (1, 1));
+    }
+
+    fn retry_at(at: i64) -> DeliveryOutcome {
+        DeliveryOutcome::Retry {
+            at,
+            error: "503".into(),
+        }
+    }
+
+    #[test]
+    fn a_target_back_from_an_outage_gets_its_waiting_retries_at_once_within_its_budget() {
+        let mut q = Queue::default();
+        q.add((1..=4).map(|i| row(i, &format!("l{i}"), "t")), 0);
+        q.add([row(9, "other", "u")], 0);
+        // The outage: every row fails, each with its own (long, growing) backoff.
+        for i in 1..=4 {
+            let a = q.next(&WIDE).unwrap();
+            assert_eq!(a.task.id, i);
+            q.finish(&a, &retry_at(1_000_000 * i), 10);
+        }
+        let other = q.next(&WIDE).unwrap();
+        q.finish(&other, &retry_at(5_000_000), 10);
+        assert!(q.next(&WIDE).is_none());
+        // A fresh row on the same target gets through: the target is back.
+        q.add([row(5, "l5", "t")], 20);
+        let fresh = q.next(&WIDE).unwrap();
+        assert_eq!(fresh.task.id, 5);
+        q.finish(&fresh, &DeliveryOutcome::Delivered, 30);
+        // Its waiting retries are due now, two at a time (its concurrency); another target's
+        // are not.
+        let narrow = Budget {
+            per_target: 2,
+            ..WIDE
+        };
+        let (a, b) = (q.next(&narrow).unwrap(), q.next(&narrow).unwrap());
+        assert_eq!((a.task.id, b.task.id, a.attempts), (1, 2, 1));
+        assert!(q.next(&narrow).is_none(), "within the target's concurrency");
+        q.finish(&a, &DeliveryOutcome::Delivered, 40);
+        assert_eq!(q.next(&narrow).unwrap().task.id, 3);
+        q.finish(&b, &DeliveryOutcome::Delivered, 40);
+        assert_eq!(q.next(&narrow).unwrap().task.id, 4);
+        assert!(
+            q.next(&narrow).is_none(),
+            "the other target keeps its backoff"
+        );
+        // The stale timers of the rows brought forward do not start them a second time.
+        q.tick(10_000_000);
+        assert_eq!(q.next(&WIDE).unwrap().task.id, 9);
+        assert!(q.next(&WIDE).is_none());
+    }
+
+    #[test]
+    fn one_failing_row_among_successes_keeps_its_own_backoff() {
+        let mut q = Queue::default();
+        q.add([row(1, "poison", "t")], 0);
+        let a = q.next(&WIDE).unwrap();
+        q.finish(&a, &retry_at(1_000), 0);
+        for i in 2..6 {
+            q.add([row(i, &format!("l{i}"), "t")], 0);
+            let ok = q.next(&WIDE).unwrap();
+            assert_eq!(ok.task.id, i);
+            q.finish(&ok, &DeliveryOutcome::Delivered, 0);
+        }
+        assert!(
+            q.next(&WIDE).is_none(),
+            "the failing row waits for its time"
+        );
+        q.tick(1_000);
+        assert_eq!(q.next(&WIDE).unwrap().task.id, 1);
     }
 
     #[test]

@@ -123,7 +123,11 @@ async fn plugins(State(app): State<Arc<AppState>>) -> impl IntoResponse {
             })
         })
         .collect();
-    axum::Json(serde_json::json!({ "loaded": loaded, "errors": app.registry.errors() }))
+    axum::Json(serde_json::json!({
+        "loaded": loaded,
+        "errors": app.registry.errors(),
+        "warnings": app.registry.warnings(),
+    }))
 }
 
 type AppRef = State<Arc<AppState>>;

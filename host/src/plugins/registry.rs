@@ -1,8 +1,8 @@
 //! The set of plugins serving traffic, swapped atomically when the folder changes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -24,6 +24,10 @@ pub struct Registry {
     current: ArcSwap<Snapshot>,
     /// The last load error of each plugin whose newest version failed to load.
     errors: Mutex<BTreeMap<String, String>>,
+    /// The configured destinations, when known: a manifest granting others is reported.
+    destinations: OnceLock<BTreeSet<String>>,
+    /// What is wrong with the manifest of a plugin serving (it still serves).
+    warnings: Mutex<BTreeMap<String, String>>,
 }
 
 impl Registry {
@@ -34,7 +38,20 @@ impl Registry {
             dir: dir.to_path_buf(),
             current: ArcSwap::from_pointee(Snapshot::default()),
             errors: Mutex::new(BTreeMap::new()),
+            destinations: OnceLock::new(),
+            warnings: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// The destinations of the configuration, before the first load: a plugin whose manifest
+    /// grants a destination not among them is reported (at load and at `/plugins`).
+    pub fn set_destinations(&self, names: impl IntoIterator<Item = String>) {
+        let _ = self.destinations.set(names.into_iter().collect());
+    }
+
+    /// Plugins serving whose manifest has something wrong, with what.
+    pub fn warnings(&self) -> BTreeMap<String, String> {
+        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
     }
 
     /// The folder watched.
@@ -100,6 +117,9 @@ impl Registry {
                 if self.remove(name) {
                     tracing::info!(plugin = name, "plugin unloaded: its .wasm file was removed");
                 }
+                if let Ok(mut warnings) = self.warnings.lock() {
+                    warnings.remove(name);
+                }
                 self.set_error(name, None);
                 return;
             }
@@ -149,8 +169,26 @@ impl Registry {
             return;
         }
         let started = std::time::Instant::now();
+        let warning = self.destinations.get().and_then(|known| {
+            let unknown = unknown_destinations(&manifest, known);
+            (!unknown.is_empty()).then(|| {
+                format!(
+                    "[permissions] destinations names {} with no [destinations.NAME] in the configuration: forwards there are refused",
+                    unknown.join(", ")
+                )
+            })
+        });
         match self.runtime.load(name, &bytes, manifest) {
             Ok(plugin) => {
+                if let Some(w) = &warning {
+                    tracing::warn!(plugin = name, "{w}");
+                }
+                if let Ok(mut warnings) = self.warnings.lock() {
+                    match warning {
+                        Some(w) => warnings.insert(name.to_string(), w),
+                        None => warnings.remove(name),
+                    };
+                }
                 let version = plugin.version().to_string();
                 let cached = plugin.from_cache;
                 let replaced = self.insert(plugin);
@@ -227,6 +265,17 @@ impl Registry {
     }
 }
 
+/// The destinations a manifest grants that are not in `known` (`"*"` is not a name).
+fn unknown_destinations(manifest: &Manifest, known: &BTreeSet<String>) -> Vec<String> {
+    manifest
+        .permissions
+        .destinations
+        .iter()
+        .filter(|d| *d != "*" && !known.contains(*d))
+        .map(|d| format!("{d:?}"))
+        .collect()
+}
+
 /// The plugin a file of the folder belongs to: `NAME` for `NAME.wasm` and `NAME.toml`. Hidden
 /// and temporary files belong to none.
 pub fn plugin_name(path: &Path) -> Option<String> {
@@ -238,4 +287,18 @@ pub fn plugin_name(path: &Path) -> Option<String> {
     matches!(ext, "wasm" | "toml")
         .then(|| name.to_string())
         .filter(|n| !n.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_a_manifest_grants_without_configuration_are_named() {
+        let manifest: Manifest =
+            toml::from_str("[permissions]\ndestinations = [\"crm\", \"*\", \"typo\"]\n").unwrap();
+        let known: BTreeSet<String> = ["crm".to_string()].into();
+        assert_eq!(unknown_destinations(&manifest, &known), ["\"typo\""]);
+        assert!(unknown_destinations(&Manifest::default(), &known).is_empty());
+    }
 }
