@@ -37,6 +37,9 @@ pub use validate::SendError;
 use serde::{Deserialize, Serialize};
 
 /// A message to one WhatsApp user.
+///
+/// Where it is imported, this type hides the standard library's `Send` marker trait; a module
+/// that needs both can name this one `send::Send`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Send {
@@ -760,6 +763,25 @@ impl Send {
             to: to.into(),
             message: message.into(),
             reply_to: None,
+        }
+    }
+
+    /// Whether WhatsApp takes this send only inside the customer's 24-hour window: everything
+    /// but a template. (A raw message counts by its `type`.)
+    ///
+    /// ```
+    /// use switchboard_sdk::send::Send;
+    ///
+    /// assert!(Send::text("5511987650001", "Hi").build().needs_open_window());
+    /// assert!(!Send::template("5511987650001", "hello_world", "en_US").build().needs_open_window());
+    /// ```
+    pub fn needs_open_window(&self) -> bool {
+        match &self.message {
+            OutgoingMessage::Template(_) => false,
+            OutgoingMessage::Raw(raw) => {
+                raw.get("type").and_then(|t| t.as_str()) != Some("template")
+            }
+            _ => true,
         }
     }
 

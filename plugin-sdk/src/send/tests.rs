@@ -504,6 +504,29 @@ fn errors_say_what_is_wrong_and_what_is_allowed() {
     );
 }
 
+#[test]
+fn only_templates_go_outside_the_window() {
+    let outside = [
+        Send::template(TO, "hello_world", "en_US").build(),
+        Send::raw(TO, json!({"type": "template", "template": {"name": "x"}})).build(),
+    ];
+    for send in outside {
+        assert!(!send.needs_open_window(), "{send:?}");
+    }
+    let inside = [
+        Send::text(TO, "hi").build(),
+        Send::buttons(TO, "b").button("a", "A").build(),
+        Send::image(TO, MediaSource::id("1")).build(),
+        Send::location(TO, 0.0, 0.0).build(),
+        Send::contacts(TO).contact(Contact::new("A")).build(),
+        Send::reaction(TO, "wamid.M", "👍").build(),
+        Send::raw(TO, json!({"type": "text", "text": {"body": "hi"}})).build(),
+    ];
+    for send in inside {
+        assert!(send.needs_open_window(), "{send:?}");
+    }
+}
+
 // ---- rendering: the exact body of every kind on both APIs ----
 
 /// The send's bodies: On-Premises (with namespace `ns-default`) and Cloud.
@@ -1206,5 +1229,6 @@ fn the_0_2_0_contract_has_typed_sends_windows_and_a_failing_kv_set() {
     let _: fn(&wit::Notification) -> (bool, Option<u64>, bool) = window;
     assert_eq!(sent_by.delivery_id, 7);
     // kv-set reports failure.
+    #[allow(clippy::type_complexity)]
     let _: fn(&str, &[u8], Option<u64>) -> Result<(), String> = host::kv_set;
 }

@@ -200,7 +200,7 @@ impl fmt::Display for SendError {
 impl std::error::Error for SendError {}
 
 impl Send {
-    /// Check the send against WhatsApp's limits ([`limits`](super::limits)); the first problem
+    /// Check the send against WhatsApp's limits ([`limits`]); the first problem
     /// found is the error.
     ///
     /// ```
