@@ -88,6 +88,14 @@ pub struct Text {
 }
 
 /// Where the media of a message is.
+///
+/// ```
+/// use switchboard_sdk::send::MediaSource;
+///
+/// let uploaded = MediaSource::id("1013859600285441");
+/// let hosted = MediaSource::link("https://example.com/photo.jpg");
+/// assert_ne!(uploaded, hosted);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -166,6 +174,20 @@ pub enum ButtonSubType {
 }
 
 /// A parameter of a template component.
+///
+/// ```
+/// use switchboard_sdk::send::{MediaSource, TemplateParameter as P};
+///
+/// let parameters = [
+///     P::text("Ana"),
+///     P::currency("€12.50", "EUR", 12_500),
+///     P::date_time("Friday 14:00"),
+///     P::document(MediaSource::id("55"), Some("ticket.pdf")),
+///     P::video(MediaSource::link("https://example.com/v.mp4")),
+///     P::payload("unsubscribe"),
+/// ];
+/// assert_eq!(parameters.len(), 6);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -293,7 +315,15 @@ pub struct Buttons {
     pub buttons: Vec<ReplyButton>,
 }
 
-/// A reply button.
+/// A reply button (built by the buttons draft's `button`).
+///
+/// ```
+/// use switchboard_sdk::send::{Interactive, OutgoingMessage, ReplyButton, Send};
+///
+/// let send = Send::buttons("5511987650001", "Pick one").button("yes", "Yes").build();
+/// let OutgoingMessage::Interactive(Interactive::Buttons(buttons)) = &send.message else { panic!() };
+/// assert_eq!(buttons.buttons, [ReplyButton::new("yes", "Yes")]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ReplyButton {
@@ -1134,6 +1164,15 @@ impl Draft<Template> {
     }
 
     /// Add a component with its parameters.
+    ///
+    /// ```
+    /// use switchboard_sdk::send::{ComponentKind, Send, TemplateParameter};
+    ///
+    /// let send = Send::template("5511987650001", "receipt", "en_US")
+    ///     .component(ComponentKind::Body, [TemplateParameter::date_time("May 1, 2026")])
+    ///     .build();
+    /// assert_eq!(send.to_cloud()["template"]["components"][0]["type"], "body");
+    /// ```
     pub fn component(
         mut self,
         kind: ComponentKind,
@@ -1241,6 +1280,15 @@ impl Draft<List> {
 
 impl Draft<CtaUrl> {
     /// Set the header.
+    ///
+    /// ```
+    /// use switchboard_sdk::send::{Header, MediaSource, Send};
+    ///
+    /// let send = Send::cta_url("5511987650001", "Our new menu", "Open", "https://example.com/menu")
+    ///     .header(Header::Video(MediaSource::link("https://example.com/menu.mp4")))
+    ///     .build();
+    /// assert!(send.validate().is_ok());
+    /// ```
     pub fn header(mut self, header: Header) -> Self {
         self.message.header = Some(header);
         self
@@ -1270,6 +1318,16 @@ impl Draft<Flow> {
     }
 
     /// Set the header.
+    ///
+    /// ```
+    /// use switchboard_sdk::send::{Header, Send};
+    ///
+    /// let send = Send::flow("5511987650001", "Tell us how we did", "777", "Start")
+    ///     .header(Header::Text("Survey".into()))
+    ///     .footer("Two minutes")
+    ///     .build();
+    /// assert!(send.validate().is_ok());
+    /// ```
     pub fn header(mut self, header: Header) -> Self {
         self.message.header = Some(header);
         self
