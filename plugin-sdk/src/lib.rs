@@ -28,6 +28,10 @@
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2` and drop the `.wasm` into the
 //! server's plugins folder. Test it natively with [`testing::Harness`].
+//!
+//! [`send`] models WhatsApp's whole send API (every message kind, its limits, the request
+//! bodies of both APIs, what to do about each error code) for the coming 0.2.0 contract
+//! (`wit/v0.2.0`); plugins of the 0.1.0 contract reply with text ([`Action::reply`]).
 #![deny(missing_docs)]
 
 mod action;
@@ -35,6 +39,7 @@ mod config;
 mod host;
 mod notification;
 mod plugin;
+pub mod send;
 pub mod split;
 pub mod testing;
 pub mod whatsapp;
