@@ -62,7 +62,9 @@ pub struct Notification {
 
 impl Notification {
     /// Build a notification from one item of a webhook body and its contact, extracting the
-    /// typed fields. Fails when the item is not an object of the expected shape.
+    /// typed fields. A field that does not parse (or an item that is not an object) leaves its
+    /// typed field empty; the item is kept as received. Fails only when `item_json` or
+    /// `contact_json` is not JSON.
     pub fn from_item(
         kind: Kind,
         item_json: &str,
@@ -89,16 +91,16 @@ impl Notification {
                 let m: Message = parse(item_json, "message")?;
                 n.id = m.id.clone();
                 n.sender = Some(m.from.clone()).filter(|s| !s.is_empty());
-                n.timestamp = m.timestamp.parse().ok();
+                n.timestamp = m.timestamp.trim().parse().ok();
                 n.text = m.text_content().map(str::to_string);
-                n.message_type = Some(m.kind);
+                n.message_type = Some(m.kind).filter(|k| !k.is_empty());
             }
             Kind::Status => {
                 let s: Status = parse(item_json, "status")?;
                 n.sender = s.recipient().map(str::to_string);
-                n.timestamp = s.timestamp.parse().ok();
+                n.timestamp = s.timestamp.trim().parse().ok();
                 n.id = s.id;
-                n.status = Some(s.status);
+                n.status = Some(s.status).filter(|s| !s.is_empty());
             }
             Kind::Error => {
                 let e: WhatsAppError = parse(item_json, "error")?;
@@ -111,7 +113,8 @@ impl Notification {
         Ok(n)
     }
 
-    /// Attach the `contacts[]` entry of the sender.
+    /// Attach the `contacts[]` entry of the sender (kept as received; fails only when it is not
+    /// JSON).
     pub fn set_contact(&mut self, contact_json: &str) -> Result<(), String> {
         let contact: Contact = parse(contact_json, "contact")?;
         self.contact_name = contact.profile.and_then(|p| p.name);
@@ -119,17 +122,18 @@ impl Notification {
         Ok(())
     }
 
-    /// The item parsed as an inbound message.
+    /// The item parsed as an inbound message. Fields of an unexpected type are left empty (an
+    /// item that is not an object gives an empty message); fails only when the item is not JSON.
     pub fn message(&self) -> Result<Message, String> {
         parse(&self.item_json, "message")
     }
 
-    /// The item parsed as a status.
+    /// The item parsed as a status, as leniently as [`Notification::message`].
     pub fn status(&self) -> Result<Status, String> {
         parse(&self.item_json, "status")
     }
 
-    /// The item parsed as an error.
+    /// The item parsed as an error, as leniently as [`Notification::message`].
     pub fn error(&self) -> Result<WhatsAppError, String> {
         parse(&self.item_json, "error")
     }
@@ -153,6 +157,14 @@ impl Notification {
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T, String> {
-    serde_json::from_str(json).map_err(|e| format!("{what} is not of the expected shape: {e}"))
+/// Parse leniently (see [`crate::whatsapp`]): any object parses, with the fields of an unexpected
+/// type left empty; JSON that is not an object gives the empty value. Fails only on what is not
+/// JSON.
+fn parse<T: serde::de::DeserializeOwned + Default>(json: &str, what: &str) -> Result<T, String> {
+    serde_json::from_str(json).or_else(|e| {
+        match serde_json::from_str::<serde::de::IgnoredAny>(json) {
+            Ok(_) => Ok(T::default()),
+            Err(_) => Err(format!("{what} is not JSON: {e}")),
+        }
+    })
 }

@@ -6,6 +6,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::whatsapp::{CloudMetadata, lenient};
 use crate::{Kind, Notification};
 
 /// Why a body could not be split.
@@ -28,29 +29,55 @@ impl std::fmt::Display for SplitError {
 
 impl std::error::Error for SplitError {}
 
-/// Malformed JSON, or JSON of the wrong shape: one parse tells both apart.
-fn classify(e: serde_json::Error) -> SplitError {
-    match e.classify() {
-        serde_json::error::Category::Data => SplitError::Shape(e.to_string()),
-        _ => SplitError::Syntax(e.to_string()),
+/// Read a body's top level as `T`. Only three things can fail there: a body that is not an
+/// object, JSON syntax, and a key given twice (serde_json's message for that one would quote
+/// the body).
+fn top_level<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, SplitError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| SplitError::Syntax(format!("body is not UTF-8: {e}")))?;
+    // A struct would also take its fields from an array, in order.
+    if !text.trim_start().starts_with('{') {
+        return Err(SplitError::Shape("the body is not a JSON object".into()));
     }
+    serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => SplitError::Shape("the body repeats a key".into()),
+        _ => SplitError::Syntax(e.to_string()),
+    })
 }
 
+/// `raw` read as `T` if it is an object (a struct would also take its fields from an array).
+fn object<'a, T: Deserialize<'a>>(raw: &'a RawValue) -> Option<T> {
+    let text = raw.get();
+    text.starts_with('{')
+        .then(|| serde_json::from_str(text).ok())
+        .flatten()
+}
+
+/// The arrays of an On-Premises body or of a Cloud `value`, each taken as raw JSON: one of
+/// them of an unexpected type must not cost the others.
 #[derive(Deserialize)]
-struct OnPremBody<'a> {
+struct Parts<'a> {
     #[serde(borrow, default)]
-    contacts: Vec<&'a RawValue>,
+    contacts: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    messages: Vec<&'a RawValue>,
+    messages: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    statuses: Vec<&'a RawValue>,
+    statuses: Option<&'a RawValue>,
     #[serde(borrow, default)]
-    errors: Vec<&'a RawValue>,
+    errors: Option<&'a RawValue>,
+    /// Cloud: the business number.
+    #[serde(borrow, default)]
+    metadata: Option<&'a RawValue>,
+}
+
+/// The elements of `raw` if it is an array, each as received.
+fn elements(raw: Option<&RawValue>) -> Option<Vec<&RawValue>> {
+    serde_json::from_str(raw?.get()).ok()
 }
 
 #[derive(Deserialize)]
 struct ContactKey {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     wa_id: String,
 }
 
@@ -58,27 +85,39 @@ struct ContactKey {
 /// notifications: messages first, then statuses, then errors, each in body order. Each item
 /// keeps its exact JSON text and gets the `contacts` entry whose `wa_id` matches its sender
 /// (or the only contact, when there is one).
+///
+/// Fails only for what cannot be a webhook: not JSON, not an object, or none of the three
+/// arrays. Every element of the arrays becomes a notification, whatever the types of its
+/// fields (see [`crate::whatsapp`]); a key of another type than an array is ignored.
 pub fn split_onprem(body: &[u8], source: &str) -> Result<Vec<Notification>, SplitError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|e| SplitError::Syntax(format!("body is not UTF-8: {e}")))?;
-    let parsed: OnPremBody<'_> = serde_json::from_str(text).map_err(classify)?;
-    split_parts(&parsed, source, None)
+    let parts: Parts<'_> = top_level(body)?;
+    split_parts(&parts, source, None)?.ok_or_else(|| {
+        SplitError::Shape(
+            "no `messages`, `statuses` or `errors` array: nothing to take notifications from"
+                .into(),
+        )
+    })
 }
 
+/// The notifications of `body`, or `None` when it has no array to take them from.
 fn split_parts(
-    body: &OnPremBody<'_>,
+    body: &Parts<'_>,
     source: &str,
     phone_number_id: Option<&str>,
-) -> Result<Vec<Notification>, SplitError> {
-    let contacts: Vec<(String, &RawValue)> = body
-        .contacts
-        .iter()
-        .map(|c| {
-            let key: ContactKey = serde_json::from_str(c.get())
-                .map_err(|e| SplitError::Shape(format!("contacts: {e}")))?;
-            Ok((key.wa_id, *c))
-        })
-        .collect::<Result<_, SplitError>>()?;
+) -> Result<Option<Vec<Notification>>, SplitError> {
+    let lists = [
+        (Kind::Message, elements(body.messages)),
+        (Kind::Status, elements(body.statuses)),
+        (Kind::Error, elements(body.errors)),
+    ];
+    if lists.iter().all(|(_, list)| list.is_none()) {
+        return Ok(None);
+    }
+    let contacts: Vec<(String, &RawValue)> = elements(body.contacts)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| Some((object::<ContactKey>(c)?.wa_id, c)))
+        .collect();
     let contact_for = |sender: Option<&str>| -> Option<&str> {
         let by_id = sender.and_then(|s| contacts.iter().find(|(id, _)| id == s));
         match (by_id, contacts.as_slice()) {
@@ -87,13 +126,11 @@ fn split_parts(
             _ => None,
         }
     };
-    let items = body
-        .messages
-        .iter()
-        .map(|i| (Kind::Message, i))
-        .chain(body.statuses.iter().map(|i| (Kind::Status, i)))
-        .chain(body.errors.iter().map(|i| (Kind::Error, i)));
+    let items = lists
+        .into_iter()
+        .flat_map(|(kind, list)| list.unwrap_or_default().into_iter().map(move |i| (kind, i)));
     let mut out = Vec::new();
+    // The items are JSON (they were parsed out of the body), so neither call below can fail.
     for (index, (kind, item)) in items.enumerate() {
         let mut n = Notification::from_item(kind, item.get(), None, source)
             .map_err(|e| SplitError::Shape(format!("{} #{index}: {e}", kind.as_str())))?;
@@ -112,67 +149,65 @@ fn split_parts(
         n.phone_number_id = phone_number_id.map(str::to_string);
         out.push(n);
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 #[derive(Deserialize)]
 struct CloudEnvelope<'a> {
-    #[serde(default)]
-    object: String,
     #[serde(borrow, default)]
-    entry: Vec<CloudEntry<'a>>,
+    entry: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
 struct CloudEntry<'a> {
     #[serde(borrow, default)]
-    changes: Vec<CloudChange<'a>>,
+    changes: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
 struct CloudChange<'a> {
-    #[serde(default)]
-    field: String,
-    #[serde(borrow)]
-    value: &'a RawValue,
-}
-
-#[derive(Deserialize)]
-struct CloudValueMetadata {
-    #[serde(default)]
-    metadata: Option<CloudMetadata>,
-}
-
-#[derive(Deserialize)]
-struct CloudMetadata {
-    #[serde(default)]
-    phone_number_id: Option<String>,
+    #[serde(borrow, default)]
+    field: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    value: Option<&'a RawValue>,
 }
 
 /// Split a Cloud API webhook (`object` / `entry[]` / `changes[]` / `value`) into the same
 /// notifications as the On-Premises format, each carrying the business phone number id of its
-/// `value.metadata`. Changes of a `field` other than `messages` are skipped.
+/// `value.metadata`. Changes whose `field` is a string other than `messages` are skipped.
+///
+/// Fails only for what cannot be a webhook: not JSON, not an object, or no `entry` array. An
+/// entry, change or value of an unexpected type holds nothing to take and is skipped; the items
+/// of a `value` are taken as [`split_onprem`] takes them.
 pub fn split_cloud(body: &[u8], source: &str) -> Result<Vec<Notification>, SplitError> {
-    let text = std::str::from_utf8(body)
-        .map_err(|e| SplitError::Syntax(format!("body is not UTF-8: {e}")))?;
-    let envelope: CloudEnvelope<'_> = serde_json::from_str(text).map_err(classify)?;
-    if envelope.object != "whatsapp_business_account" {
-        return Err(SplitError::Shape(format!(
-            "object is {:?}, expected \"whatsapp_business_account\"",
-            envelope.object
-        )));
-    }
+    let envelope: CloudEnvelope<'_> = top_level(body)?;
+    let entries = elements(envelope.entry).ok_or_else(|| {
+        SplitError::Shape("no `entry` array: nothing to take notifications from".into())
+    })?;
     let mut out = Vec::new();
-    for change in envelope.entry.iter().flat_map(|e| &e.changes) {
-        if change.field != "messages" {
+    for entry in entries {
+        let Some(entry) = object::<CloudEntry<'_>>(entry) else {
             continue;
+        };
+        for change in elements(entry.changes).unwrap_or_default() {
+            let Some(change) = object::<CloudChange<'_>>(change) else {
+                continue;
+            };
+            let field = change
+                .field
+                .and_then(|f| serde_json::from_str::<String>(f.get()).ok());
+            if field.is_some_and(|f| f != "messages") {
+                continue;
+            }
+            let Some(value) = change.value.and_then(object::<Parts<'_>>) else {
+                continue;
+            };
+            let number = value
+                .metadata
+                .and_then(object::<CloudMetadata>)
+                .and_then(|m| m.phone_number_id);
+            out.extend(split_parts(&value, source, number.as_deref())?.unwrap_or_default());
         }
-        // `value` holds the arrays of an On-Premises body, beside `metadata`.
-        let shape = |e: serde_json::Error| SplitError::Shape(format!("value: {e}"));
-        let body: OnPremBody<'_> = serde_json::from_str(change.value.get()).map_err(shape)?;
-        let meta: CloudValueMetadata = serde_json::from_str(change.value.get()).map_err(shape)?;
-        let number = meta.metadata.and_then(|m| m.phone_number_id);
-        out.extend(split_parts(&body, source, number.as_deref())?);
     }
     Ok(out)
 }
@@ -240,7 +275,11 @@ mod tests {
     }
 
     #[test]
-    fn refuses_what_is_not_a_webhook() {
+    fn refuses_only_what_is_not_a_webhook() {
+        let shape = |r: Result<Vec<Notification>, SplitError>| match r {
+            Err(SplitError::Shape(e)) => e,
+            other => panic!("{other:?}"),
+        };
         assert!(matches!(
             split_onprem(b"{", "s"),
             Err(SplitError::Syntax(_))
@@ -249,15 +288,70 @@ mod tests {
             split_onprem(b"\xff", "s"),
             Err(SplitError::Syntax(_))
         ));
-        assert!(matches!(
-            split_onprem(br#"{"messages":{}}"#, "s"),
-            Err(SplitError::Shape(_))
-        ));
-        assert!(matches!(
-            split_onprem(br#"{"statuses":[7]}"#, "s"),
-            Err(SplitError::Shape(_))
-        ));
-        assert_eq!(split_onprem(br#"{"unknown":[1]}"#, "s"), Ok(vec![]));
+        assert!(shape(split_onprem(br#"[{"messages":[]}]"#, "s")).contains("not a JSON object"));
+        assert!(shape(split_onprem(br#""secret""#, "s")).contains("not a JSON object"));
+        assert!(shape(split_onprem(br#"{"messages":[],"messages":[]}"#, "s")).contains("repeats"));
+        for nothing in [
+            &br#"{}"#[..],
+            br#"{"unknown":[1]}"#,
+            br#"{"contacts":[{"wa_id":"1"}]}"#,
+            br#"{"messages":{},"statuses":"x","errors":null}"#,
+        ] {
+            assert!(shape(split_onprem(nothing, "s")).contains("nothing to take"));
+        }
+        assert!(
+            shape(split_cloud(
+                br#"{"object":"whatsapp_business_account"}"#,
+                "s"
+            ))
+            .contains("no `entry`")
+        );
+        assert!(shape(split_cloud(br#"{"entry":{}}"#, "s")).contains("no `entry`"));
+    }
+
+    #[test]
+    fn an_array_of_another_type_does_not_cost_the_others() {
+        let ns = split_onprem(
+            br#"{"messages":{"id":"m"},"statuses":[7,{"id":"s1","status":"read"}],"errors":"none","contacts":5}"#,
+            "s",
+        )
+        .unwrap();
+        let got: Vec<_> = ns
+            .iter()
+            .map(|n| (n.kind, n.item_json.as_str(), n.id.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Kind::Status, "7", ""),
+                (Kind::Status, r#"{"id":"s1","status":"read"}"#, "s1"),
+            ]
+        );
+        assert_eq!(split_onprem(br#"{"messages":[]}"#, "s"), Ok(vec![]));
+    }
+
+    #[test]
+    fn cloud_skips_what_holds_nothing_and_takes_the_rest() {
+        let body = br#"{"object":"page","entry":[7,{"changes":"x"},{"changes":[null,{"field":"messages","value":[]},
+            {"value":{"metadata":{"phone_number_id":106540352242922},"messages":[{"id":"a"}]}},
+            {"field":3,"value":{"metadata":"x","errors":[{"code":"131000"}]}},
+            {"field":"statuses","value":{"statuses":[{"id":"b"}]}}]}]}"#;
+        let got: Vec<_> = split_cloud(body, "c")
+            .unwrap()
+            .into_iter()
+            .map(|n| (n.kind, n.id, n.phone_number_id))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    Kind::Message,
+                    "a".to_string(),
+                    Some("106540352242922".to_string())
+                ),
+                (Kind::Error, "131000".to_string(), None),
+            ]
+        );
     }
 
     #[test]
@@ -274,10 +368,6 @@ mod tests {
             .map(|n| (n.id.as_str(), n.phone_number_id.as_deref()))
             .collect();
         assert_eq!(got, vec![("wamid.1", Some("P1")), ("wamid.2", Some("P2"))]);
-        assert!(matches!(
-            split_cloud(br#"{"object":"page","entry":[]}"#, "c"),
-            Err(SplitError::Shape(_))
-        ));
     }
 
     fn json_value() -> impl Strategy<Value = serde_json::Value> {
@@ -326,8 +416,7 @@ mod tests {
             let text = value.to_string();
             if let Ok(ns) = split_onprem(text.as_bytes(), "f") {
                 for n in ns {
-                    let item: serde_json::Value = serde_json::from_str(&n.item_json).unwrap();
-                    prop_assert!(item.is_object());
+                    prop_assert!(text.contains(&n.item_json));
                 }
             }
             let cloud = serde_json::json!({"object": "whatsapp_business_account", "entry": [{"changes": [{"field": "messages", "value": value}]}]});

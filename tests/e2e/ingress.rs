@@ -233,6 +233,22 @@ allow_ips = ["127.0.0.0/8", "::1/128"]
         "{ids:?}"
     );
     assert_eq!(server.metric("webhooks_unauthorized_total").await, 5);
+    let log = server.log();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("webhook refused"))
+        .collect();
+    assert_eq!(refusals.len(), 5, "each refusal is logged once:\n{log}");
+    assert!(
+        refusals
+            .iter()
+            .all(|l| l.contains("WARN") && (l.contains("Credentials") || l.contains("Address"))),
+        "{log}"
+    );
+    assert!(
+        !log.contains("wrong-token") && !log.contains("s3cret") && !log.contains("nope"),
+        "no token is logged:\n{log}"
+    );
     assert_eq!(server.metric("notifications_accepted_total").await, 4);
 }
 
@@ -290,18 +306,37 @@ async fn bad_input_gets_a_clear_4xx_and_nothing_is_stored() {
             "application/json",
         ),
         (
-            "wrong shape",
+            "nothing to take notifications from",
             400,
-            br#"{"statuses":[{"id":1,"status":[]}]}"#.to_vec(),
+            br#"{"contacts":[{"wa_id":"SECRET-BODY-1"}],"messages":{"id":"SECRET-BODY-2"}}"#
+                .to_vec(),
             "application/json",
         ),
         (
             "truncated",
             400,
-            br#"{"messages":[{"id":"x""#.to_vec(),
+            br#"{"messages":[{"id":"SECRET-BODY-3""#.to_vec(),
+            "application/json",
+        ),
+        (
+            "a string",
+            400,
+            br#""SECRET-BODY-4""#.to_vec(),
             "application/json",
         ),
     ];
+    let reasons = [
+        "length limit exceeded",
+        "is not application/json",
+        "nested deeper than 16",
+        "not UTF-8",
+        "the body is empty",
+        "not a JSON object",
+        "nothing to take notifications from",
+        "EOF while parsing",
+        "not a JSON object",
+    ];
+    assert_eq!(cases.len(), reasons.len());
     for (what, want, body, ct) in cases {
         let (status, text) = send(ct, body).await;
         assert_eq!(status, want, "{what}: {text}");
@@ -319,6 +354,23 @@ async fn bad_input_gets_a_clear_4xx_and_nothing_is_stored() {
         0,
         "nothing of a refused request is stored"
     );
+    // Each refusal is logged once, at warn, with its reason, and nothing of the body.
+    let log = server.log();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("webhook refused"))
+        .collect();
+    assert_eq!(refusals.len(), reasons.len(), "{log}");
+    for (line, reason) in refusals.iter().zip(reasons) {
+        assert!(
+            line.contains("WARN") && line.contains(reason),
+            "{reason:?} in {line}"
+        );
+    }
+    assert!(
+        !log.contains("SECRET-BODY") && !log.contains("is the store open"),
+        "{log}"
+    );
     assert_eq!(
         server.post(&fixture("e1-text.json")).await.0,
         StatusCode::OK,
@@ -327,7 +379,7 @@ async fn bad_input_gets_a_clear_4xx_and_nothing_is_stored() {
     assert!(eventually(WAIT, || sink.received().len() == 1).await);
 }
 
-fn sign(secret: &str, body: &str) -> String {
+pub(crate) fn sign(secret: &str, body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body.as_bytes());
     format!("sha256={}", hex_encode(&mac.finalize().into_bytes()))

@@ -4,5 +4,6 @@
 mod durability;
 mod end_to_end;
 mod ingress;
+mod leniency;
 mod plugins;
 mod sandbox;

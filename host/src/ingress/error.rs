@@ -26,6 +26,11 @@ impl WhatsAppError {
         self.status
     }
 
+    /// What was wrong, as answered.
+    pub fn details(&self) -> &str {
+        &self.details
+    }
+
     /// A 400 with a WhatsApp error code.
     pub fn bad_request(code: u32, title: &'static str, details: String) -> Self {
         WhatsAppError {

@@ -196,8 +196,9 @@ async fn webhook(
         Ok(b) => b,
         Err(r) => {
             app.metrics.inc(&app.metrics.webhooks_rejected);
-            return WhatsAppError::new(r.status(), "Request body rejected", r.body_text())
-                .into_response();
+            let e = WhatsAppError::new(r.status(), "Request body rejected", r.body_text());
+            refused(&endpoint, client, &e);
+            return e.into_response();
         }
     };
     let path_token = params.iter().find(|(k, _)| *k == "token").map(|(_, v)| v);
@@ -212,9 +213,24 @@ async fn webhook(
         Ok(()) => (StatusCode::OK, [("content-type", "application/json")], "{}").into_response(),
         Err(e) => {
             app.metrics.inc(&app.metrics.webhooks_rejected);
+            if e.status().is_client_error() {
+                refused(&endpoint, client, &e);
+            }
             e.into_response()
         }
     }
+}
+
+/// Log a refused webhook once, with the reason it was given (which names what was wrong,
+/// never the body's content).
+fn refused(endpoint: &Endpoint, client: SocketAddr, e: &WhatsAppError) {
+    tracing::warn!(
+        endpoint = endpoint.name,
+        client = %client.ip(),
+        status = e.status().as_u16(),
+        reason = e.details(),
+        "webhook refused"
+    );
 }
 
 async fn accept(
@@ -261,11 +277,49 @@ async fn accept(
 }
 
 /// The identity under which a notification is deduplicated: the message id; the status id and
-/// status; for errors, which have no id, the body they came in (its hash) and their place in it.
+/// status; for errors, and for messages and statuses that came without an id, the body they
+/// came in (its hash) and their place in it.
 pub fn dedup_key(n: &Notification, body_hash: impl FnOnce() -> String, index: usize) -> String {
     match n.kind {
-        Kind::Message => format!("m:{}", n.id),
-        Kind::Status => format!("s:{}:{}", n.id, n.status.as_deref().unwrap_or("")),
+        Kind::Message if !n.id.is_empty() => format!("m:{}", n.id),
+        Kind::Status if !n.id.is_empty() => {
+            format!("s:{}:{}", n.id, n.status.as_deref().unwrap_or(""))
+        }
+        Kind::Message => format!("m#{}:{index}", body_hash()),
+        Kind::Status => format!("s#{}:{index}", body_hash()),
         Kind::Error => format!("e:{}:{index}", body_hash()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_sdk::split::split_onprem;
+
+    use super::*;
+
+    fn keys(body: &[u8]) -> Vec<String> {
+        split_onprem(body, "t")
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, n)| dedup_key(n, || hex::encode(&Sha256::digest(body)[..16]), i))
+            .collect()
+    }
+
+    #[test]
+    fn items_without_an_id_are_told_apart_by_body_and_place() {
+        let body = br#"{"messages":[{"id":"m1"},{"id":null,"type":"text"},{"type":"text"}],
+            "statuses":[{"id":"s1","status":"read"},{"id":{},"status":"read"},{"status":"read"}]}"#;
+        let first = keys(body);
+        let unique: std::collections::HashSet<_> = first.iter().collect();
+        assert_eq!(unique.len(), 6, "{first:?}");
+        assert_eq!(
+            (first[0].as_str(), first[3].as_str()),
+            ("m:m1", "s:s1:read")
+        );
+        assert_eq!(keys(body), first, "a re-delivered body has the same keys");
+        let other = br#"{"messages":[{"id":"m1"},{"id":null,"type":"image"},{"type":"text"}],
+            "statuses":[{"id":"s1","status":"read"},{"id":{},"status":"read"},{"status":"read"}]}"#;
+        assert_ne!(keys(other)[1], first[1], "another body, another key");
     }
 }

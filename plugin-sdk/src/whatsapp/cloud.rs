@@ -3,16 +3,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Extra, WebhookBody};
+use super::{Extra, WebhookBody, lenient};
 
 /// A Cloud API webhook.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CloudEnvelope {
     /// `whatsapp_business_account`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     pub object: String,
     /// One entry per business account.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::vec")]
     pub entry: Vec<CloudEntry>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -23,10 +23,10 @@ pub struct CloudEnvelope {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CloudEntry {
     /// The WhatsApp Business Account id.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     pub id: String,
     /// The changes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::vec")]
     pub changes: Vec<CloudChange>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -37,10 +37,10 @@ pub struct CloudEntry {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CloudChange {
     /// `messages` for message and status notifications.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     pub field: String,
     /// The notifications.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::or_default")]
     pub value: CloudValue,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -52,10 +52,18 @@ pub struct CloudChange {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CloudValue {
     /// `whatsapp`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub messaging_product: Option<String>,
     /// The business number the notifications belong to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub metadata: Option<CloudMetadata>,
     /// The notifications, and fields not modelled.
     #[serde(flatten)]
@@ -66,10 +74,18 @@ pub struct CloudValue {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CloudMetadata {
     /// The number as displayed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub display_phone_number: Option<String>,
     /// The id to send from and route by.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub phone_number_id: Option<String>,
     /// Fields not modelled.
     #[serde(flatten)]

@@ -3,83 +3,163 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Extra, WhatsAppError};
+use super::{Extra, WhatsAppError, lenient};
 
 /// An inbound message. The payload sits in the field named by `type` (`text`, `image`, ...);
 /// [`Message::content`] picks it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     /// The message id, for replies and mark-read.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     pub id: String,
     /// The sender's WhatsApp id.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     pub from: String,
-    /// Unix seconds, as a string.
-    #[serde(default)]
+    /// Unix seconds, as a string (a number is read as its text).
+    #[serde(default, deserialize_with = "lenient::string")]
     pub timestamp: String,
     /// The message type, as sent (`text`, `image`, ..., or one not known yet).
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, deserialize_with = "lenient::string")]
     pub kind: String,
     /// The message this one replies to or was forwarded from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub context: Option<Context>,
     /// Errors, e.g. on `unknown` messages.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_vec",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub errors: Option<Vec<WhatsAppError>>,
     /// Present after the sender's identity changed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub identity: Option<Identity>,
     /// The Click-to-WhatsApp ad or post the conversation came from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub referral: Option<Referral>,
     /// Legacy Groups API.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub group_id: Option<String>,
     /// `type: text`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub text: Option<Text>,
     /// `type: image`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub image: Option<Media>,
     /// `type: video`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub video: Option<Media>,
     /// `type: audio` (Cloud voice notes have `voice: true`)
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub audio: Option<Media>,
     /// `type: voice` (On-Premises push-to-talk)
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub voice: Option<Media>,
     /// `type: document`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub document: Option<Media>,
     /// `type: sticker`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sticker: Option<Media>,
     /// `type: location`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub location: Option<Location>,
     /// `type: contacts`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_vec",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub contacts: Option<Vec<ContactCard>>,
     /// `type: interactive`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub interactive: Option<Interactive>,
     /// `type: button`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub button: Option<Button>,
     /// `type: order`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub order: Option<Order>,
     /// `type: reaction`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reaction: Option<Reaction>,
     /// `type: system`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub system: Option<System>,
     /// `type: ephemeral`: a disappearing message whose content is not visible.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ephemeral: Option<Value>,
     /// Fields not modelled, including the payload of a type not known yet.
     #[serde(flatten)]
@@ -184,7 +264,11 @@ impl Message {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Text {
     /// The text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub body: Option<String>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -196,31 +280,63 @@ pub struct Text {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Media {
     /// The media id.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     pub id: String,
     /// E.g. `image/jpeg`, `audio/ogg; codecs=opus`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mime_type: Option<String>,
     /// Checksum of the bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sha256: Option<String>,
     /// Image, video, document: the caption.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub caption: Option<String>,
     /// Document, audio: the file name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub filename: Option<String>,
     /// Path on the Coreapp's media volume, with auto-download on (deprecated).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub file: Option<String>,
     /// A link to the media.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub link: Option<String>,
     /// Cloud: an audio message that is a voice note.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub voice: Option<bool>,
     /// Sticker: the pack it belongs to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub metadata: Option<StickerMetadata>,
     /// Fields not modelled (e.g. a sticker's `animated`).
     #[serde(flatten)]
@@ -234,6 +350,7 @@ pub struct StickerMetadata {
     #[serde(
         rename = "sticker-pack-id",
         default,
+        deserialize_with = "lenient::opt_string",
         skip_serializing_if = "Option::is_none"
     )]
     pub sticker_pack_id: Option<String>,
@@ -241,6 +358,7 @@ pub struct StickerMetadata {
     #[serde(
         rename = "sticker-pack-name",
         default,
+        deserialize_with = "lenient::opt_string",
         skip_serializing_if = "Option::is_none"
     )]
     pub sticker_pack_name: Option<String>,
@@ -248,16 +366,22 @@ pub struct StickerMetadata {
     #[serde(
         rename = "sticker-pack-publisher",
         default,
+        deserialize_with = "lenient::opt_string",
         skip_serializing_if = "Option::is_none"
     )]
     pub sticker_pack_publisher: Option<String>,
     /// `emojis`
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_strings",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub emojis: Option<Vec<String>>,
     /// `ios-app-store-link`
     #[serde(
         rename = "ios-app-store-link",
         default,
+        deserialize_with = "lenient::opt_string",
         skip_serializing_if = "Option::is_none"
     )]
     pub ios_app_store_link: Option<String>,
@@ -265,6 +389,7 @@ pub struct StickerMetadata {
     #[serde(
         rename = "android-app-store-link",
         default,
+        deserialize_with = "lenient::opt_string",
         skip_serializing_if = "Option::is_none"
     )]
     pub android_app_store_link: Option<String>,
@@ -272,6 +397,7 @@ pub struct StickerMetadata {
     #[serde(
         rename = "is-first-party-sticker",
         default,
+        deserialize_with = "lenient::opt_int",
         skip_serializing_if = "Option::is_none"
     )]
     pub is_first_party_sticker: Option<i64>,
@@ -283,20 +409,40 @@ pub struct StickerMetadata {
 /// `location`
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Location {
-    /// Degrees.
-    #[serde(default)]
-    pub latitude: f64,
-    /// Degrees.
-    #[serde(default)]
-    pub longitude: f64,
+    /// Degrees; absent when not sent as a number (or a string holding one).
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_float",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub latitude: Option<f64>,
+    /// Degrees, like `latitude`.
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_float",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub longitude: Option<f64>,
     /// The place's name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub name: Option<String>,
     /// The place's address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub address: Option<String>,
     /// A link to the place.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub url: Option<String>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -307,31 +453,67 @@ pub struct Location {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContactCard {
     /// Postal addresses.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_vec",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub addresses: Option<Vec<CardAddress>>,
     /// `YYYY-MM-DD`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub birthday: Option<String>,
     /// A picture.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub contact_image: Option<String>,
     /// E-mail addresses.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_vec",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub emails: Option<Vec<CardEmail>>,
     /// Messenger accounts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_vec",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ims: Option<Vec<CardIm>>,
     /// The name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub name: Option<CardName>,
     /// The organisation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub org: Option<CardOrg>,
     /// Phone numbers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_vec",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub phones: Option<Vec<CardPhone>>,
     /// Web sites.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_vec",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub urls: Option<Vec<CardUrl>>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -342,25 +524,54 @@ pub struct ContactCard {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CardAddress {
     /// City.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub city: Option<String>,
     /// Country.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub country: Option<String>,
     /// ISO country code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub country_code: Option<String>,
     /// State.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub state: Option<String>,
     /// Street.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub street: Option<String>,
     /// `HOME`, `WORK`.
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "type",
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kind: Option<String>,
     /// Postal code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub zip: Option<String>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -371,10 +582,19 @@ pub struct CardAddress {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CardEmail {
     /// The address.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub email: Option<String>,
     /// `HOME`, `WORK`.
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "type",
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kind: Option<String>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -385,10 +605,18 @@ pub struct CardEmail {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CardIm {
     /// The service.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub service: Option<String>,
     /// The account.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user_id: Option<String>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -399,13 +627,25 @@ pub struct CardIm {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CardName {
     /// First name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub first_name: Option<String>,
     /// The full name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub formatted_name: Option<String>,
     /// Last name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_name: Option<String>,
     /// Fields not modelled (middle name, prefix, suffix).
     #[serde(flatten)]
@@ -416,13 +656,25 @@ pub struct CardName {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CardOrg {
     /// Company.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub company: Option<String>,
     /// Department.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub department: Option<String>,
     /// Title.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub title: Option<String>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -433,13 +685,26 @@ pub struct CardOrg {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CardPhone {
     /// The number.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub phone: Option<String>,
     /// `CELL`, `MAIN`, `HOME`, `WORK`, ...
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "type",
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kind: Option<String>,
     /// The WhatsApp id, when the number is on WhatsApp.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub wa_id: Option<String>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -450,10 +715,19 @@ pub struct CardPhone {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CardUrl {
     /// The URL.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub url: Option<String>,
     /// `HOME`, `WORK`.
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "type",
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kind: Option<String>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -464,13 +738,21 @@ pub struct CardUrl {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Interactive {
     /// `button_reply` or `list_reply`.
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, deserialize_with = "lenient::string")]
     pub kind: String,
     /// The button chosen.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub button_reply: Option<Choice>,
     /// The list row chosen.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub list_reply: Option<Choice>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -492,13 +774,21 @@ impl Interactive {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Choice {
     /// The id the business gave it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     pub id: String,
     /// The text shown.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub title: Option<String>,
     /// List rows: the description shown.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub description: Option<String>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -509,10 +799,18 @@ pub struct Choice {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Button {
     /// The text shown.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub text: Option<String>,
     /// The payload the business gave it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub payload: Option<String>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -523,13 +821,21 @@ pub struct Button {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Order {
     /// The catalog.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     pub catalog_id: String,
     /// A note with the order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub text: Option<String>,
     /// The items.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_vec",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub product_items: Option<Vec<ProductItem>>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -540,16 +846,28 @@ pub struct Order {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProductItem {
     /// The product.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     pub product_retailer_id: String,
     /// How many (a number, or a string in some versions).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub quantity: Option<Value>,
     /// Unit price (a number, or a string in some versions).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub item_price: Option<Value>,
     /// Currency code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub currency: Option<String>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -560,10 +878,14 @@ pub struct ProductItem {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Reaction {
     /// The message reacted to.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     pub message_id: String,
     /// The emoji; absent or empty when the reaction was removed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub emoji: Option<String>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -574,35 +896,76 @@ pub struct Reaction {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct System {
     /// Human-readable text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub body: Option<String>,
     /// `user_changed_number`, `customer_changed_number`, `user_identity_changed`,
     /// `customer_identity_changed`, legacy `group_*`, ...
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "type",
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kind: Option<String>,
     /// The new WhatsApp id (older spelling).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub new_wa_id: Option<String>,
     /// The new WhatsApp id (newer spelling).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub wa_id: Option<String>,
     /// The customer's old WhatsApp id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub customer: Option<String>,
     /// The customer (older spelling).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user: Option<String>,
     /// The identity hash, on identity changes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub identity: Option<String>,
     /// Legacy Groups API.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub group_id: Option<String>,
     /// Legacy Groups API.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub operator: Option<String>,
     /// Legacy Groups API.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_strings",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub users: Option<Vec<String>>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -620,25 +983,53 @@ impl System {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Context {
     /// Sender of the quoted message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub from: Option<String>,
     /// The quoted message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub id: Option<String>,
     /// The message was forwarded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub forwarded: Option<bool>,
     /// The message was forwarded many times.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub frequently_forwarded: Option<bool>,
     /// Legacy Groups API.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub group_id: Option<String>,
     /// Legacy Groups API.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_strings",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mentions: Option<Vec<String>>,
     /// The product asked about ("Message business" from a catalog).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub referred_product: Option<ReferredProduct>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -649,10 +1040,10 @@ pub struct Context {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReferredProduct {
     /// The catalog.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     pub catalog_id: String,
     /// The product.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     pub product_retailer_id: String,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -663,13 +1054,25 @@ pub struct ReferredProduct {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Identity {
     /// Whether the new identity was acknowledged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub acknowledged: Option<bool>,
     /// When the identity was created, Unix milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_int",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub created_timestamp: Option<i64>,
     /// The identity hash.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub hash: Option<String>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -680,28 +1083,60 @@ pub struct Identity {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Referral {
     /// The ad's or post's URL.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_url: Option<String>,
     /// Its id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_id: Option<String>,
     /// `ad` or `post`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_type: Option<String>,
     /// Its headline.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub headline: Option<String>,
     /// Its body.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub body: Option<String>,
     /// Its image.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub image: Option<ReferralMedia>,
     /// Its video.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub video: Option<ReferralMedia>,
     /// The click id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ctwa_clid: Option<String>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -712,7 +1147,7 @@ pub struct Referral {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReferralMedia {
     /// The media id.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     pub id: String,
     /// Fields not modelled.
     #[serde(flatten)]

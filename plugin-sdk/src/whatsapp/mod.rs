@@ -3,8 +3,13 @@
 //! Every struct keeps the fields it does not model in `extra`, and every field is optional or
 //! defaulted, so a body of a newer API version parses, and parse-then-serialise gives back the
 //! same JSON. Message types not known yet are kept the same way ([`Content::Other`]).
+//!
+//! Parsing never fails for the type of one field: a field of an unexpected JSON type reads as
+//! absent (or empty), and ids, timestamps, codes and coordinates are read from strings and
+//! numbers alike. The item's JSON as received stays in [`Notification::item_json`](crate::Notification).
 
 mod cloud;
+pub(crate) mod lenient;
 mod message;
 mod status;
 
@@ -25,16 +30,32 @@ pub type Extra = Map<String, Value>;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WebhookBody {
     /// Senders of `messages`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::vec",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub contacts: Vec<Contact>,
     /// Inbound messages.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::vec",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub messages: Vec<Message>,
     /// Statuses of sent messages.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::vec",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub statuses: Vec<Status>,
     /// Out-of-band errors.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::vec",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub errors: Vec<WhatsAppError>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -45,10 +66,14 @@ pub struct WebhookBody {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Contact {
     /// The sender's WhatsApp id.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     pub wa_id: String,
     /// The sender's profile.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub profile: Option<Profile>,
     /// Fields not modelled (Cloud: `identity_key_hash`).
     #[serde(flatten)]
@@ -59,7 +84,11 @@ pub struct Contact {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     /// The name the customer set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub name: Option<String>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -70,22 +99,42 @@ pub struct Profile {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WhatsAppError {
     /// The error code (e.g. 470 re-engagement, 501 unknown message type).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::int")]
     pub code: i64,
     /// A short description.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub title: Option<String>,
     /// More detail.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub details: Option<String>,
     /// A link to documentation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub href: Option<String>,
     /// Cloud: the message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub message: Option<String>,
     /// Cloud: `{details}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub error_data: Option<Value>,
     /// Fields not modelled.
     #[serde(flatten)]

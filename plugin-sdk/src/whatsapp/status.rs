@@ -2,40 +2,69 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Extra, WhatsAppError};
+use super::{Extra, WhatsAppError, lenient};
 
 /// A status notification.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     /// The id of the business's message (for `deleted`: the customer's message).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     pub id: String,
     /// The customer's WhatsApp id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub recipient_id: Option<String>,
     /// `{recipient_id}`, sent instead of (or beside) `recipient_id` by some versions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub message: Option<StatusRecipient>,
     /// `sent`, `delivered`, `read`, `failed`, `deleted`, `warning`, ... (see [`Status::state`]).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     pub status: String,
-    /// Unix seconds, as a string.
-    #[serde(default)]
+    /// Unix seconds, as a string (a number is read as its text).
+    #[serde(default, deserialize_with = "lenient::string")]
     pub timestamp: String,
     /// `type`, where sent.
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "type",
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub kind: Option<String>,
     /// The conversation the message belongs to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub conversation: Option<Conversation>,
     /// How the message is billed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pricing: Option<Pricing>,
     /// Why a message failed, or the warning.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_vec",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub errors: Option<Vec<WhatsAppError>>,
     /// Cloud: data the business attached when sending.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub biz_opaque_callback_data: Option<String>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -46,7 +75,11 @@ pub struct Status {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatusRecipient {
     /// The customer's WhatsApp id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub recipient_id: Option<String>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -98,13 +131,21 @@ impl Status {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Conversation {
     /// The conversation id.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient::string")]
     pub id: String,
     /// Who opened it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub origin: Option<ConversationOrigin>,
     /// When it expires: a number or a string of Unix seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expiration_timestamp: Option<ExpirationTimestamp>,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -115,7 +156,7 @@ pub struct Conversation {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConversationOrigin {
     /// `business_initiated`, `user_initiated`, `marketing`, `utility`, `service`, ...
-    #[serde(rename = "type", default)]
+    #[serde(rename = "type", default, deserialize_with = "lenient::string")]
     pub kind: String,
     /// Fields not modelled.
     #[serde(flatten)]
@@ -146,13 +187,25 @@ impl ExpirationTimestamp {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Pricing {
     /// Whether the message is billed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub billable: Option<bool>,
     /// `CBP`, `NBP`, `PMP`, ...
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pricing_model: Option<String>,
     /// The billing category.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient::opt_string",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub category: Option<String>,
     /// Fields not modelled.
     #[serde(flatten)]

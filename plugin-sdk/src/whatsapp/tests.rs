@@ -118,7 +118,7 @@ fn location() {
     };
     assert_eq!(
         (l.latitude, l.longitude, l.name.as_deref()),
-        (-23.5613, -46.6565, Some("Store"))
+        (Some(-23.5613), Some(-46.6565), Some("Store"))
     );
     assert_eq!(m.text_content(), None);
 }
@@ -576,4 +576,85 @@ fn cloud_envelope() {
     );
     assert_eq!(value.body.messages[0].text_content(), Some("hi"));
     assert_eq!(value.body.statuses[0].state(), StatusState::Delivered);
+}
+
+#[test]
+fn a_field_of_an_unexpected_type_reads_as_absent_and_costs_nothing_else() {
+    let m: Message = serde_json::from_value(json!({
+        "from": 5511987650001u64, "id": 42, "timestamp": 1736330400, "type": "location",
+        "location": { "latitude": "n/a", "longitude": "-46.6565", "name": 7, "address": {}, "url": null },
+        "context": "not an object", "errors": [{ "code": "470", "title": ["x"] }, 5],
+        "identity": { "acknowledged": "true", "created_timestamp": "1736331000123", "hash": false },
+        "referral": { "image": "x", "source_type": ["ad"] },
+    }))
+    .expect("never fails for a field");
+    assert_eq!(
+        (m.from.as_str(), m.id.as_str(), m.timestamp.as_str()),
+        ("5511987650001", "42", "1736330400"),
+        "ids and timestamps are read from numbers"
+    );
+    let Content::Location(l) = m.content() else {
+        panic!("{:?}", m.content())
+    };
+    assert_eq!(
+        (
+            l.latitude,
+            l.longitude,
+            l.name.as_deref(),
+            l.address.as_deref(),
+            l.url.as_deref()
+        ),
+        (None, Some(-46.6565), Some("7"), None, None)
+    );
+    assert!(m.context.is_none());
+    let errors = m.errors.as_deref().unwrap();
+    assert_eq!(errors.len(), 1, "the element that is no error is left out");
+    assert_eq!((errors[0].code, errors[0].title.as_deref()), (470, None));
+    let identity = m.identity.unwrap();
+    assert_eq!(
+        (
+            identity.acknowledged,
+            identity.created_timestamp,
+            identity.hash
+        ),
+        (Some(true), Some(1736331000123), Some("false".into()))
+    );
+    let referral = m.referral.unwrap();
+    assert!(referral.image.is_none() && referral.source_type.is_none());
+
+    let s: Status = serde_json::from_value(json!({
+        "id": "gBEG", "status": "read", "timestamp": "x", "recipient_id": 5511987650001u64,
+        "conversation": { "id": 9, "expiration_timestamp": 1.5, "origin": "service" },
+        "pricing": { "billable": 1, "pricing_model": null, "category": 3 },
+    }))
+    .unwrap();
+    assert_eq!(
+        (s.recipient(), s.state(), s.timestamp.as_str()),
+        (Some("5511987650001"), StatusState::Read, "x")
+    );
+    let c = s.conversation.unwrap();
+    assert_eq!(
+        (c.id.as_str(), c.expiration_timestamp, c.origin),
+        ("9", None, None)
+    );
+    let p = s.pricing.unwrap();
+    assert_eq!(
+        (p.billable, p.pricing_model, p.category.as_deref()),
+        (None, None, Some("3"))
+    );
+
+    let body: WebhookBody = serde_json::from_value(json!({
+        "contacts": [{ "wa_id": 1, "profile": "Ana" }, "x"],
+        "messages": [{ "id": "a" }, null], "statuses": {}, "errors": [{ "code": 1.0e3 }]
+    }))
+    .unwrap();
+    assert_eq!(
+        (
+            body.contacts.len(),
+            body.contacts[0].wa_id.as_str(),
+            body.messages.len()
+        ),
+        (1, "1", 1)
+    );
+    assert_eq!((body.statuses.len(), body.errors[0].code), (0, 1000));
 }

@@ -7,10 +7,12 @@
 //! - `noop`: return no action (the cheapest call, for benchmarks);
 //! - `error`: return an error; `init-error`: fail `init`;
 //! - `oversized`, `many`: return a huge action, or too many actions;
-//! - `forbidden`: forward to `destination` and reply, which its manifest does not grant.
+//! - `forbidden`: forward to `destination` and reply, which its manifest does not grant;
+//! - `forward`: read the item through its typed accessor, as the default `handle` does, and
+//!   forward it to `destination` (every notification, whatever its fields hold).
 
 use serde::Deserialize;
-use switchboard_sdk::{Action, Config, Notification, Plugin, kv};
+use switchboard_sdk::{Action, Config, Kind, Notification, Plugin, kv};
 
 /// Set at build time to tell two builds of this plugin apart.
 const BUILD: &str = match option_env!("MISBEHAVE_BUILD") {
@@ -82,6 +84,14 @@ impl Plugin for Misbehave {
                 Action::forward(&s.destination),
                 Action::reply("15550001", "hi"),
             ]),
+            "forward" => {
+                match n.kind {
+                    Kind::Message => n.message().map(drop)?,
+                    Kind::Status => n.status().map(drop)?,
+                    Kind::Error => n.error().map(drop)?,
+                }
+                Ok(vec![Action::forward(&s.destination)])
+            }
             other => Err(format!("unknown mode {other:?}")),
         }
     }
