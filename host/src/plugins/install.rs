@@ -112,19 +112,24 @@ async fn install(
         )
     })?;
 
-    // Load it as the server would (compile, link, `init` with its config), in a scratch store.
+    // Load it as the server would (compile, link, `init` with its config), in a scratch store,
+    // on a blocking thread: a plugin's blocking WASI calls must not run on an async one.
     let scratch = tempfile::tempdir().context("cannot create a scratch folder")?;
     let db = store::open(&scratch.path().join("scratch.db"))?;
-    let loaded = Runtime::new(db.clone(), None)?
-        .load(&name, &wasm, manifest)
-        .with_context(|| {
-            format!(
-                "{} does not load; nothing was installed",
-                wasm_path.display()
-            )
-        });
+    let runtime = Runtime::new(db.clone(), None)?;
+    let (loaded, wasm) = {
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || (runtime.load(&name, &wasm, manifest), wasm))
+            .await
+            .context("the plugin's check stopped")?
+    };
     db.close().await;
-    let loaded = loaded?;
+    let loaded = loaded.with_context(|| {
+        format!(
+            "{} does not load; nothing was installed",
+            wasm_path.display()
+        )
+    })?;
 
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the plugins folder {}", dir.display()))?;
