@@ -3,5 +3,6 @@
 
 mod durability;
 mod end_to_end;
+mod failures;
 mod ingress;
 mod plugins;
