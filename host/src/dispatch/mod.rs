@@ -239,9 +239,9 @@ impl Dispatcher {
         };
         let m = &self.metrics;
         m.notifications_waiting
-            .store(state.waiting as u64, std::sync::atomic::Ordering::Relaxed);
+            .store(state.waiting as u64, Ordering::Relaxed);
         m.notifications_parked
-            .store(state.parked as u64, std::sync::atomic::Ordering::Relaxed);
+            .store(state.parked as u64, Ordering::Relaxed);
         r.customers = state.customers;
         match state.next_at {
             Some(at) if at <= now => {}
