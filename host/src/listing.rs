@@ -106,6 +106,7 @@ pub fn deliveries_table(rows: &[OutboxRow], now: i64) -> String {
 pub fn deliveries_json(rows: &[OutboxRow]) -> Value {
     rows.iter()
         .map(|r| {
+            let pending = r.state == OutboxState::Pending;
             json!({
                 "id": r.id,
                 "kind": r.kind,
@@ -119,8 +120,9 @@ pub fn deliveries_json(rows: &[OutboxRow]) -> Value {
                 "attempts": r.attempts,
                 "created_at": rfc3339(r.created_at),
                 "created_at_ms": r.created_at,
-                "next_attempt_at": rfc3339(r.next_at),
-                "next_attempt_at_ms": r.next_at,
+                // None for a dead letter.
+                "next_attempt_at": pending.then(|| rfc3339(r.next_at)),
+                "next_attempt_at_ms": pending.then_some(r.next_at),
                 "last_error": r.last_error,
             })
         })
@@ -177,8 +179,9 @@ pub fn notifications_json(rows: &[RetryRow]) -> Value {
                 "attempts": r.attempts,
                 "received_at": rfc3339(r.received_at),
                 "received_at_ms": r.received_at,
-                "next_attempt_at": rfc3339(r.next_at),
-                "next_attempt_at_ms": r.next_at,
+                // None for a parked one.
+                "next_attempt_at": (!r.parked).then(|| rfc3339(r.next_at)),
+                "next_attempt_at_ms": (!r.parked).then_some(r.next_at),
                 "last_error": r.last_error,
             })
         })

@@ -131,6 +131,10 @@ async fn dead_letters_are_listed_and_retried() {
         (&"dead".into(), &"forward".into(), &"sink".into())
     );
     assert_eq!(row["attempts"], 1);
+    assert!(
+        row["next_attempt_at"].is_null(),
+        "a dead letter has no next attempt: {row}"
+    );
     assert!(row["last_error"].as_str().unwrap().contains("bad payload"));
     let created_ms = row["created_at_ms"].as_i64().unwrap();
     let now_ms = std::time::SystemTime::now()

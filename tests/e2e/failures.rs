@@ -178,6 +178,7 @@ async fn host_failures_run_the_notification_again_and_park_it_after_repeated_one
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(parked[0]["notification_id"], "m4");
+    assert!(parked[0]["next_attempt_at"].is_null(), "{parked:?}");
     assert_eq!(
         (&parked[0]["state"], &parked[0]["attempts"]),
         (&Value::from("parked"), &Value::from(8))
