@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::http_client::{Endpoint, Http, snippet};
+use crate::listing;
 use crate::metrics::Metrics;
 use crate::plugins::kv::KvOverlay;
 use crate::plugins::{Manifest, Runtime};
@@ -32,6 +33,11 @@ enum Command {
     Deliveries {
         #[command(subcommand)]
         command: DeliveriesCommand,
+    },
+    /// Inspect and run again notifications whose dispatch failed for a reason of the host.
+    Notifications {
+        #[command(subcommand)]
+        command: NotificationsCommand,
     },
     /// Run a plugin once on a saved webhook body and print the actions it returns.
     RunPlugin {
@@ -98,6 +104,9 @@ enum DeliveriesCommand {
         /// At most this many rows.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Print one JSON array (times as RFC 3339 and Unix milliseconds).
+        #[arg(long)]
+        json: bool,
     },
     /// Queue dead letters again; a running server picks them up within a second.
     Retry {
@@ -108,6 +117,34 @@ enum DeliveriesCommand {
         /// Retry every dead letter.
         #[arg(long, conflicts_with = "id")]
         all_dead: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum NotificationsCommand {
+    /// List notifications waiting to be dispatched again, or with --parked those given up.
+    List {
+        #[arg(long, short, default_value = "switchboard.toml")]
+        config: PathBuf,
+        /// Only parked notifications.
+        #[arg(long)]
+        parked: bool,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print one JSON array (times as RFC 3339 and Unix milliseconds).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dispatch parked notifications again; a running server picks them up within a second.
+    Retry {
+        #[arg(long, short, default_value = "switchboard.toml")]
+        config: PathBuf,
+        /// The notification's id (from `notifications list --parked`).
+        id: Option<i64>,
+        /// Retry every parked notification.
+        #[arg(long, conflicts_with = "id")]
+        all_parked: bool,
     },
 }
 
@@ -134,6 +171,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => rt.block_on(crate::server::serve(Config::load(&config)?)),
         Command::Deliveries { command } => rt.block_on(deliveries(command)),
+        Command::Notifications { command } => rt.block_on(notifications(command)),
         Command::RunPlugin {
             plugin,
             payload,
@@ -165,24 +203,18 @@ async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<()> {
             config,
             dead,
             limit,
+            json,
         } => {
             let store = open_store(&config)?;
             let rows = store.list_deliveries(dead, limit)?;
-            if rows.is_empty() {
-                println!("no {} deliveries", if dead { "dead" } else { "pending" });
-            }
-            for r in rows {
-                println!(
-                    "{}\t{}\t{}\tattempts={}\tcreated={}\t{}",
-                    r.id,
-                    r.kind,
-                    r.target,
-                    r.attempts,
-                    r.created_at,
-                    r.last_error.unwrap_or_default()
-                );
-            }
             store.close().await;
+            if json {
+                println!("{:#}", listing::deliveries_json(&rows));
+            } else if rows.is_empty() {
+                println!("no {} deliveries", if dead { "dead" } else { "pending" });
+            } else {
+                print!("{}", listing::deliveries_table(&rows, store::now_millis()));
+            }
         }
         DeliveriesCommand::Retry {
             config,
@@ -198,6 +230,53 @@ async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<()> {
             match (n, id) {
                 (0, Some(id)) => bail!("no dead delivery with id {id}"),
                 (n, _) => println!("{n} deliveries queued again"),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn notifications(command: NotificationsCommand) -> anyhow::Result<()> {
+    match command {
+        NotificationsCommand::List {
+            config,
+            parked,
+            limit,
+            json,
+        } => {
+            let store = open_store(&config)?;
+            let rows = store.list_notifications(parked, limit)?;
+            store.close().await;
+            if json {
+                println!("{:#}", listing::notifications_json(&rows));
+            } else if rows.is_empty() {
+                println!(
+                    "no {} notifications",
+                    if parked { "parked" } else { "waiting" }
+                );
+            } else {
+                print!(
+                    "{}",
+                    listing::notifications_table(&rows, store::now_millis())
+                );
+            }
+        }
+        NotificationsCommand::Retry {
+            config,
+            id,
+            all_parked,
+        } => {
+            if id.is_none() && !all_parked {
+                bail!(
+                    "name a notification id (from `notifications list --parked`), or pass --all-parked"
+                );
+            }
+            let store = open_store(&config)?;
+            let n = store.retry_parked(id).await?;
+            store.close().await;
+            match (n, id) {
+                (0, Some(id)) => bail!("no parked notification with id {id}"),
+                (n, _) => println!("{n} notifications queued for dispatch again"),
             }
         }
     }
@@ -296,12 +375,19 @@ async fn run_plugin(plugin: &Path, payload: &Path, manifest: &Path) -> anyhow::R
         plugins: vec![loaded],
     };
     for n in &notifications {
-        let actions = crate::dispatch::run_chain(&snapshot, n, &mut overlay, &metrics);
-        let actions: Vec<_> = actions.into_iter().map(|(_, a)| a).collect();
-        println!(
-            "{}",
-            serde_json::json!({ "kind": n.kind, "id": n.id, "actions": actions })
-        );
+        match crate::dispatch::run_chain(&snapshot, n, &mut overlay, &metrics) {
+            Ok(actions) => {
+                let actions: Vec<_> = actions.into_iter().map(|(_, a)| a).collect();
+                println!(
+                    "{}",
+                    serde_json::json!({ "kind": n.kind, "id": n.id, "actions": actions })
+                );
+            }
+            Err(e) => println!(
+                "{}",
+                serde_json::json!({ "kind": n.kind, "id": n.id, "host_error": e })
+            ),
+        }
     }
     store.close().await;
     Ok(())

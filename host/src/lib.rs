@@ -11,6 +11,7 @@ pub mod delivery;
 pub mod dispatch;
 pub mod http_client;
 pub mod ingress;
+pub mod listing;
 pub mod metrics;
 pub mod plugins;
 pub mod priority;

@@ -23,6 +23,12 @@ pub struct Metrics {
     pub deliveries_ok: AtomicU64,
     pub deliveries_retried: AtomicU64,
     pub deliveries_dead: AtomicU64,
+    /// Dispatch attempts that failed for a reason of the host.
+    pub dispatch_host_failures: AtomicU64,
+    /// Gauge: notifications waiting to be dispatched again.
+    pub notifications_waiting: AtomicU64,
+    /// Gauge: notifications parked after failing dispatch again and again.
+    pub notifications_parked: AtomicU64,
 }
 
 impl Metrics {
@@ -108,6 +114,11 @@ impl Metrics {
                 "Deliveries given up (dead letters)",
                 &self.deliveries_dead,
             ),
+            (
+                "dispatch_host_failures_total",
+                "Dispatch attempts that failed for a reason of the host (run again later)",
+                &self.dispatch_host_failures,
+            ),
         ];
         let mut out = String::new();
         for (name, help, c) in counters {
@@ -125,6 +136,24 @@ impl Metrics {
             out,
             "# TYPE switchboard_plugin_load_errors gauge\nswitchboard_plugin_load_errors {plugin_load_errors}"
         );
+        for (name, help, g) in [
+            (
+                "notifications_waiting",
+                "Notifications waiting to be dispatched again after a failure of the host",
+                &self.notifications_waiting,
+            ),
+            (
+                "notifications_parked",
+                "Notifications parked after failing dispatch again and again",
+                &self.notifications_parked,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} gauge\nswitchboard_{name} {}",
+                g.load(Ordering::Relaxed)
+            );
+        }
         let _ = writeln!(out, "# TYPE switchboard_plugin_call_failures_total counter");
         if let Ok(by_name) = self.plugin_failures_by_name.lock() {
             for (name, n) in by_name.iter() {

@@ -108,7 +108,46 @@ async fn dead_letters_are_listed_and_retried() {
     assert!(ok, "{listing}");
     assert!(listing.contains("400 Bad Request"), "{listing}");
     assert_eq!(sink.received().len(), 1, "a 4xx is not retried");
-    let id = listing.split('\t').next().unwrap().trim().to_string();
+    // A table with a header, times a person reads, and one line per row.
+    let lines: Vec<&str> = listing.lines().collect();
+    assert!(
+        lines[0].starts_with("ID  ") && lines[0].contains("CREATED"),
+        "{listing}"
+    );
+    assert_eq!(lines.len(), 2, "{listing}");
+    assert!(
+        lines[1].contains("Z (") && lines[1].contains("s ago)"),
+        "{listing}"
+    );
+    // And JSON for scripts, with stable names and times both ways.
+    let (ok, json) = server
+        .cli(&["deliveries", "list", "--dead", "--json"])
+        .await;
+    assert!(ok, "{json}");
+    let rows: serde_json::Value = serde_json::from_str(&json).expect("a JSON array");
+    let row = &rows.as_array().expect("an array")[0];
+    assert_eq!(
+        (&row["state"], &row["kind"], &row["target"]),
+        (&"dead".into(), &"forward".into(), &"sink".into())
+    );
+    assert_eq!(row["attempts"], 1);
+    assert!(
+        row["next_attempt_at"].is_null(),
+        "a dead letter has no next attempt: {row}"
+    );
+    assert!(row["last_error"].as_str().unwrap().contains("bad payload"));
+    let created_ms = row["created_at_ms"].as_i64().unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!((now_ms - 120_000..=now_ms).contains(&created_ms), "{row}");
+    let created = row["created_at"].as_str().unwrap();
+    assert!(
+        created.len() == 20 && created.ends_with('Z') && &created[10..11] == "T",
+        "{created}"
+    );
+    let id = row["id"].to_string();
 
     sink.respond(|_| (StatusCode::OK, "{}".into()));
     let (ok, out) = server.cli(&["deliveries", "retry", &id]).await;

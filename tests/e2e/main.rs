@@ -3,6 +3,7 @@
 
 mod durability;
 mod end_to_end;
+mod failures;
 mod ingress;
 mod leniency;
 mod plugins;

@@ -4,7 +4,7 @@
 mod envelope;
 mod load;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,7 @@ use crate::delivery::{self, Delivery, Request};
 use crate::metrics::Metrics;
 use crate::plugins::kv::KvOverlay;
 use crate::plugins::{Registry, Snapshot};
-use crate::store::{self, InboxItem, NewDelivery, Store};
+use crate::store::{self, InboxItem, NewDelivery, RetryChange, RetryRow, Store, now_millis};
 use crate::whatsapp::{Via, WhatsApp};
 use load::Load;
 pub use load::Storing;
@@ -123,6 +123,7 @@ impl Dispatcher {
         wake: Receiver<()>,
         stop: Arc<std::sync::atomic::AtomicBool>,
     ) {
+        let mut retries = Retries::default();
         let mut cursor = loop {
             match self.store.dispatch_cursor() {
                 Ok(c) => break c,
@@ -133,6 +134,7 @@ impl Dispatcher {
             }
         };
         loop {
+            self.run_due_retries(&handle, &mut retries);
             // The flag first: what is in the queue was committed before it is taken, so before
             // the database is read.
             let spilled = inbox.handoff.spilled.swap(false, Ordering::SeqCst);
@@ -167,7 +169,8 @@ impl Dispatcher {
                 if stop.load(std::sync::atomic::Ordering::SeqCst) {
                     return;
                 }
-                match wake.recv_timeout(Duration::from_millis(500)) {
+                let until_retry = retries.next_poll.saturating_sub(now_millis()).clamp(1, 500);
+                match wake.recv_timeout(Duration::from_millis(until_retry as u64)) {
                     Ok(()) => {}
                     // Idle: look at the database once more, in case anything was missed.
                     Err(RecvTimeoutError::Timeout) => {
@@ -183,17 +186,29 @@ impl Dispatcher {
                     self.metrics
                         .add(&self.metrics.dispatch_held_ms, held.as_millis() as u64);
                 }
-                let batch: Vec<InboxItem> = items.drain(..items.len().min(BATCH)).collect();
-                let last = batch.last().map_or(cursor, |i| i.id);
+                let batch: Vec<(InboxItem, Option<i64>)> = items
+                    .drain(..items.len().min(BATCH))
+                    .map(|i| (i, None))
+                    .collect();
+                let last = batch.last().map_or(cursor, |(i, _)| i.id);
                 // A batch whose outcome cannot be stored is dispatched again, as after a crash.
                 loop {
-                    let (deliveries, requests, kv) = self.dispatch_batch(&batch);
-                    match handle.block_on(self.store.dispatched(last, deliveries, kv)) {
+                    let outcome = self.dispatch_batch(&batch, &retries.customers);
+                    match handle.block_on(self.store.dispatched_with_retries(
+                        Some(last),
+                        outcome.deliveries,
+                        outcome.kv,
+                        outcome.retries,
+                    )) {
                         Ok(rows) => {
                             self.metrics
-                                .add(&self.metrics.notifications_dispatched, batch.len() as u64);
+                                .add(&self.metrics.notifications_dispatched, outcome.dispatched);
                             self.delivery
-                                .enqueue(rows.into_iter().zip(requests).collect());
+                                .enqueue(rows.into_iter().zip(outcome.requests).collect());
+                            if outcome.customers != retries.customers {
+                                retries.customers = outcome.customers;
+                                retries.next_poll = 0;
+                            }
                             cursor = last;
                             break;
                         }
@@ -207,25 +222,175 @@ impl Dispatcher {
         }
     }
 
-    /// The deliveries of a batch, with their requests as the store's rows will hold them, and
-    /// the plugins' key-value writes.
-    fn dispatch_batch(
-        &self,
-        items: &[InboxItem],
-    ) -> (Vec<NewDelivery>, Vec<Request>, Vec<store::KvWrite>) {
-        let snapshot = self.registry.snapshot();
-        let mut overlay = KvOverlay::default();
-        let (mut deliveries, mut requests) = (Vec::new(), Vec::new());
-        for item in items {
-            let actions = run_chain(&snapshot, &item.notification, &mut overlay, &self.metrics);
-            for (delivery, request) in
-                self.deliveries(&item.dedup_key, &item.notification, &actions)
-            {
-                deliveries.push(delivery);
-                requests.push(request);
+    /// Run the notifications waiting after a failure of the host that are due, if any (at most
+    /// every second, the waiting ones are read again: `notifications retry` changes them).
+    fn run_due_retries(&self, handle: &tokio::runtime::Handle, r: &mut Retries) {
+        let now = now_millis();
+        if now < r.next_poll {
+            return;
+        }
+        r.next_poll = now + 1000;
+        let state = match self.store.retry_state() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot read the notifications waiting to be dispatched again");
+                return;
+            }
+        };
+        let m = &self.metrics;
+        m.notifications_waiting
+            .store(state.waiting as u64, Ordering::Relaxed);
+        m.notifications_parked
+            .store(state.parked as u64, Ordering::Relaxed);
+        r.customers = state.customers;
+        match state.next_at {
+            Some(at) if at <= now => {}
+            Some(at) => {
+                r.next_poll = r.next_poll.min(at);
+                return;
+            }
+            None => return,
+        }
+        let rows = match self.store.due_retries(now, BATCH) {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot read the notifications waiting to be dispatched again");
+                return;
+            }
+        };
+        let batch: Vec<(InboxItem, Option<i64>)> = rows
+            .into_iter()
+            .map(|row| {
+                let item = InboxItem {
+                    id: row.inbox_id,
+                    received_at: row.received_at,
+                    dedup_key: row.dedup_key,
+                    notification: row.notification,
+                };
+                (item, Some(row.attempts))
+            })
+            .collect();
+        let outcome = self.dispatch_batch(&batch, &r.customers);
+        // Not committed, the rows stay as they were and are run again at the next poll.
+        match handle.block_on(self.store.dispatched_with_retries(
+            None,
+            outcome.deliveries,
+            outcome.kv,
+            outcome.retries,
+        )) {
+            Ok(rows) => {
+                m.add(&m.notifications_dispatched, outcome.dispatched);
+                self.delivery
+                    .enqueue(rows.into_iter().zip(outcome.requests).collect());
+                // Each customer's next waiting notification may run now.
+                r.next_poll = now;
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot store the outcome of dispatch; retrying")
             }
         }
-        (deliveries, requests, overlay.take_writes())
+    }
+
+    /// Run a batch: each notification fresh from the inbox (`None`) or waiting after failed
+    /// attempts (`Some(attempts)`). `waiting` are the customers with notifications waiting:
+    /// fresh ones of theirs wait behind them, in order.
+    fn dispatch_batch(
+        &self,
+        items: &[(InboxItem, Option<i64>)],
+        waiting: &HashSet<String>,
+    ) -> BatchOutcome {
+        let snapshot = self.registry.snapshot();
+        let mut overlay = KvOverlay::default();
+        let mut out = BatchOutcome {
+            customers: waiting.clone(),
+            ..Default::default()
+        };
+        for (item, attempts) in items {
+            let n = &item.notification;
+            let customer = customer(n);
+            let result = if attempts.is_none() && out.customers.contains(customer) {
+                Err(Failure::Waits)
+            } else {
+                let mark = overlay.mark();
+                run_chain(&snapshot, n, &mut overlay, &self.metrics).map_err(|fault| {
+                    overlay.rollback(mark);
+                    Failure::Host(fault)
+                })
+            };
+            match result {
+                Ok(actions) => {
+                    out.dispatched += 1;
+                    if attempts.is_some() {
+                        out.retries.push(RetryChange::Done(item.id));
+                    }
+                    for (delivery, request) in self.deliveries(&item.dedup_key, n, &actions) {
+                        out.deliveries.push(delivery);
+                        out.requests.push(request);
+                    }
+                }
+                Err(failure) => {
+                    let row = self.failed(item, attempts.unwrap_or(0), customer, failure);
+                    if !row.parked {
+                        out.customers.insert(row.customer.clone());
+                    }
+                    out.retries.push(RetryChange::Put(row));
+                }
+            }
+        }
+        out.kv = overlay.take_writes();
+        out
+    }
+
+    /// The waiting row of a notification that failed (or waits behind an earlier one of its
+    /// customer), after `attempts` failed attempts before this one.
+    fn failed(&self, item: &InboxItem, attempts: i64, customer: &str, f: Failure) -> RetryRow {
+        let cfg = &self.config.dispatch;
+        let now = now_millis();
+        let mut row = RetryRow {
+            inbox_id: item.id,
+            received_at: item.received_at,
+            dedup_key: item.dedup_key.clone(),
+            notification: item.notification.clone(),
+            customer: customer.to_string(),
+            attempts,
+            next_at: now,
+            parked: false,
+            last_error: None,
+        };
+        let error = match f {
+            Failure::Waits => {
+                row.last_error =
+                    Some("waits for an earlier notification of the same customer".into());
+                return row;
+            }
+            Failure::Host(error) => error,
+        };
+        let m = &self.metrics;
+        m.inc(&m.dispatch_host_failures);
+        row.attempts += 1;
+        row.parked = row.attempts >= i64::from(cfg.max_attempts);
+        let id = &item.notification.id;
+        if row.parked {
+            tracing::error!(
+                inbox_id = item.id,
+                id,
+                attempts = row.attempts,
+                error,
+                "dispatch failed for a reason of the host; the notification is parked: see `switchboard notifications list --parked`, then `notifications retry`"
+            );
+        } else {
+            let delay = backoff(cfg, row.attempts);
+            row.next_at = now.saturating_add(delay.as_millis().min(i64::MAX as u128) as i64);
+            tracing::warn!(
+                inbox_id = item.id,
+                id,
+                attempts = row.attempts,
+                error,
+                "dispatch failed for a reason of the host; the notification runs again in {delay:?}"
+            );
+        }
+        row.last_error = Some(error);
+        row
     }
 
     /// Turn the chain's actions into outbox rows, refusing what the configuration lacks.
@@ -297,14 +462,63 @@ impl Dispatcher {
     }
 }
 
+/// What came of a batch, to commit in one transaction.
+#[derive(Default)]
+struct BatchOutcome {
+    deliveries: Vec<NewDelivery>,
+    /// The requests of `deliveries`, as their rows hold them.
+    requests: Vec<Request>,
+    kv: Vec<store::KvWrite>,
+    retries: Vec<RetryChange>,
+    /// Notifications run through the chain.
+    dispatched: u64,
+    /// The customers with notifications waiting once the batch is committed (those done may
+    /// still be in: they are read again from the database).
+    customers: HashSet<String>,
+}
+
+/// Why a notification was not dispatched this time.
+enum Failure {
+    /// An earlier notification of its customer is waiting.
+    Waits,
+    /// A failure of the host.
+    Host(String),
+}
+
+/// The notifications waiting after a failure of the host, as the dispatcher tracks them.
+#[derive(Default)]
+struct Retries {
+    /// Customers with notifications waiting (not parked).
+    customers: HashSet<String>,
+    /// When to read the waiting notifications again (Unix ms).
+    next_poll: i64,
+}
+
+/// Whose notifications keep their order: the sender (as in the delivery lanes), else the
+/// notification alone.
+fn customer(n: &Notification) -> &str {
+    n.sender.as_deref().unwrap_or(&n.id)
+}
+
+/// The delay before attempt `attempts + 1` of a notification: doubling from
+/// `initial_backoff`, capped at `max_backoff`.
+fn backoff(cfg: &crate::config::DispatchConfig, attempts: i64) -> Duration {
+    let doublings = attempts.clamp(1, 21) as u32 - 1;
+    cfg.initial_backoff
+        .saturating_mul(1 << doublings)
+        .min(cfg.max_backoff)
+}
+
 /// Run the plugins in order on one notification. Returns the permitted actions with the plugin
-/// that asked for each.
+/// that asked for each, or, when a call failed for a reason of the host (see
+/// [`CallError::is_plugin_fault`](crate::plugins::runtime::CallError::is_plugin_fault)), what
+/// failed: the notification is then to be run again, none of its actions taken.
 pub fn run_chain(
     snapshot: &Snapshot,
     n: &Notification,
     overlay: &mut KvOverlay,
     metrics: &Metrics,
-) -> Vec<(Arc<str>, Action)> {
+) -> Result<Vec<(Arc<str>, Action)>, String> {
     let mut taken: Vec<(Arc<str>, Action)> = Vec::new();
     let mut prior: Vec<Action> = Vec::new();
     for plugin in &snapshot.plugins {
@@ -314,6 +528,7 @@ pub fn run_chain(
         metrics.inc(&metrics.plugin_calls);
         let actions = match plugin.call(n, &prior, overlay) {
             Ok(actions) => actions,
+            Err(e) if !e.is_plugin_fault() => return Err(format!("plugin {}: {e}", plugin.name)),
             Err(e) => {
                 metrics.plugin_failed(&plugin.name);
                 tracing::warn!(plugin = %plugin.name, version = plugin.version(), id = %n.id, error = %e, "plugin call failed");
@@ -335,7 +550,7 @@ pub fn run_chain(
             break;
         }
     }
-    taken
+    Ok(taken)
 }
 
 fn permitted(p: &crate::plugins::manifest::Permissions, action: &Action) -> Result<(), String> {
@@ -362,6 +577,300 @@ mod tests {
     use switchboard_sdk::{Kind, Notification};
 
     use super::*;
+    use crate::plugins::Runtime;
+
+    /// A message from `sender` with id `id`, stored as inbox row `row`.
+    fn message(row: i64, sender: &str, id: &str) -> InboxItem {
+        let json = format!(
+            r#"{{"from":"{sender}","id":"{id}","timestamp":"1","type":"text","text":{{"body":"hi"}}}}"#
+        );
+        InboxItem {
+            id: row,
+            received_at: now_millis(),
+            dedup_key: format!("m:{id}"),
+            notification: Notification::from_item(Kind::Message, &json, None, "test").unwrap(),
+        }
+    }
+
+    /// A dispatcher over a fresh store whose only plugin is the test plugin in `count` mode:
+    /// it reads a key-value counter per sender and forwards `{"id", "count"}` to `sink`.
+    struct Setup {
+        _dir: tempfile::TempDir,
+        db: std::path::PathBuf,
+        store: Store,
+        dispatcher: Dispatcher,
+        rt: tokio::runtime::Runtime,
+    }
+
+    fn setup(max_attempts: u32) -> Setup {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        let wasm = target.join("test-plugins/misbehave.wasm");
+        let wasm = std::fs::read(&wasm).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (run the tests with `cargo xtask test`)",
+                wasm.display()
+            )
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        std::fs::write(plugins.join("count.wasm"), wasm).unwrap();
+        std::fs::write(
+            plugins.join("count.toml"),
+            "[config]\nmode = \"count\"\ndestination = \"sink\"\n[permissions]\ndestinations = [\"sink\"]\n",
+        )
+        .unwrap();
+        let config: Config = toml::from_str(&format!(
+            "[server]\nlisten = \"127.0.0.1:1\"\n[dispatch]\nmax_attempts = {max_attempts}\n\
+             [destinations.sink]\nurl = \"http://127.0.0.1:1/\"\n"
+        ))
+        .unwrap();
+        let db = dir.path().join("db.sqlite");
+        let store = store::open(&db).unwrap();
+        let registry = Registry::new(Runtime::new(store.clone(), None).unwrap(), &plugins);
+        registry.load_all().unwrap();
+        assert_eq!(
+            registry.snapshot().plugins.len(),
+            1,
+            "{:?}",
+            registry.errors()
+        );
+        let (config, metrics) = (Arc::new(config), Arc::new(Metrics::default()));
+        let delivery = Delivery::new(store.clone(), config.clone(), metrics.clone()).unwrap();
+        let dispatcher = Dispatcher {
+            store: store.clone(),
+            registry,
+            config,
+            metrics,
+            delivery,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Setup {
+            _dir: dir,
+            db,
+            store,
+            dispatcher,
+            rt,
+        }
+    }
+
+    impl Setup {
+        /// Make key-value reads fail, as a storage error would, or work again.
+        fn break_kv(&self, broken: bool) {
+            let sql = if broken {
+                "ALTER TABLE kv RENAME TO kv_away"
+            } else {
+                "ALTER TABLE kv_away RENAME TO kv"
+            };
+            rusqlite::Connection::open(&self.db)
+                .unwrap()
+                .execute_batch(sql)
+                .unwrap();
+        }
+
+        /// Dispatch fresh notifications and commit the outcome; returns it (committed).
+        fn fresh(&self, items: Vec<InboxItem>, waiting: &HashSet<String>) -> BatchOutcome {
+            let last = items.last().unwrap().id;
+            let batch: Vec<_> = items.into_iter().map(|i| (i, None)).collect();
+            let mut outcome = self.dispatcher.dispatch_batch(&batch, waiting);
+            let committed = BatchOutcome {
+                deliveries: std::mem::take(&mut outcome.deliveries),
+                kv: std::mem::take(&mut outcome.kv),
+                retries: outcome.retries.clone(),
+                ..Default::default()
+            };
+            self.rt
+                .block_on(self.store.dispatched_with_retries(
+                    Some(last),
+                    committed.deliveries,
+                    committed.kv,
+                    committed.retries,
+                ))
+                .unwrap();
+            outcome
+        }
+
+        /// The forwards committed so far, as `(id, count)`.
+        fn forwards(&self) -> Vec<(String, u64)> {
+            self.store
+                .list_deliveries(false, 100)
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    let request: Request = serde_json::from_str(&r.request).unwrap();
+                    let Request::Forward { body } = request else {
+                        panic!("not a forward: {request:?}")
+                    };
+                    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    (
+                        body["id"].as_str().unwrap().to_string(),
+                        body["count"].as_u64().unwrap(),
+                    )
+                })
+                .collect()
+        }
+
+        /// Run the due retries now, as the dispatcher's loop does.
+        fn run_retries(&self, r: &mut Retries) {
+            r.next_poll = 0;
+            self.dispatcher.run_due_retries(self.rt.handle(), r);
+        }
+
+        fn waiting(&self) -> Vec<(String, i64, bool)> {
+            let mut rows = self.store.list_notifications(false, 100).unwrap();
+            rows.extend(self.store.list_notifications(true, 100).unwrap());
+            rows.sort_by_key(|r| r.inbox_id);
+            rows.iter()
+                .map(|r| (r.notification.id.clone(), r.attempts, r.parked))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_host_failure_keeps_the_notification_and_its_customers_later_ones_for_later() {
+        let s = setup(10);
+        s.fresh(vec![message(1, "A", "a1")], &HashSet::new());
+        assert_eq!(s.forwards(), [("a1".to_string(), 1)]);
+
+        s.break_kv(true);
+        let outcome = s.fresh(
+            vec![
+                message(2, "A", "a2"),
+                message(3, "A", "a3"),
+                message(4, "B", "b1"),
+            ],
+            &HashSet::new(),
+        );
+        assert!(outcome.deliveries.is_empty() && outcome.kv.is_empty());
+        assert_eq!(outcome.dispatched, 0);
+        assert_eq!(
+            s.waiting(),
+            [
+                ("a2".to_string(), 1, false),
+                ("a3".to_string(), 0, false),
+                ("b1".to_string(), 1, false)
+            ],
+            "a3 waits behind a2 without running"
+        );
+        let rows = s.store.list_notifications(false, 10).unwrap();
+        assert!(
+            rows[0]
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("key-value read failed"),
+            "{:?}",
+            rows[0].last_error
+        );
+        assert_eq!(
+            s.dispatcher.metrics.plugin_failures.load(Ordering::Relaxed),
+            0
+        );
+
+        // A later notification of A waits too, while one of C goes on.
+        s.break_kv(false);
+        let waiting = s.store.retry_state().unwrap().customers;
+        assert_eq!(waiting, HashSet::from(["A".to_string(), "B".to_string()]));
+        let outcome = s.fresh(vec![message(5, "A", "a4"), message(6, "C", "c1")], &waiting);
+        assert_eq!(outcome.dispatched, 1);
+        assert_eq!(s.forwards().last().unwrap(), &("c1".to_string(), 1));
+
+        // Once due, they run in each customer's order, and their actions are taken.
+        let mut retries = Retries::default();
+        for _ in 0..50 {
+            if s.waiting().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            s.run_retries(&mut retries);
+        }
+        assert!(s.waiting().is_empty(), "{:?}", s.waiting());
+        let forwards = s.forwards();
+        let a: Vec<_> = forwards
+            .iter()
+            .filter(|(id, _)| id.starts_with('a'))
+            .collect();
+        assert_eq!(
+            a.iter()
+                .map(|(id, c)| (id.as_str(), *c))
+                .collect::<Vec<_>>(),
+            [("a1", 1), ("a2", 2), ("a3", 3), ("a4", 4)],
+            "each once, in order"
+        );
+        assert!(forwards.contains(&("b1".to_string(), 1)));
+    }
+
+    #[test]
+    fn repeated_host_failures_park_the_notification_and_free_its_customer() {
+        let s = setup(2);
+        s.break_kv(true);
+        s.fresh(
+            vec![message(1, "A", "a1"), message(2, "A", "a2")],
+            &HashSet::new(),
+        );
+        let mut retries = Retries::default();
+        std::thread::sleep(Duration::from_millis(1100)); // the first backoff: 1 s
+        s.run_retries(&mut retries);
+        assert_eq!(
+            s.waiting(),
+            [("a1".to_string(), 2, true), ("a2".to_string(), 0, false)],
+            "parked after 2 attempts; a2 no longer waits for it"
+        );
+        let due = s.store.due_retries(now_millis(), 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].notification.id, "a2");
+        s.run_retries(&mut retries);
+        assert_eq!(
+            s.dispatcher
+                .metrics
+                .notifications_parked
+                .load(Ordering::Relaxed),
+            1
+        );
+
+        // An operator retries it once storage is back.
+        s.break_kv(false);
+        let parked = s.store.list_notifications(true, 10).unwrap();
+        assert_eq!(
+            s.rt.block_on(s.store.retry_parked(Some(parked[0].inbox_id)))
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            s.rt.block_on(s.store.retry_parked(Some(parked[0].inbox_id)))
+                .unwrap(),
+            0
+        );
+        s.run_retries(&mut retries);
+        s.run_retries(&mut retries);
+        assert!(
+            s.waiting().iter().all(|(id, _, _)| id != "a1"),
+            "{:?}",
+            s.waiting()
+        );
+        assert!(
+            s.forwards().contains(&("a1".to_string(), 1)),
+            "{:?}",
+            s.forwards()
+        );
+    }
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_cap() {
+        let cfg = crate::config::DispatchConfig {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(350),
+        };
+        let delays: Vec<_> = (1..=5).map(|a| backoff(&cfg, a).as_millis()).collect();
+        assert_eq!(delays, [100, 200, 350, 350, 350]);
+        assert_eq!(backoff(&cfg, i64::MAX), cfg.max_backoff);
+    }
 
     fn items(ids: std::ops::Range<i64>) -> Vec<InboxItem> {
         let json = r#"{"from":"1","id":"a","timestamp":"1","type":"text","text":{"body":"hi"}}"#;

@@ -65,6 +65,22 @@ impl KvOverlay {
         }
     }
 
+    /// A point to [`KvOverlay::rollback`] to.
+    pub fn mark(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// Drop the writes applied since `mark` (those of a notification that is not committed).
+    pub fn rollback(&mut self, mark: usize) {
+        if mark >= self.writes.len() {
+            return;
+        }
+        let kept: Vec<KvWrite> = self.writes.drain(..mark).collect();
+        self.writes.clear();
+        self.values.clear();
+        self.apply(kept);
+    }
+
     /// The writes to commit; the overlay is empty afterwards, and its database snapshot ended
     /// (the next read sees what was committed since).
     pub fn take_writes(&mut self) -> Vec<KvWrite> {
@@ -130,6 +146,21 @@ mod tests {
         overlay.take_writes();
         assert_eq!(overlay.get(&db, "p", "k").unwrap(), Some(b"2".to_vec()));
         assert_eq!(overlay.get(&db, "p", "mine").unwrap(), Some(b"1".to_vec()));
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_rollback_drops_the_writes_since_its_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store::open(&dir.path().join("db.sqlite")).unwrap();
+        let mut overlay = KvOverlay::default();
+        overlay.apply(vec![set("a", b"1")]);
+        let mark = overlay.mark();
+        overlay.apply(vec![set("a", b"2"), set("b", b"3")]);
+        overlay.rollback(mark);
+        assert_eq!(overlay.get(&db, "p", "a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(overlay.get(&db, "p", "b").unwrap(), None);
+        assert_eq!(overlay.take_writes(), vec![set("a", b"1")]);
         db.close().await;
     }
 }

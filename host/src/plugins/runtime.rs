@@ -58,6 +58,18 @@ pub enum CallError {
     /// A new instance could not be made.
     #[error("cannot instantiate the plugin: {0}")]
     Instantiate(String),
+    /// The host failed the call (a key-value read failed, say): nothing the plugin did.
+    #[error("the host failed the call: {0}")]
+    Host(String),
+}
+
+impl CallError {
+    /// Whether the plugin is to blame. A failure of the host's (an instance that cannot be
+    /// made, a storage error) is not: the notification is dispatched again later rather than
+    /// handled without the plugin's actions.
+    pub fn is_plugin_fault(&self) -> bool {
+        !matches!(self, CallError::Instantiate(_) | CallError::Host(_))
+    }
 }
 
 /// The per-instance state the host functions see.
@@ -73,6 +85,9 @@ pub struct HostState {
     call_writes: Vec<KvWrite>,
     /// The time limit of the current call.
     timer: CallTimer,
+    /// A failure of the host during the current call: the call fails with it, whatever the
+    /// plugin returns.
+    host_fault: Option<String>,
 }
 
 impl WasiView for HostState {
@@ -106,7 +121,8 @@ impl wit_host::Host for HostState {
         match self.overlay.get(&self.db, &self.plugin, &key) {
             Ok(v) => v,
             Err(e) => {
-                tracing::error!(plugin = &*self.plugin, error = %format!("{e:#}"), "key-value read failed");
+                self.host_fault
+                    .get_or_insert_with(|| format!("key-value read failed: {e:#}"));
                 None
             }
         }
@@ -294,6 +310,7 @@ impl LoadedPlugin {
             overlay: KvOverlay::default(),
             call_writes: Vec::new(),
             timer: CallTimer::start(limits.timeout()),
+            host_fault: None,
         };
         let mut store = WasmStore::new(&self.runtime.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -336,6 +353,7 @@ impl LoadedPlugin {
         let state = instance.store.data_mut();
         state.overlay = std::mem::take(overlay);
         state.call_writes.clear();
+        state.host_fault = None;
         start_clock(&mut instance.store, self.manifest.limits.timeout());
         let result = instance
             .bindings
@@ -343,6 +361,12 @@ impl LoadedPlugin {
         let state = instance.store.data_mut();
         *overlay = std::mem::take(&mut state.overlay);
         let writes = std::mem::take(&mut state.call_writes);
+        if let Some(fault) = state.host_fault.take() {
+            if result.is_ok() {
+                self.put_back(instance);
+            }
+            return Err(CallError::Host(fault));
+        }
         let actions = match result {
             Ok(Ok(actions)) => actions,
             Ok(Err(message)) => {

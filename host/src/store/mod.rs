@@ -11,6 +11,7 @@ mod db;
 mod inbox;
 mod kv;
 mod outbox;
+mod retry;
 mod schema;
 mod seen;
 mod writer;
@@ -24,6 +25,7 @@ use db::Db;
 pub use inbox::{InboxItem, NewInboxItem, OnCommit};
 pub use kv::KvWrite;
 pub use outbox::{DeliveryOutcome, NewDelivery, OutboxRow, OutboxState};
+pub use retry::{RetryChange, RetryRow, RetryState};
 use writer::Sync;
 
 /// Milliseconds since the Unix epoch.
@@ -63,6 +65,32 @@ pub trait Storage: Send + std::marker::Sync + 'static {
         deliveries: Vec<NewDelivery>,
         kv: Vec<KvWrite>,
     ) -> anyhow::Result<Vec<OutboxRow>>;
+
+    /// [`Storage::dispatched`], with changes to the notifications waiting to be dispatched again
+    /// (see [`RetryRow`]), in the same transaction; without a `cursor` (a batch of retries
+    /// only) the cursor stays where it is.
+    async fn dispatched_with_retries(
+        &self,
+        cursor: Option<i64>,
+        deliveries: Vec<NewDelivery>,
+        kv: Vec<KvWrite>,
+        retries: Vec<RetryChange>,
+    ) -> anyhow::Result<Vec<OutboxRow>>;
+
+    /// Which customers have notifications waiting to be dispatched again, how many are waiting
+    /// and parked, and when the next may run.
+    fn retry_state(&self) -> anyhow::Result<RetryState>;
+
+    /// Waiting notifications due at `now` that may run (each customer's oldest), oldest first,
+    /// at most `limit`.
+    fn due_retries(&self, now: i64, limit: usize) -> anyhow::Result<Vec<RetryRow>>;
+
+    /// Notifications for operators: the parked ones, or those waiting to be run again.
+    fn list_notifications(&self, parked: bool, limit: usize) -> anyhow::Result<Vec<RetryRow>>;
+
+    /// Run parked notifications again, due now, with their attempts counted afresh: the one
+    /// with inbox id `id`, or all of them. Returns how many.
+    async fn retry_parked(&self, id: Option<i64>) -> anyhow::Result<usize>;
 
     /// Pending deliveries after id `after` up to id `upto`, and revived dead letters, oldest
     /// first, at most `limit`.
@@ -170,6 +198,16 @@ impl Storage for Sqlite {
         deliveries: Vec<NewDelivery>,
         kv: Vec<KvWrite>,
     ) -> anyhow::Result<Vec<OutboxRow>> {
+        self.dispatched_with_retries(Some(cursor), deliveries, kv, Vec::new())
+            .await
+    }
+    async fn dispatched_with_retries(
+        &self,
+        cursor: Option<i64>,
+        deliveries: Vec<NewDelivery>,
+        kv: Vec<KvWrite>,
+        retries: Vec<RetryChange>,
+    ) -> anyhow::Result<Vec<OutboxRow>> {
         // Lazy: lost to a power cut, the notifications are dispatched again (at least once).
         self.work
             .writer
@@ -178,13 +216,28 @@ impl Storage for Sqlite {
                 move |txn| {
                     let rows = outbox::insert(txn, deliveries)?;
                     kv::apply(txn, &kv)?;
-                    txn.prepare_cached("UPDATE dispatch_cursor SET inbox_id = ?1")?
-                        .execute([cursor])?;
+                    retry::apply(txn, &retries)?;
+                    if let Some(cursor) = cursor {
+                        txn.prepare_cached("UPDATE dispatch_cursor SET inbox_id = ?1")?
+                            .execute([cursor])?;
+                    }
                     Ok(rows)
                 },
                 |rows| rows,
             )
             .await
+    }
+    fn retry_state(&self) -> anyhow::Result<RetryState> {
+        Sqlite::retry_state(self)
+    }
+    fn due_retries(&self, now: i64, limit: usize) -> anyhow::Result<Vec<RetryRow>> {
+        Sqlite::due_retries(self, now, limit)
+    }
+    fn list_notifications(&self, parked: bool, limit: usize) -> anyhow::Result<Vec<RetryRow>> {
+        Sqlite::list_notifications(self, parked, limit)
+    }
+    async fn retry_parked(&self, id: Option<i64>) -> anyhow::Result<usize> {
+        Sqlite::retry_parked(self, id).await
     }
     fn pending_deliveries(
         &self,

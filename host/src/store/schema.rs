@@ -102,6 +102,22 @@ CREATE INDEX outbox_dead ON outbox(id) WHERE state = 2;
 DROP TABLE inbox;
 DROP TABLE seen;
 "#,
+    // Notifications whose dispatch failed for a reason of the host, to run again or parked
+    // (see `retry.rs`); kept whole, as the inbox is pruned behind the cursor.
+    r#"
+CREATE TABLE dispatch_retry (
+    inbox_id     INTEGER PRIMARY KEY,
+    received_at  INTEGER NOT NULL,
+    dedup_key    TEXT NOT NULL,
+    notification TEXT NOT NULL,
+    customer     TEXT NOT NULL,
+    attempts     INTEGER NOT NULL,
+    next_at      INTEGER NOT NULL,
+    parked       INTEGER NOT NULL,
+    last_error   TEXT
+);
+CREATE INDEX dispatch_retry_customer ON dispatch_retry(customer, inbox_id) WHERE parked = 0;
+"#,
 ];
 
 /// The inbox database: accepted notifications and dedup keys.
