@@ -3,5 +3,7 @@
 
 mod durability;
 mod end_to_end;
+mod health;
 mod ingress;
 mod plugins;
+mod slow_clients;
