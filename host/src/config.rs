@@ -58,6 +58,59 @@ pub struct ServerConfig {
     /// More webhook endpoints, each with its own kind and authentication.
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
+    /// Longest wait for a request's head (and for a TLS handshake); a slower client is cut.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Longest wait for a request's whole body once its head arrived (answered 408).
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Most connections open at once; more wait in the listen backlog. Default: 1024, or half
+    /// the open-file limit if that is lower.
+    pub max_connections: Option<usize>,
+    /// Readiness and liveness fail when notifications wait and dispatch made no progress for
+    /// this long.
+    #[serde(default = "default_dispatch_stall", with = "humantime_serde")]
+    pub dispatch_stall_timeout: Duration,
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_dispatch_stall() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl ServerConfig {
+    /// `max_connections`, or its default: 1024, or half the open-file limit if lower (the
+    /// other half is for the database, plugins and outgoing deliveries).
+    pub fn max_connections(&self) -> usize {
+        if let Some(n) = self.max_connections {
+            return n;
+        }
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct it is given.
+        let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            limit.rlim_cur
+        } else {
+            2048
+        };
+        (soft / 2).clamp(16, 1024) as usize
+    }
 }
 
 fn default_max_depth() -> usize {
@@ -401,6 +454,21 @@ impl Config {
             {
                 Endpoint::parse(url).context("[whatsapp] base_url")?;
             }
+        }
+        for (name, value) in [
+            ("header_timeout", self.server.header_timeout),
+            ("body_timeout", self.server.body_timeout),
+            ("idle_timeout", self.server.idle_timeout),
+            ("dispatch_stall_timeout", self.server.dispatch_stall_timeout),
+        ] {
+            if value.is_zero() {
+                bail!(
+                    "[server] {name} must be more than 0 (e.g. \"10s\"); leave it out for the default"
+                );
+            }
+        }
+        if self.server.max_connections == Some(0) {
+            bail!("[server] max_connections must be at least 1; leave it out for the default");
         }
         if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
             bail!("[server] tls_cert and tls_key go together");

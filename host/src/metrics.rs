@@ -29,6 +29,13 @@ pub struct Metrics {
     pub notifications_waiting: AtomicU64,
     /// Gauge: notifications parked after failing dispatch again and again.
     pub notifications_parked: AtomicU64,
+    /// Connections open now (a gauge).
+    pub connections_open: AtomicU64,
+    pub connection_cap_reached: AtomicU64,
+    pub slow_header: AtomicU64,
+    pub slow_body: AtomicU64,
+    pub idle_closed: AtomicU64,
+    pub requests_too_large: AtomicU64,
 }
 
 impl Metrics {
@@ -127,6 +134,45 @@ impl Metrics {
                 "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} counter"
             );
             let _ = writeln!(out, "switchboard_{name} {}", c.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_connections_open Client connections open\n# TYPE switchboard_connections_open gauge\nswitchboard_connections_open {}",
+            self.connections_open.load(Ordering::Relaxed)
+        );
+        for (name, help, c) in [
+            (
+                "connection_cap_reached_total",
+                "Times every connection slot was taken (max_connections): new connections waited in the listen backlog",
+                &self.connection_cap_reached,
+            ),
+            (
+                "idle_connections_closed_total",
+                "Keep-alive connections closed after idle_timeout",
+                &self.idle_closed,
+            ),
+            (
+                "requests_too_large_total",
+                "Requests refused with 413 (body above max_body_bytes)",
+                &self.requests_too_large,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} counter\nswitchboard_{name} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_slow_clients_total Connections cut for a request head (or TLS handshake) not received within header_timeout, or a body not within body_timeout\n# TYPE switchboard_slow_clients_total counter"
+        );
+        for (phase, c) in [("header", &self.slow_header), ("body", &self.slow_body)] {
+            let _ = writeln!(
+                out,
+                "switchboard_slow_clients_total{{phase=\"{phase}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
         }
         let _ = writeln!(
             out,

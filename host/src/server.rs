@@ -75,12 +75,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = Arc::new(AppState {
         config: config.clone(),
         store: store.clone(),
-        metrics,
+        metrics: metrics.clone(),
         registry: registry.clone(),
         inbox: inbox.clone(),
+        health: Default::default(),
     });
-    let app = ingress::router(state, ingress::endpoints(&config)?)
-        .into_make_service_with_connect_info::<ingress::ClientAddr>();
+    let app = ingress::router(state, ingress::endpoints(&config)?);
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -95,25 +95,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .tls_cert
         .as_ref()
         .zip(config.server.tls_key.as_ref());
+    let limits = ingress::connections::Limits::of(&config.server);
     tracing::info!(
         listen = %listener.local_addr()?,
         https = tls.is_some(),
+        max_connections = limits.max_connections,
         plugins = ?names,
         "switchboard is serving"
     );
-    match tls {
-        Some((cert, key)) => {
-            let listener = ingress::tls::TlsListener::new(listener, cert, key)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await?
-        }
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await?
-        }
-    }
+    let tls = match tls {
+        Some((cert, key)) => Some(ingress::tls::acceptor(cert, key)?),
+        None => None,
+    };
+    ingress::connections::serve(listener, tls, app, limits, metrics, shutdown_signal()).await;
 
     tracing::info!("shutting down: draining the inbox and deliveries in flight");
     stop_dispatch.store(true, Ordering::SeqCst);

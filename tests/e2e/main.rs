@@ -4,7 +4,9 @@
 mod durability;
 mod end_to_end;
 mod failures;
+mod health;
 mod ingress;
 mod leniency;
 mod plugins;
 mod sandbox;
+mod slow_clients;

@@ -5,7 +5,7 @@ mod envelope;
 mod load;
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,6 +44,8 @@ pub struct Inbox {
     handoff: Arc<Handoff>,
     wake: SyncSender<()>,
     load: Arc<Load>,
+    /// When the dispatcher last found nothing to do or committed a batch (Unix ms).
+    progress: Arc<AtomicI64>,
 }
 
 impl Inbox {
@@ -85,6 +87,16 @@ impl Inbox {
     pub fn wake(&self) {
         let _ = self.wake.try_send(());
     }
+
+    /// When the dispatcher last made progress (found nothing to do, or committed a batch),
+    /// in Unix ms: while it is idle, at most about a second ago.
+    pub fn last_progress(&self) -> i64 {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    fn progressed(&self) {
+        self.progress.store(store::now_millis(), Ordering::Relaxed);
+    }
 }
 
 /// The dispatcher's inputs.
@@ -108,6 +120,7 @@ pub fn channel() -> (Inbox, Receiver<()>) {
         handoff: Arc::new(handoff),
         wake: tx,
         load: Arc::new(Load::default()),
+        progress: Arc::new(AtomicI64::new(store::now_millis())),
     };
     (inbox, rx)
 }
@@ -166,6 +179,7 @@ impl Dispatcher {
                 handed.into_iter().filter(|i| i.id > cursor).collect()
             };
             if items.is_empty() {
+                inbox.progressed();
                 if stop.load(std::sync::atomic::Ordering::SeqCst) {
                     return;
                 }
@@ -210,6 +224,7 @@ impl Dispatcher {
                                 retries.next_poll = 0;
                             }
                             cursor = last;
+                            inbox.progressed();
                             break;
                         }
                         Err(e) => {

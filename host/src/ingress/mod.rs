@@ -3,7 +3,9 @@
 //! anything else makes the sender retry. Nothing of a refused request is stored.
 
 mod auth;
+pub mod connections;
 mod error;
+pub mod health;
 pub mod input;
 pub mod tls;
 
@@ -13,13 +15,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::connect_info::Connected;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, RawPathParams, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::IncomingStream;
 use sha2::{Digest, Sha256};
 use switchboard_sdk::split::{self, SplitError};
 use switchboard_sdk::{Kind, Notification};
@@ -40,6 +40,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     pub inbox: dispatch::Inbox,
+    pub health: health::Health,
 }
 
 /// The endpoints of the configuration: the default one of `webhook_path` (unless empty) and
@@ -64,11 +65,13 @@ pub fn endpoints(config: &Config) -> anyhow::Result<Vec<Arc<Endpoint>>> {
     Ok(out)
 }
 
-/// The HTTP routes: the webhook endpoints, `/health` and `/metrics`.
+/// The HTTP routes: the webhook endpoints, `/health` (`/live`, `/ready`) and `/metrics`.
 pub fn router(state: Arc<AppState>, endpoints: Vec<Arc<Endpoint>>) -> Router {
     let max_body = state.config.server.max_body_bytes;
     let mut router = Router::new()
-        .route("/health", get(|| async { "ok" }))
+        .route("/health", get(health::ready))
+        .route("/health/ready", get(health::ready))
+        .route("/health/live", get(health::live))
         .route("/metrics", get(metrics))
         .route("/plugins", get(plugins));
     for endpoint in endpoints {
@@ -96,14 +99,19 @@ pub fn router(state: Arc<AppState>, endpoints: Vec<Arc<Endpoint>>) -> Router {
     }
     router
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            connections::read_body,
+        ))
         .with_state(state)
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     let snapshot = app.registry.snapshot();
-    let body = app
+    let mut body = app
         .metrics
         .render(snapshot.plugins.len(), app.registry.errors().len());
+    body += &health::gauges(&app).await;
     ([("content-type", "text/plain; version=0.0.4")], body)
 }
 
@@ -132,21 +140,9 @@ async fn plugins(State(app): State<Arc<AppState>>) -> impl IntoResponse {
 
 type AppRef = State<Arc<AppState>>;
 
-/// The client's address, as the listener (plain or TLS) saw it.
+/// The client's address, as the listener (plain or TLS) saw it (see `connections`).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
-
-impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for ClientAddr {
-    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        ClientAddr(*stream.remote_addr())
-    }
-}
-
-impl Connected<IncomingStream<'_, tls::TlsListener>> for ClientAddr {
-    fn connect_info(stream: IncomingStream<'_, tls::TlsListener>) -> Self {
-        ClientAddr(*stream.remote_addr())
-    }
-}
 
 fn query(uri: &Uri) -> HashMap<String, String> {
     Query::<HashMap<String, String>>::try_from_uri(uri)

@@ -100,6 +100,22 @@ impl Pool {
         }
     }
 
+    /// Check that the file is still there and readable, on a new connection that does not
+    /// create it: `sql` must run.
+    pub fn probe(&self, sql: &str) -> anyhow::Result<()> {
+        let flags =
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&self.path, flags)
+            .with_context(|| format!("cannot open the database {}", self.path.display()))?;
+        conn.query_row(sql, [], |_| Ok(()))
+            .map(|_| ())
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(()),
+                e => Err(e),
+            })
+            .with_context(|| format!("cannot read the database {}", self.path.display()))
+    }
+
     /// Keep a connection for the next reader.
     pub fn give_back(&self, conn: Connection) {
         if let Ok(mut idle) = self.idle.lock() {

@@ -7,6 +7,7 @@
 //! in one transaction (group commit), so durability costs one disk sync per batch, not per
 //! request. Reads use their own connections (WAL mode lets them run beside the writer).
 
+mod backlog;
 mod db;
 mod inbox;
 mod kv;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+pub use backlog::Backlog;
 use db::Db;
 pub use inbox::{InboxItem, NewInboxItem, OnCommit};
 pub use kv::KvWrite;
@@ -103,6 +105,12 @@ pub trait Storage: Send + std::marker::Sync + 'static {
 
     /// The highest delivery id ever given (ids are never reused).
     fn max_delivery_id(&self) -> anyhow::Result<i64>;
+
+    /// What waits: undispatched notifications, pending deliveries by target, dead letters.
+    fn backlog(&self) -> anyhow::Result<Backlog>;
+
+    /// Fail unless the database can be opened and read afresh (for readiness).
+    fn probe(&self) -> anyhow::Result<()>;
 
     /// Record the outcomes of attempts; a delivered row goes. Like `dispatched`, may be lost to
     /// a power cut (one more attempt), never to a crash.
@@ -249,6 +257,12 @@ impl Storage for Sqlite {
     }
     fn max_delivery_id(&self) -> anyhow::Result<i64> {
         Sqlite::max_delivery_id(self)
+    }
+    fn backlog(&self) -> anyhow::Result<Backlog> {
+        Sqlite::backlog(self)
+    }
+    fn probe(&self) -> anyhow::Result<()> {
+        Sqlite::probe(self)
     }
     async fn record_outcomes(&self, outcomes: Vec<(i64, DeliveryOutcome)>) -> anyhow::Result<()> {
         Sqlite::record_outcomes(self, outcomes).await

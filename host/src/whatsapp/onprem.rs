@@ -86,15 +86,19 @@ impl OnPremClient {
         body: &impl Serialize,
     ) -> anyhow::Result<Response> {
         let body = bytes::Bytes::from(serde_json::to_vec(body)?);
-        let mut auth = self.auth().await?;
+        let mut auth = self.auth(None).await?;
         for attempt in 0..2 {
             let resp = self
                 .http
-                .send(method.clone(), url, &[(AUTHORIZATION, auth)], body.clone())
+                .send(
+                    method.clone(),
+                    url,
+                    &[(AUTHORIZATION, auth.clone())],
+                    body.clone(),
+                )
                 .await?;
             if resp.status == StatusCode::UNAUTHORIZED && attempt == 0 {
-                *self.auth.lock().await = None;
-                auth = self.auth().await?;
+                auth = self.auth(Some(&auth)).await?;
                 continue;
             }
             return Ok(resp);
@@ -102,12 +106,18 @@ impl OnPremClient {
         unreachable!("the loop returns on its second pass")
     }
 
-    /// The `Authorization` header of calls, logging in if there is none yet.
-    async fn auth(&self) -> anyhow::Result<HeaderValue> {
+    /// The `Authorization` header of calls, logging in if there is none yet, or if it is still
+    /// `stale` (refused with a 401). One login at a time: calls refused together wait for the
+    /// first one's login and use its token, rather than each logging in (which, on a Coreapp
+    /// that keeps one token per user, would refuse the others' tokens in turn).
+    async fn auth(&self, stale: Option<&HeaderValue>) -> anyhow::Result<HeaderValue> {
         let mut slot = self.auth.lock().await;
-        if let Some(auth) = &*slot {
+        if let Some(auth) = &*slot
+            && Some(auth) != stale
+        {
             return Ok(auth.clone());
         }
+        *slot = None;
         let basic = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:{}", self.username, self.password));
         let resp = self
