@@ -188,6 +188,12 @@ impl Dispatcher {
                 // A batch whose outcome cannot be stored is dispatched again, as after a crash.
                 loop {
                     let (deliveries, requests, kv) = self.dispatch_batch(&batch);
+                    if self.registry.interrupted() {
+                        tracing::info!(
+                            "shutting down: the notifications of the batch in progress are dispatched again at the next start"
+                        );
+                        return;
+                    }
                     match handle.block_on(self.store.dispatched(last, deliveries, kv)) {
                         Ok(rows) => {
                             self.metrics
@@ -213,10 +219,11 @@ impl Dispatcher {
         &self,
         items: &[InboxItem],
     ) -> (Vec<NewDelivery>, Vec<Request>, Vec<store::KvWrite>) {
-        let snapshot = self.registry.snapshot();
         let mut overlay = KvOverlay::default();
         let (mut deliveries, mut requests) = (Vec::new(), Vec::new());
         for item in items {
+            // The plugins serving now: one removed or replaced mid-batch is not called again.
+            let snapshot = self.registry.snapshot();
             let actions = run_chain(&snapshot, &item.notification, &mut overlay, &self.metrics);
             for (delivery, request) in
                 self.deliveries(&item.dedup_key, &item.notification, &actions)
@@ -311,6 +318,11 @@ pub fn run_chain(
         if !plugin.manifest.subscribes_to(n.kind) {
             continue;
         }
+        // A quarantined version is passed over as if absent: the rest of the chain runs.
+        if !plugin.admit() {
+            metrics.inc(&metrics.plugin_calls_skipped);
+            continue;
+        }
         metrics.inc(&metrics.plugin_calls);
         let actions = match plugin.call(n, &prior, overlay) {
             Ok(actions) => actions,
@@ -322,7 +334,7 @@ pub fn run_chain(
         };
         let mut stop = false;
         for action in actions {
-            if let Err(reason) = permitted(&plugin.manifest.permissions, &action) {
+            if let Err(reason) = permitted(&plugin.manifest.permissions, n, &action) {
                 metrics.inc(&metrics.actions_refused);
                 tracing::warn!(plugin = %plugin.name, id = %n.id, "action refused: {reason}");
                 continue;
@@ -338,7 +350,12 @@ pub fn run_chain(
     taken
 }
 
-fn permitted(p: &crate::plugins::manifest::Permissions, action: &Action) -> Result<(), String> {
+fn permitted(
+    p: &crate::plugins::manifest::Permissions,
+    n: &Notification,
+    action: &Action,
+) -> Result<(), String> {
+    use crate::plugins::manifest::ReplyTo;
     match action {
         Action::Forward { destination, .. } if !p.may_forward(destination) => Err(format!(
             "forward to {destination:?} is not granted: add it to [permissions] destinations in the plugin's .toml"
@@ -346,6 +363,17 @@ fn permitted(p: &crate::plugins::manifest::Permissions, action: &Action) -> Resu
         Action::Reply { .. } | Action::MarkRead { .. } if !p.reply => {
             Err("replies and mark-read are not granted: set [permissions] reply = true in the plugin's .toml".into())
         }
+        Action::Reply { to, .. }
+            if p.reply_to == ReplyTo::Sender && n.sender.as_deref() != Some(to.as_str()) =>
+        {
+            Err(format!(
+                "a reply to {to:?}, who did not send this notification, is not granted: set [permissions] reply_to = \"any\" in the plugin's .toml"
+            ))
+        }
+        Action::Stop if !p.stop => Err(
+            "ending the chain is not granted: set [permissions] stop = true in the plugin's .toml"
+                .into(),
+        ),
         _ => Ok(()),
     }
 }

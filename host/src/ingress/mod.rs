@@ -101,9 +101,10 @@ pub fn router(state: Arc<AppState>, endpoints: Vec<Arc<Endpoint>>) -> Router {
 
 async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     let snapshot = app.registry.snapshot();
-    let body = app
+    let mut body = app
         .metrics
         .render(snapshot.plugins.len(), app.registry.errors().len());
+    body += &snapshot.render_metrics();
     ([("content-type", "text/plain; version=0.0.4")], body)
 }
 
@@ -120,6 +121,8 @@ async fn plugins(State(app): State<Arc<AppState>>) -> impl IntoResponse {
                 "version": p.version(),
                 "api_version": p.api_version,
                 "subscribe": p.manifest.subscribe.kinds,
+                "health": p.health(),
+                "stats": p.stats.counts(),
             })
         })
         .collect();

@@ -4,6 +4,8 @@
 mod cache;
 pub mod kv;
 pub mod manifest;
+mod output;
+pub mod quarantine;
 mod registry;
 mod runtime;
 mod timer;
@@ -12,5 +14,5 @@ mod watcher;
 
 pub use manifest::Manifest;
 pub use registry::{Registry, Snapshot};
-pub use runtime::{CallError, LoadedPlugin, Runtime};
+pub use runtime::{CallError, LoadedPlugin, Runtime, Stats};
 pub use watcher::watch;
