@@ -4,4 +4,5 @@
 mod durability;
 mod end_to_end;
 mod ingress;
+mod plugin_budgets;
 mod plugins;
