@@ -354,6 +354,47 @@ async fn floods_of_log_lines_key_value_writes_and_error_text_are_cut() {
 }
 
 #[tokio::test]
+async fn a_plugins_key_value_store_is_capped_in_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Fake::start().await;
+    let setup = setup(dir.path(), &sink);
+    // 50 keys a call: two calls fit in 120 keys, the third does not.
+    put(
+        &setup.plugins_dir(),
+        "10-fill",
+        &manifest("kv-fill", "[limits]\nkv_max_keys = 120"),
+    );
+    let server = setup.start().await;
+    for id in 0..2 {
+        assert_eq!(server.post(&message(id)).await.0, StatusCode::OK);
+        assert!(
+            eventually(WAIT, || echoes(&sink, id) == 1).await,
+            "{}",
+            server.log()
+        );
+    }
+    assert_eq!(server.post(&message(2)).await.0, StatusCode::OK);
+    assert!(
+        eventually(WAIT, || server.log().contains(
+            "the key-value store would hold more than 120 keys ([limits] kv_max_keys)"
+        ))
+        .await,
+        "{}",
+        server.log()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(echoes(&sink, 2), 0, "the call over the quota failed");
+    let status = plugins_status(&server).await;
+    assert!(
+        loaded(&status, "10-fill").unwrap()["health"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("kv_max_keys"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
 async fn a_failing_version_is_quarantined_and_a_new_version_lifts_it() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Fake::start().await;

@@ -12,7 +12,8 @@
 //! - `sleep`: sleep (a WASI wait) for `sleep_ms` (default: an hour), then echo;
 //! - `log-flood`: log 20,000 lines, then echo; `newline-log`: log a line with a newline and
 //!   a forged host log line in it, then echo;
-//! - `kv-flood`: write keys of 1 KiB without end;
+//! - `kv-flood`: write keys of 1 KiB without end; `kv-fill`: write 50 new keys of 1 KiB, then
+//!   echo;
 //! - `huge-error`: return a 10 MB error;
 //! - `fail-unless-b`: fail in build a, echo in build b (a fixed new version);
 //! - `stop`: end the chain; `reply-any`: reply to someone other than the sender, then echo.
@@ -105,6 +106,13 @@ impl Plugin for Misbehave {
                 let value = vec![b'v'; 1024];
                 for i in 0u64.. {
                     kv::set(&format!("flood:{}:{i}", n.id), &value, None);
+                }
+                echo()
+            }
+            "kv-fill" => {
+                let value = vec![b'v'; 1024];
+                for i in 0..50 {
+                    kv::set(&format!("fill:{}:{i}", n.id), &value, None);
                 }
                 echo()
             }
