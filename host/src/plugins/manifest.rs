@@ -51,6 +51,9 @@ pub struct Limits {
     pub log_max_lines_per_call: usize,
     /// Most log bytes of one call; the rest are dropped.
     pub log_max_bytes_per_call: usize,
+    /// Most log lines a second, over all calls (in bursts of a second's worth, or of one
+    /// call's); the rest are dropped.
+    pub log_max_lines_per_second: u32,
     /// Longest error message a call may return; longer ones are cut.
     pub max_error_bytes: usize,
 }
@@ -69,6 +72,7 @@ impl Default for Limits {
             kv_max_bytes: 16 << 20,
             log_max_lines_per_call: 20,
             log_max_bytes_per_call: 8 * 1024,
+            log_max_lines_per_second: 50,
             max_error_bytes: 1024,
         }
     }

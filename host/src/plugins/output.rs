@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -73,6 +74,44 @@ impl LogBudget {
         }
         self.lines -= 1;
         self.bytes -= len;
+        true
+    }
+}
+
+/// A plugin version's log lines over time, across calls: `rate` a second, in bursts of up to
+/// `burst` lines.
+#[derive(Debug)]
+pub struct LogRate {
+    tokens: f64,
+    last: Instant,
+    rate: f64,
+    burst: f64,
+    /// Lines dropped and not yet reported in the log.
+    pub unreported: u64,
+}
+
+impl LogRate {
+    pub fn new(limits: &Limits, now: Instant) -> LogRate {
+        let rate = limits.log_max_lines_per_second as f64;
+        let burst = rate.max(limits.log_max_lines_per_call as f64);
+        LogRate {
+            tokens: burst,
+            last: now,
+            rate,
+            burst,
+            unreported: 0,
+        }
+    }
+
+    /// Take one line; false when over the rate.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
         true
     }
 }
@@ -194,6 +233,34 @@ mod tests {
         assert!(budget.admit(6));
         assert!(!budget.admit(0), "over the lines");
         assert_eq!(budget.dropped, 2);
+    }
+
+    #[test]
+    fn the_rate_allows_a_burst_then_refills() {
+        let limits = Limits {
+            log_max_lines_per_call: 5,
+            log_max_lines_per_second: 10,
+            ..Limits::default()
+        };
+        let t0 = Instant::now();
+        let mut rate = LogRate::new(&limits, t0);
+        assert_eq!(
+            (0..100).filter(|_| rate.take(t0)).count(),
+            10,
+            "a burst of one second"
+        );
+        let t1 = t0 + std::time::Duration::from_millis(500);
+        assert_eq!(
+            (0..100).filter(|_| rate.take(t1)).count(),
+            5,
+            "refilled at 10 a second"
+        );
+        let t2 = t1 + std::time::Duration::from_secs(3600);
+        assert_eq!(
+            (0..100).filter(|_| rate.take(t2)).count(),
+            10,
+            "never above the burst"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::kv::{self, CallWrites, KvOverlay};
 use super::manifest::{Limits, Manifest};
-use super::output::{self, Captured, LogBudget};
+use super::output::{self, Captured, LogBudget, LogRate};
 use super::quarantine::{self, Breaker};
 use super::timer::{CallTimer, Expired};
 use super::{cache, version};
@@ -145,6 +145,8 @@ pub struct HostState {
     /// The CPU-time limit of the current call.
     timer: CallTimer,
     log: LogBudget,
+    /// The version's log rate, shared by its instances.
+    log_rate: Arc<Mutex<LogRate>>,
     stdout: Captured,
     stderr: Captured,
     stop: Option<Stop>,
@@ -180,6 +182,14 @@ impl HostState {
         if !self.log.admit(message.len()) {
             return;
         }
+        let in_rate = self
+            .log_rate
+            .lock()
+            .is_ok_and(|mut r| r.take(Instant::now()));
+        if !in_rate {
+            self.log.dropped += 1;
+            return;
+        }
         let message = output::escape(&message);
         let plugin = &*self.plugin;
         let stream = stream.unwrap_or("log");
@@ -205,14 +215,25 @@ impl HostState {
             }
         }
         let dropped = std::mem::take(&mut self.log.dropped);
-        if dropped > 0 {
+        if dropped == 0 {
+            return 0;
+        }
+        // The notice is a log line too: under a flood, one notice counts many calls' drops.
+        let report = self.log_rate.lock().ok().and_then(|mut r| {
+            r.unreported += dropped as u64;
+            r.take(Instant::now())
+                .then(|| std::mem::take(&mut r.unreported))
+        });
+        if let Some(dropped) = report {
             tracing::warn!(
                 plugin = &*self.plugin,
                 dropped,
-                "plugin log lines dropped: over the call's budget of {} lines and {} bytes \
-                 ([limits] log_max_lines_per_call, log_max_bytes_per_call)",
+                "plugin log lines dropped: over the budget of {} lines and {} bytes a call and \
+                 {} lines a second ([limits] log_max_lines_per_call, log_max_bytes_per_call, \
+                 log_max_lines_per_second)",
                 self.budget.log_max_lines_per_call,
-                self.budget.log_max_bytes_per_call
+                self.budget.log_max_bytes_per_call,
+                self.budget.log_max_lines_per_second
             );
         }
         dropped
@@ -426,13 +447,14 @@ impl Runtime {
             name: name.into(),
             hash,
             api_version,
-            manifest,
             from_cache: cached,
             runtime: self.clone(),
             pre,
             idle: Mutex::new(Vec::new()),
             breaker: Mutex::new(Breaker::default()),
             stats: Stats::default(),
+            log_rate: Arc::new(Mutex::new(LogRate::new(&manifest.limits, Instant::now()))),
+            manifest,
         });
         let instance = plugin.instantiate().map_err(|e| anyhow::anyhow!("{e}"))?;
         plugin.put_back(instance);
@@ -504,6 +526,7 @@ pub struct LoadedPlugin {
     pre: bindings::PluginPre<HostState>,
     idle: Mutex<Vec<Instance>>,
     breaker: Mutex<Breaker>,
+    log_rate: Arc<Mutex<LogRate>>,
 }
 
 impl LoadedPlugin {
@@ -558,6 +581,7 @@ impl LoadedPlugin {
             call: CallWrites::default(),
             timer: CallTimer::start(limits.timeout()),
             log: LogBudget::new(limits),
+            log_rate: self.log_rate.clone(),
             stdout,
             stderr,
             stop: None,
