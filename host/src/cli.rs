@@ -365,32 +365,40 @@ async fn run_plugin(plugin: &Path, payload: &Path, manifest: &Path) -> anyhow::R
     let name = plugin
         .file_stem()
         .and_then(|s| s.to_str())
-        .unwrap_or("plugin");
-    let loaded = runtime
-        .load(name, &wasm, manifest)
-        .with_context(|| format!("cannot load {}", plugin.display()))?;
-    let mut overlay = KvOverlay::default();
-    let metrics = Metrics::default();
-    let snapshot = crate::plugins::Snapshot {
-        plugins: vec![loaded],
-    };
-    for n in &notifications {
-        match crate::dispatch::run_chain(&snapshot, n, &mut overlay, &metrics) {
-            Ok(actions) => {
-                let actions: Vec<_> = actions.into_iter().map(|(_, a)| a).collect();
-                println!(
+        .unwrap_or("plugin")
+        .to_string();
+    let path = plugin.display().to_string();
+    // Off the async threads, as in the server: the plugin runs its `init` as it loads.
+    let run = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let loaded = runtime
+            .load(&name, &wasm, manifest)
+            .with_context(|| format!("cannot load {path}"))?;
+        let mut overlay = KvOverlay::default();
+        let metrics = Metrics::default();
+        let snapshot = crate::plugins::Snapshot {
+            plugins: vec![loaded],
+        };
+        for n in &notifications {
+            match crate::dispatch::run_chain(&snapshot, n, &mut overlay, &metrics) {
+                Ok(actions) => {
+                    let actions: Vec<_> = actions.into_iter().map(|(_, a)| a).collect();
+                    println!(
+                        "{}",
+                        serde_json::json!({ "kind": n.kind, "id": n.id, "actions": actions })
+                    );
+                }
+                Err(e) => println!(
                     "{}",
-                    serde_json::json!({ "kind": n.kind, "id": n.id, "actions": actions })
-                );
+                    serde_json::json!({ "kind": n.kind, "id": n.id, "host_error": e })
+                ),
             }
-            Err(e) => println!(
-                "{}",
-                serde_json::json!({ "kind": n.kind, "id": n.id, "host_error": e })
-            ),
         }
-    }
+        Ok(())
+    })
+    .await
+    .context("the plugin run panicked");
     store.close().await;
-    Ok(())
+    run?
 }
 
 fn new_plugin(name: &str, sdk_path: Option<&Path>) -> anyhow::Result<()> {

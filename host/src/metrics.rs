@@ -17,6 +17,7 @@ pub struct Metrics {
     pub dispatch_held_ms: AtomicU64,
     pub plugin_calls: AtomicU64,
     pub plugin_failures: AtomicU64,
+    pub plugin_calls_skipped: AtomicU64,
     /// Failed calls by plugin name.
     plugin_failures_by_name: Mutex<BTreeMap<String, u64>>,
     pub actions_refused: AtomicU64,
@@ -100,6 +101,11 @@ impl Metrics {
                 "plugin_failures_total",
                 "Plugin calls that failed",
                 &self.plugin_failures,
+            ),
+            (
+                "plugin_calls_skipped_total",
+                "Plugin calls skipped because the plugin was quarantined",
+                &self.plugin_calls_skipped,
             ),
             (
                 "actions_refused_total",

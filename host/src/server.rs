@@ -14,6 +14,10 @@ use crate::metrics::Metrics;
 use crate::plugins::{self, Registry, Runtime};
 use crate::store::{self, Store, now_millis};
 
+/// How long dispatch may go on draining the inbox after a shutdown signal before plugin calls
+/// are interrupted; what is left is dispatched at the next start.
+const SHUTDOWN_DISPATCH: Duration = Duration::from_secs(10);
+
 /// Open the store, load the plugins, and serve until a shutdown signal. On shutdown the
 /// listener stops accepting, requests in flight finish, the dispatcher drains the inbox, and
 /// delivery attempts in flight finish before the store is closed.
@@ -25,7 +29,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let runtime = Runtime::new(store.clone(), cache_dir)?;
     let registry = Registry::new(runtime, &config.plugins.dir);
     registry.set_destinations(config.destinations.keys().cloned());
-    registry.load_all()?;
+    // Off the async threads: plugins run their `init` as they load.
+    let loading = registry.clone();
+    tokio::task::spawn_blocking(move || loading.load_all())
+        .await
+        .context("loading the plugins panicked")??;
     let _watcher = plugins::watch(registry.clone())?;
     let metrics = Arc::new(Metrics::default());
 
@@ -112,7 +120,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down: draining the inbox and deliveries in flight");
     stop_dispatch.store(true, Ordering::SeqCst);
     inbox.wake();
-    let _ = tokio::task::spawn_blocking(move || dispatch_thread.join()).await;
+    let mut dispatch_done = tokio::task::spawn_blocking(move || dispatch_thread.join());
+    if tokio::time::timeout(SHUTDOWN_DISPATCH, &mut dispatch_done)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "dispatch did not finish within {} s of the shutdown signal: ending the plugin calls in progress",
+            SHUTDOWN_DISPATCH.as_secs()
+        );
+        registry.interrupt();
+        let _ = dispatch_done.await;
+    }
     let _ = stop_tx.send(true);
     let _ = tokio::task::spawn_blocking(move || delivery_thread.join()).await;
     prune_task.abort();

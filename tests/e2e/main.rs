@@ -7,6 +7,7 @@ mod failures;
 mod health;
 mod ingress;
 mod leniency;
+mod plugin_budgets;
 mod plugins;
 mod sandbox;
 mod slow_clients;

@@ -208,6 +208,12 @@ impl Dispatcher {
                 // A batch whose outcome cannot be stored is dispatched again, as after a crash.
                 loop {
                     let outcome = self.dispatch_batch(&batch, &retries.customers);
+                    if self.registry.interrupted() {
+                        tracing::info!(
+                            "shutting down: the notifications of the batch in progress are dispatched again at the next start"
+                        );
+                        return;
+                    }
                     match handle.block_on(self.store.dispatched_with_retries(
                         Some(last),
                         outcome.deliveries,
@@ -286,6 +292,9 @@ impl Dispatcher {
             })
             .collect();
         let outcome = self.dispatch_batch(&batch, &r.customers);
+        if self.registry.interrupted() {
+            return;
+        }
         // Not committed, the rows stay as they were and are run again at the next poll.
         match handle.block_on(self.store.dispatched_with_retries(
             None,
@@ -314,7 +323,6 @@ impl Dispatcher {
         items: &[(InboxItem, Option<i64>)],
         waiting: &HashSet<String>,
     ) -> BatchOutcome {
-        let snapshot = self.registry.snapshot();
         let mut overlay = KvOverlay::default();
         let mut out = BatchOutcome {
             customers: waiting.clone(),
@@ -323,6 +331,8 @@ impl Dispatcher {
         for (item, attempts) in items {
             let n = &item.notification;
             let customer = customer(n);
+            // The plugins serving now: one removed or replaced mid-batch is not called again.
+            let snapshot = self.registry.snapshot();
             let result = if attempts.is_none() && out.customers.contains(customer) {
                 Err(Failure::Waits)
             } else {
@@ -540,6 +550,11 @@ pub fn run_chain(
         if !plugin.manifest.subscribes_to(n.kind) {
             continue;
         }
+        // A quarantined version is passed over as if absent: the rest of the chain runs.
+        if !plugin.admit() {
+            metrics.inc(&metrics.plugin_calls_skipped);
+            continue;
+        }
         metrics.inc(&metrics.plugin_calls);
         let actions = match plugin.call(n, &prior, overlay) {
             Ok(actions) => actions,
@@ -552,7 +567,7 @@ pub fn run_chain(
         };
         let mut stop = false;
         for action in actions {
-            if let Err(reason) = permitted(&plugin.manifest.permissions, &action) {
+            if let Err(reason) = permitted(&plugin.manifest.permissions, n, &action) {
                 metrics.inc(&metrics.actions_refused);
                 tracing::warn!(plugin = %plugin.name, id = %n.id, "action refused: {reason}");
                 continue;
@@ -568,7 +583,12 @@ pub fn run_chain(
     Ok(taken)
 }
 
-fn permitted(p: &crate::plugins::manifest::Permissions, action: &Action) -> Result<(), String> {
+fn permitted(
+    p: &crate::plugins::manifest::Permissions,
+    n: &Notification,
+    action: &Action,
+) -> Result<(), String> {
+    use crate::plugins::manifest::ReplyTo;
     match action {
         Action::Forward { destination, .. } if !p.may_forward(destination) => Err(format!(
             "forward to {destination:?} is not granted: add it to [permissions] destinations in the plugin's .toml"
@@ -576,6 +596,17 @@ fn permitted(p: &crate::plugins::manifest::Permissions, action: &Action) -> Resu
         Action::Reply { .. } | Action::MarkRead { .. } if !p.reply => {
             Err("replies and mark-read are not granted: set [permissions] reply = true in the plugin's .toml".into())
         }
+        Action::Reply { to, .. }
+            if p.reply_to == ReplyTo::Sender && n.sender.as_deref() != Some(to.as_str()) =>
+        {
+            Err(format!(
+                "a reply to {to:?}, who did not send this notification, is not granted: set [permissions] reply_to = \"any\" in the plugin's .toml"
+            ))
+        }
+        Action::Stop if !p.stop => Err(
+            "ending the chain is not granted: set [permissions] stop = true in the plugin's .toml"
+                .into(),
+        ),
         _ => Ok(()),
     }
 }

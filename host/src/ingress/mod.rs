@@ -112,6 +112,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         .metrics
         .render(snapshot.plugins.len(), app.registry.errors().len());
     body += &health::gauges(&app).await;
+    body += &snapshot.render_metrics();
     ([("content-type", "text/plain; version=0.0.4")], body)
 }
 
@@ -128,6 +129,8 @@ async fn plugins(State(app): State<Arc<AppState>>) -> impl IntoResponse {
                 "version": p.version(),
                 "api_version": p.api_version,
                 "subscribe": p.manifest.subscribe.kinds,
+                "health": p.health(),
+                "stats": p.stats.counts(),
             })
         })
         .collect();

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use super::manifest::Limits;
 use crate::store::{KvReader, KvWrite, Store, now_millis};
 
 /// Largest key, in bytes.
@@ -22,6 +23,8 @@ pub struct KvOverlay {
     values: HashMap<(String, String), Entry>,
     writes: Vec<KvWrite>,
     reader: Option<Box<dyn KvReader>>,
+    /// Each plugin's keys and bytes as the batch left them, read at its first write.
+    usage: HashMap<String, (u64, u64)>,
 }
 
 impl KvOverlay {
@@ -32,13 +35,34 @@ impl KvOverlay {
                 Ok(Some(value.clone()))
             }
             Some(_) => Ok(None),
-            None => {
-                let reader = match &mut self.reader {
-                    Some(r) => r,
-                    None => self.reader.insert(db.kv_reader()?),
-                };
-                reader.get(plugin, key)
-            }
+            None => self.reader(db)?.get(plugin, key),
+        }
+    }
+
+    fn reader(&mut self, db: &Store) -> anyhow::Result<&mut Box<dyn KvReader>> {
+        if self.reader.is_none() {
+            self.reader = Some(db.kv_reader()?);
+        }
+        self.reader
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("no key-value reader"))
+    }
+
+    /// The keys and bytes `plugin` keeps, its committed state and this batch's writes.
+    pub fn usage(&mut self, db: &Store, plugin: &str) -> anyhow::Result<(u64, u64)> {
+        if let Some(u) = self.usage.get(plugin) {
+            return Ok(*u);
+        }
+        let u = self.reader(db)?.usage(plugin)?;
+        self.usage.insert(plugin.to_string(), u);
+        Ok(u)
+    }
+
+    /// Add the change of a successful call to `plugin`'s usage.
+    pub fn account(&mut self, plugin: &str, keys: i64, bytes: i64) {
+        if let Some((k, b)) = self.usage.get_mut(plugin) {
+            *k = k.saturating_add_signed(keys);
+            *b = b.saturating_add_signed(bytes);
         }
     }
 
@@ -85,8 +109,69 @@ impl KvOverlay {
     /// (the next read sees what was committed since).
     pub fn take_writes(&mut self) -> Vec<KvWrite> {
         self.values.clear();
+        self.usage.clear();
         self.reader = None;
         std::mem::take(&mut self.writes)
+    }
+}
+
+/// The key-value writes of one call, counted against the plugin's `[limits]`.
+#[derive(Default)]
+pub struct CallWrites {
+    pub writes: Vec<KvWrite>,
+    bytes: usize,
+    /// The change to the plugin's number of keys and bytes.
+    pub delta_keys: i64,
+    pub delta_bytes: i64,
+}
+
+impl CallWrites {
+    /// Admit one write of `size` bytes (key and value) that changes the plugin's keys by
+    /// `keys` and its bytes by `bytes`, given its `usage` before the call; refused with the
+    /// reason when over a limit.
+    pub fn admit(
+        &mut self,
+        limits: &Limits,
+        usage: (u64, u64),
+        size: usize,
+        keys: i64,
+        bytes: i64,
+    ) -> Result<(), String> {
+        if self.writes.len() >= limits.kv_max_keys_per_call {
+            return Err(format!(
+                "more than {} key-value writes in one call ([limits] kv_max_keys_per_call)",
+                limits.kv_max_keys_per_call
+            ));
+        }
+        if self.bytes + size > limits.kv_max_bytes_per_call {
+            return Err(format!(
+                "more than {} bytes of key-value writes in one call ([limits] kv_max_bytes_per_call)",
+                limits.kv_max_bytes_per_call
+            ));
+        }
+        let total_keys = usage.0 as i64 + self.delta_keys + keys;
+        if keys > 0 && total_keys > limits.kv_max_keys as i64 {
+            return Err(format!(
+                "the key-value store would hold more than {} keys ([limits] kv_max_keys)",
+                limits.kv_max_keys
+            ));
+        }
+        let total_bytes = usage.1 as i64 + self.delta_bytes + bytes;
+        if bytes > 0 && total_bytes > limits.kv_max_bytes as i64 {
+            return Err(format!(
+                "the key-value store would hold more than {} bytes ([limits] kv_max_bytes)",
+                limits.kv_max_bytes
+            ));
+        }
+        self.bytes += size;
+        self.delta_keys += keys;
+        self.delta_bytes += bytes;
+        Ok(())
+    }
+
+    /// Start a new call.
+    pub fn clear(&mut self) {
+        *self = CallWrites::default();
     }
 }
 
@@ -162,5 +247,58 @@ mod tests {
         assert_eq!(overlay.get(&db, "p", "b").unwrap(), None);
         assert_eq!(overlay.take_writes(), vec![set("a", b"1")]);
         db.close().await;
+    }
+    async fn usage_counts_committed_keys_and_the_batch_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store::open(&dir.path().join("db.sqlite")).unwrap();
+        db.dispatched(0, vec![], vec![set("ab", b"123"), set("c", b"4")])
+            .await
+            .unwrap();
+        let mut overlay = KvOverlay::default();
+        assert_eq!(overlay.usage(&db, "p").unwrap(), (2, 7));
+        assert_eq!(overlay.usage(&db, "other").unwrap(), (0, 0));
+        overlay.account("p", 1, 10);
+        assert_eq!(overlay.usage(&db, "p").unwrap(), (3, 17));
+        db.close().await;
+    }
+
+    #[test]
+    fn a_call_is_held_to_its_limits() {
+        let limits = Limits {
+            kv_max_keys_per_call: 3,
+            kv_max_bytes_per_call: 100,
+            kv_max_keys: 10,
+            kv_max_bytes: 1000,
+            ..Limits::default()
+        };
+        let mut call = CallWrites::default();
+        let admit = |call: &mut CallWrites, usage, size, keys, bytes| {
+            let r = call.admit(&limits, usage, size, keys, bytes);
+            if r.is_ok() {
+                call.writes.push(set("k", b""));
+            }
+            r
+        };
+        assert!(admit(&mut call, (0, 0), 60, 1, 60).is_ok());
+        let err = admit(&mut call, (0, 0), 41, 1, 41).unwrap_err();
+        assert!(err.contains("kv_max_bytes_per_call"), "{err}");
+        assert!(admit(&mut call, (0, 0), 10, 1, 10).is_ok());
+        assert!(admit(&mut call, (0, 0), 10, 0, 0).is_ok());
+        let err = admit(&mut call, (0, 0), 1, 0, 0).unwrap_err();
+        assert!(err.contains("kv_max_keys_per_call"), "{err}");
+
+        call.clear();
+        let err = admit(&mut call, (10, 0), 1, 1, 1).unwrap_err();
+        assert!(err.contains("kv_max_keys"), "{err}");
+        assert!(
+            admit(&mut call, (10, 0), 1, 0, 1).is_ok(),
+            "overwriting a key adds none"
+        );
+        let err = admit(&mut call, (0, 995), 10, 1, 10).unwrap_err();
+        assert!(err.contains("kv_max_bytes"), "{err}");
+        assert!(
+            admit(&mut call, (10, 995), 10, -1, -20).is_ok(),
+            "a write that frees space is never refused for the totals"
+        );
     }
 }

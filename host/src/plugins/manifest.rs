@@ -25,35 +25,68 @@ pub struct Manifest {
     pub subscribe: Subscribe,
 }
 
-/// `[limits]`
+/// `[limits]`: the budgets the host enforces on every call.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// CPU time of one call, in milliseconds (wall time ends it at 100 times this).
+    /// CPU time of one call, in milliseconds.
     pub timeout_ms: u64,
+    /// Wall time of one call, in milliseconds, host calls and WASI waits (sleeps) included.
+    pub wall_timeout_ms: u64,
     /// Largest linear memory, in MiB.
     pub memory_mb: u64,
     /// Most actions one call may return.
     pub max_actions: usize,
     /// Largest total size of the text in the returned actions, in KiB.
     pub max_output_kb: usize,
+    /// Most key-value writes (sets and deletes) of one call.
+    pub kv_max_keys_per_call: usize,
+    /// Most bytes (keys and values) one call may write to the key-value store.
+    pub kv_max_bytes_per_call: usize,
+    /// Most keys the plugin may keep in its key-value store.
+    pub kv_max_keys: u64,
+    /// Most bytes (keys and values) the plugin may keep in its key-value store.
+    pub kv_max_bytes: u64,
+    /// Most log lines (host `log` and stdout/stderr lines) of one call; the rest are dropped.
+    pub log_max_lines_per_call: usize,
+    /// Most log bytes of one call; the rest are dropped.
+    pub log_max_bytes_per_call: usize,
+    /// Most log lines a second, over all calls (in bursts of a second's worth, or of one
+    /// call's); the rest are dropped.
+    pub log_max_lines_per_second: u32,
+    /// Longest error message a call may return; longer ones are cut.
+    pub max_error_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             timeout_ms: 100,
+            wall_timeout_ms: 1000,
             memory_mb: 64,
             max_actions: 32,
             max_output_kb: 256,
+            kv_max_keys_per_call: 100,
+            kv_max_bytes_per_call: 256 * 1024,
+            kv_max_keys: 100_000,
+            kv_max_bytes: 16 << 20,
+            log_max_lines_per_call: 20,
+            log_max_bytes_per_call: 8 * 1024,
+            log_max_lines_per_second: 50,
+            max_error_bytes: 1024,
         }
     }
 }
 
 impl Limits {
-    /// The wall-time limit.
+    /// The CPU-time limit.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// The wall-time limit.
+    pub fn wall_timeout(&self) -> Duration {
+        Duration::from_millis(self.wall_timeout_ms)
     }
 }
 
@@ -65,6 +98,21 @@ pub struct Permissions {
     pub destinations: Vec<String>,
     /// Whether the plugin may reply to customers and mark messages read.
     pub reply: bool,
+    /// Whom replies may go to: the notification's own sender (the default), or anyone.
+    pub reply_to: ReplyTo,
+    /// Whether the plugin may end the chain (`Action::Stop`).
+    pub stop: bool,
+}
+
+/// `[permissions] reply_to`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyTo {
+    /// Only the sender of the notification being handled.
+    #[default]
+    Sender,
+    /// Any WhatsApp id.
+    Any,
 }
 
 impl Permissions {
@@ -128,6 +176,8 @@ mod tests {
     fn defaults_allow_nothing_and_subscribe_to_everything() {
         let m = Manifest::parse("").unwrap();
         assert!(!m.permissions.reply);
+        assert!(!m.permissions.stop);
+        assert_eq!(m.permissions.reply_to, ReplyTo::Sender);
         assert!(!m.permissions.may_forward("crm"));
         assert!(m.subscribes_to(Kind::Status));
         assert_eq!(m.config_json(), "{}");
@@ -145,6 +195,8 @@ mod tests {
             [permissions]
             destinations = ["crm"]
             reply = true
+            reply_to = "any"
+            stop = true
             [subscribe]
             kinds = ["message"]
             "#,
@@ -152,6 +204,8 @@ mod tests {
         .unwrap();
         assert_eq!(m.limits.timeout_ms, 5);
         assert_eq!(m.limits.memory_mb, 64);
+        assert_eq!(m.limits.wall_timeout_ms, 1000);
+        assert!(m.permissions.stop && m.permissions.reply_to == ReplyTo::Any);
         assert!(m.permissions.may_forward("crm") && !m.permissions.may_forward("other"));
         assert!(!m.subscribes_to(Kind::Error));
         let config: serde_json::Value = serde_json::from_str(&m.config_json()).unwrap();
@@ -162,5 +216,6 @@ mod tests {
     fn rejects_unknown_keys_and_kinds() {
         assert!(Manifest::parse("[limits]\ntimeout = 5").is_err());
         assert!(Manifest::parse("[subscribe]\nkinds = [\"statuses\"]").is_err());
+        assert!(Manifest::parse("[permissions]\nreply_to = \"everyone\"").is_err());
     }
 }

@@ -5,6 +5,8 @@ mod cache;
 pub mod install;
 pub mod kv;
 pub mod manifest;
+mod output;
+pub mod quarantine;
 mod registry;
 mod runtime;
 mod timer;
@@ -13,5 +15,5 @@ mod watcher;
 
 pub use manifest::Manifest;
 pub use registry::{Registry, Snapshot};
-pub use runtime::{CallError, LoadedPlugin, Runtime};
+pub use runtime::{CallError, LoadedPlugin, Runtime, Stats};
 pub use watcher::watch;

@@ -17,6 +17,50 @@ pub struct Snapshot {
     pub plugins: Vec<Arc<LoadedPlugin>>,
 }
 
+impl Snapshot {
+    /// Each plugin's quarantine and budget counters, in the Prometheus text format.
+    pub fn render_metrics(&self) -> String {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering;
+        let mut out = String::new();
+        let families: [(&str, &str, &str, fn(&LoadedPlugin) -> u64); 3] = [
+            (
+                "plugin_quarantined",
+                "gauge",
+                "Whether the plugin's serving version is quarantined for failing again and again",
+                |p| p.quarantined() as u64,
+            ),
+            (
+                "plugin_calls_skipped_by_plugin_total",
+                "counter",
+                "Calls of the serving version skipped while it was quarantined",
+                |p| p.stats.skipped.load(Ordering::Relaxed),
+            ),
+            (
+                "plugin_log_lines_dropped_total",
+                "counter",
+                "Log lines of the serving version dropped over its calls' log budget",
+                |p| p.stats.log_lines_dropped.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            let _ = writeln!(
+                out,
+                "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} {kind}"
+            );
+            for p in &self.plugins {
+                let _ = writeln!(
+                    out,
+                    "switchboard_{name}{{plugin=\"{}\"}} {}",
+                    p.name.replace(['"', '\\', '\n'], "_"),
+                    value(p)
+                );
+            }
+        }
+        out
+    }
+}
+
 /// The plugins folder and what is loaded from it.
 pub struct Registry {
     runtime: Arc<Runtime>,
@@ -59,6 +103,16 @@ impl Registry {
         &self.dir
     }
 
+    /// End the plugin calls in progress and refuse new ones (at shutdown).
+    pub fn interrupt(&self) {
+        self.runtime.interrupt();
+    }
+
+    /// Whether [`Registry::interrupt`] was called.
+    pub fn interrupted(&self) -> bool {
+        self.runtime.interrupted()
+    }
+
     /// The plugins serving now. Calls keep the snapshot they started with.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
@@ -69,7 +123,8 @@ impl Registry {
         self.errors.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
-    /// Load every `*.wasm` of the folder.
+    /// Load every `*.wasm` of the folder. Must not be called from async code (plugins run
+    /// their `init`).
     pub fn load_all(&self) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create the plugins folder {}", self.dir.display()))?;

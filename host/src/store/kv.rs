@@ -51,6 +51,21 @@ impl super::KvReader for Reader {
         .optional()
         .context("key-value read failed")
     }
+
+    fn usage(&mut self, plugin: &str) -> anyhow::Result<(u64, u64)> {
+        let conn = self
+            .conn
+            .as_ref()
+            .context("key-value reader already closed")?;
+        conn.prepare_cached(
+            "SELECT count(*), coalesce(sum(length(CAST(key AS BLOB)) + length(value)), 0) FROM kv
+             WHERE plugin = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+        )?
+        .query_row(params![plugin, now_millis()], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })
+        .context("key-value usage read failed")
+    }
 }
 
 impl Drop for Reader {

@@ -139,6 +139,8 @@ pub trait Storage: Send + std::marker::Sync + 'static {
 pub trait KvReader: Send {
     /// A plugin's value for `key`, unless expired.
     fn get(&mut self, plugin: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
+    /// How many keys a plugin keeps, and their bytes (keys and values), expired ones aside.
+    fn usage(&mut self, plugin: &str) -> anyhow::Result<(u64, u64)>;
 }
 
 /// The storage the server runs on; cheap to clone.

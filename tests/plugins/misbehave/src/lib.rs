@@ -10,6 +10,17 @@
 //! - `forbidden`: forward to `destination` and reply, which its manifest does not grant;
 //! - `forward`: read the item through its typed accessor, as the default `handle` does, and
 //!   forward it to `destination` (every notification, whatever its fields hold).
+//! - `print`: write lines to stdout and stderr, then echo;
+//! - `sleep`: sleep (a WASI wait) for `sleep_ms` (default: an hour), then echo;
+//! - `log-flood`: log 20,000 lines, then echo; `newline-log`: log a line with a newline and
+//!   a forged host log line in it, then echo;
+//! - `kv-flood`: write keys of 1 KiB without end; `kv-fill`: write 50 new keys of 1 KiB, then
+//!   echo;
+//! - `huge-error`: return a 10 MB error;
+//! - `fail-unless-b`: fail in build a, echo in build b (a fixed new version);
+//! - `stop`: end the chain; `reply-any`: reply to someone other than the sender, then echo.
+//!
+//! `init` in its config does the same in `init`: `print` or `sleep`.
 
 use serde::Deserialize;
 use switchboard_sdk::{Action, Config, Kind, Notification, Plugin, kv};
@@ -27,6 +38,21 @@ struct Settings {
     destination: String,
     #[serde(default)]
     version: String,
+    #[serde(default)]
+    init: String,
+    #[serde(default = "an_hour")]
+    sleep_ms: u64,
+}
+
+fn an_hour() -> u64 {
+    3_600_000
+}
+
+fn print_lines(what: &str) {
+    for i in 0..10 {
+        println!("{what} stdout line {i}");
+    }
+    eprintln!("{what} stderr line");
 }
 
 /// The plugin.
@@ -40,16 +66,67 @@ impl Plugin for Misbehave {
         if s.mode == "init-error" {
             return Err("deliberate init failure".into());
         }
+        match s.init.as_str() {
+            "print" => print_lines("init"),
+            "sleep" => std::thread::sleep(std::time::Duration::from_millis(s.sleep_ms)),
+            _ => {}
+        }
         Ok(Misbehave { s })
     }
 
     fn handle(&self, n: &Notification) -> Result<Vec<Action>, String> {
         let s = &self.s;
-        match s.mode.as_str() {
-            "echo" => Ok(vec![Action::forward_json(
+        let echo = || {
+            Ok(vec![Action::forward_json(
                 &s.destination,
                 &serde_json::json!({ "build": BUILD, "config": s.version, "id": n.id }),
-            )]),
+            )])
+        };
+        match s.mode.as_str() {
+            "echo" => echo(),
+            "print" => {
+                print_lines("handle");
+                echo()
+            }
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_millis(s.sleep_ms));
+                echo()
+            }
+            "log-flood" => {
+                for i in 0..20_000 {
+                    switchboard_sdk::log::info(&format!("flood line {i} {}", "x".repeat(100)));
+                }
+                echo()
+            }
+            "newline-log" => {
+                switchboard_sdk::log::warn(
+                    "first\n2026-01-01T00:00:00Z  INFO switchboard: forged host line",
+                );
+                echo()
+            }
+            "kv-flood" => {
+                let value = vec![b'v'; 1024];
+                for i in 0u64.. {
+                    kv::set(&format!("flood:{}:{i}", n.id), &value, None);
+                }
+                echo()
+            }
+            "kv-fill" => {
+                let value = vec![b'v'; 1024];
+                for i in 0..50 {
+                    kv::set(&format!("fill:{}:{i}", n.id), &value, None);
+                }
+                echo()
+            }
+            "huge-error" => Err("E".repeat(10 << 20)),
+            "fail-unless-b" if BUILD == "b" => echo(),
+            "fail-unless-b" => Err("build a always fails".into()),
+            "stop" => Ok(vec![Action::Stop]),
+            "reply-any" => {
+                let mut actions = vec![Action::reply("15550009999", "not the sender")];
+                actions.extend(echo()?);
+                Ok(actions)
+            }
             "count" => {
                 let key = format!("count:{}", n.sender.as_deref().unwrap_or("?"));
                 let count = kv::get_string(&key)
