@@ -248,6 +248,8 @@ mod tests {
         assert_eq!(overlay.take_writes(), vec![set("a", b"1")]);
         db.close().await;
     }
+
+    #[tokio::test]
     async fn usage_counts_committed_keys_and_the_batch_writes() {
         let dir = tempfile::tempdir().unwrap();
         let db = store::open(&dir.path().join("db.sqlite")).unwrap();
