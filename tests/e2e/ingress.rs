@@ -326,7 +326,7 @@ async fn bad_input_gets_a_clear_4xx_and_nothing_is_stored() {
         ),
     ];
     let reasons = [
-        "length limit exceeded",
+        "the body announces 5010 bytes",
         "is not application/json",
         "nested deeper than 16",
         "not UTF-8",

@@ -357,7 +357,7 @@ pub async fn read_body(
         .and_then(|v| v.parse::<u64>().ok());
     let too_large = |what: String| {
         app.metrics.inc(&app.metrics.requests_too_large);
-        tracing::warn!(%client, path = %req.uri().path(), "request refused: {what}");
+        tracing::warn!(client = %client.ip(), path = %req.uri().path(), status = 413, reason = %what, "webhook refused");
         WhatsAppError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "Request entity too large",
@@ -377,7 +377,7 @@ pub async fn read_body(
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if over {
                 app.metrics.inc(&app.metrics.requests_too_large);
-                tracing::warn!(%client, path = %parts.uri.path(), "request refused: body above max_body_bytes");
+                tracing::warn!(client = %client.ip(), path = %parts.uri.path(), status = 413, reason = "the body is above max_body_bytes", "webhook refused");
                 return WhatsAppError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "Request entity too large",
@@ -385,7 +385,7 @@ pub async fn read_body(
                 )
                 .into_response();
             }
-            tracing::warn!(%client, path = %parts.uri.path(), error = %e, "request refused: the body could not be read");
+            tracing::warn!(client = %client.ip(), path = %parts.uri.path(), status = 400, reason = %format!("the body could not be read: {e}"), "webhook refused");
             return WhatsAppError::new(
                 StatusCode::BAD_REQUEST,
                 "Request body rejected",
@@ -395,7 +395,7 @@ pub async fn read_body(
         }
         Err(_) => {
             app.metrics.inc(&app.metrics.slow_body);
-            tracing::warn!(%client, path = %parts.uri.path(), "request refused: body not received within body_timeout");
+            tracing::warn!(client = %client.ip(), path = %parts.uri.path(), status = 408, reason = "the body did not arrive within body_timeout", "webhook refused");
             return WhatsAppError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "Request timeout",

@@ -284,8 +284,10 @@ impl wit_host::Host for HostState {
     fn kv_get(&mut self, key: String) -> Option<Vec<u8>> {
         match self.read(&key) {
             Ok(v) => v,
+            // Not the plugin's fault: the call fails as the host's, and the notification is
+            // dispatched again later rather than handled on a value that was not there.
             Err(e) => {
-                tracing::error!(plugin = &*self.plugin, error = %format!("{e:#}"), "key-value read failed");
+                self.stop(Stop::Host(format!("key-value read failed: {e:#}")));
                 None
             }
         }
