@@ -478,10 +478,12 @@ fn check(api: Api, name: &str, original: &[Notification], body: &Value, touched:
     }
 }
 
-/// The fixtures of both APIs, parsed, with the notifications of their compact text.
-fn originals() -> &'static [(Api, String, Value, Vec<Notification>)] {
-    static ORIGINALS: std::sync::OnceLock<Vec<(Api, String, Value, Vec<Notification>)>> =
-        std::sync::OnceLock::new();
+/// A fixture: its API, file name, body, and the notifications of its compact text.
+type Original = (Api, String, Value, Vec<Notification>);
+
+/// The fixtures of both APIs.
+fn originals() -> &'static [Original] {
+    static ORIGINALS: std::sync::OnceLock<Vec<Original>> = std::sync::OnceLock::new();
     ORIGINALS.get_or_init(|| {
         let mut out = Vec::new();
         for api in [Api::OnPrem, Api::Cloud] {

@@ -23,7 +23,14 @@ impl Snapshot {
         use std::fmt::Write;
         use std::sync::atomic::Ordering;
         let mut out = String::new();
-        let families: [(&str, &str, &str, fn(&LoadedPlugin) -> u64); 3] = [
+        // (name, type, help, value of a plugin)
+        type Family = (
+            &'static str,
+            &'static str,
+            &'static str,
+            fn(&LoadedPlugin) -> u64,
+        );
+        let families: [Family; 3] = [
             (
                 "plugin_quarantined",
                 "gauge",
