@@ -411,12 +411,24 @@ impl Runtime {
         wall: Duration,
         call: impl Future<Output = wasmtime::Result<T>>,
     ) -> Result<wasmtime::Result<T>, Cut> {
+        let deadline = tokio::time::Instant::now() + wall;
+        let mut call = std::pin::pin!(call);
+        // Most calls never wait in WASI, so they end at their first poll: try that before
+        // setting up the timer and the interrupt, which cost more than such a call (the
+        // timers' context is entered, so a WASI sleep the call starts is registered there).
+        {
+            let _context = self.timers.enter();
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if let std::task::Poll::Ready(r) = call.as_mut().poll(&mut cx) {
+                return Ok(r);
+            }
+        }
         let interrupt = self.interrupt.clone();
         self.timers.block_on(async move {
             tokio::select! {
                 biased;
                 () = interrupt.wait() => Err(Cut::Interrupted),
-                r = tokio::time::timeout(wall, call) => r.map_err(|_| Cut::WallTime),
+                r = tokio::time::timeout_at(deadline, call) => r.map_err(|_| Cut::WallTime),
             }
         })
     }
