@@ -109,6 +109,11 @@ impl KvOverlay {
     /// (the next read sees what was committed since).
     pub fn take_writes(&mut self) -> Vec<KvWrite> {
         self.values.clear();
+        if let Some(reader) = self.reader.as_mut() {
+            for (plugin, usage) in &self.usage {
+                reader.note_usage(plugin, *usage);
+            }
+        }
         self.usage.clear();
         self.reader = None;
         std::mem::take(&mut self.writes)

@@ -1,3 +1,7 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
@@ -27,15 +31,26 @@ impl Sqlite {
         Ok(Box::new(Reader {
             conn: Some(conn),
             pool: self.work.readers.clone(),
+            usage: self.kv_usage.clone(),
         }))
     }
 }
+
+/// How old a counted usage may get before it is counted again. Counting scans all of a
+/// plugin's keys, too slow for every dispatch batch; between counts, the usage the batches
+/// report is used. It can only be too high (keys expired since, a batch that did not commit),
+/// never too low, so a quota is never exceeded because of it.
+pub const USAGE_RECOUNT: Duration = Duration::from_secs(30);
+
+/// Each plugin's usage (keys, bytes) and when it was last counted.
+pub type UsageCache = Arc<Mutex<HashMap<String, ((u64, u64), Instant)>>>;
 
 /// Reads in one read transaction: one snapshot, and the connection's page cache stays valid
 /// between reads (a new transaction after another commit would drop it).
 struct Reader {
     conn: Option<Connection>,
     pool: Pool,
+    usage: UsageCache,
 }
 
 impl super::KvReader for Reader {
@@ -53,18 +68,38 @@ impl super::KvReader for Reader {
     }
 
     fn usage(&mut self, plugin: &str) -> anyhow::Result<(u64, u64)> {
+        let cached = self.usage.lock().ok().and_then(|c| {
+            c.get(plugin)
+                .filter(|(_, at)| at.elapsed() < USAGE_RECOUNT)
+                .map(|(u, _)| *u)
+        });
+        if let Some(u) = cached {
+            return Ok(u);
+        }
         let conn = self
             .conn
             .as_ref()
             .context("key-value reader already closed")?;
-        conn.prepare_cached(
+        let counted = conn.prepare_cached(
             "SELECT count(*), coalesce(sum(length(CAST(key AS BLOB)) + length(value)), 0) FROM kv
              WHERE plugin = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
         )?
         .query_row(params![plugin, now_millis()], |r| {
             Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
         })
-        .context("key-value usage read failed")
+        .context("key-value usage read failed")?;
+        if let Ok(mut c) = self.usage.lock() {
+            c.insert(plugin.to_string(), (counted, Instant::now()));
+        }
+        Ok(counted)
+    }
+
+    fn note_usage(&mut self, plugin: &str, usage: (u64, u64)) {
+        if let Ok(mut c) = self.usage.lock()
+            && let Some(entry) = c.get_mut(plugin)
+        {
+            entry.0 = usage;
+        }
     }
 }
 

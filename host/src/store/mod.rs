@@ -139,8 +139,12 @@ pub trait Storage: Send + std::marker::Sync + 'static {
 pub trait KvReader: Send {
     /// A plugin's value for `key`, unless expired.
     fn get(&mut self, plugin: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>>;
-    /// How many keys a plugin keeps, and their bytes (keys and values), expired ones aside.
+    /// How many keys a plugin keeps, and their bytes (keys and values), expired ones aside; at
+    /// most [`kv::USAGE_RECOUNT`] old, plus what [`KvReader::note_usage`] reported since.
     fn usage(&mut self, plugin: &str) -> anyhow::Result<(u64, u64)>;
+    /// A plugin's usage after writes about to be committed, so the next batch need not count
+    /// again.
+    fn note_usage(&mut self, plugin: &str, usage: (u64, u64));
 }
 
 /// The storage the server runs on; cheap to clone.
@@ -327,6 +331,8 @@ pub struct Sqlite {
     work: Db,
     /// Held by a server while it runs (see [`open_for_server`]).
     server_lock: Option<std::fs::File>,
+    /// The plugins' key-value usage, counted now and then rather than at every batch.
+    kv_usage: kv::UsageCache,
 }
 
 impl Sqlite {
@@ -356,6 +362,7 @@ impl Sqlite {
             work,
             seen: Default::default(),
             server_lock: None,
+            kv_usage: Default::default(),
         })
     }
 
