@@ -37,14 +37,7 @@ async fn until_status(server: &Server, path: &str, status: u16) -> Value {
 }
 
 async fn metrics(server: &Server) -> String {
-    http()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    server.get_text("/metrics").await
 }
 
 fn gauge(metrics: &str, series: &str) -> Option<f64> {

@@ -331,14 +331,7 @@ async fn floods_of_log_lines_key_value_writes_and_error_text_are_cut() {
         .as_u64()
         .unwrap();
     assert!(dropped as usize >= posts * 19_000, "{status}");
-    let metrics = switchboard_tests::http()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.get_text("/metrics").await;
     assert!(
         metrics.contains(&format!(
             "switchboard_plugin_log_lines_dropped_total{{plugin=\"10-log-flood\"}} {dropped}"
@@ -440,14 +433,7 @@ async fn a_failing_version_is_quarantined_and_a_new_version_lifts_it() {
         "{}",
         server.log()
     );
-    let metrics = switchboard_tests::http()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.get_text("/metrics").await;
     assert!(
         metrics.contains("switchboard_plugin_quarantined{plugin=\"10-fail\"} 1"),
         "{metrics}"

@@ -119,14 +119,7 @@ async fn each_bad_plugin_fails_alone() {
     );
 
     // Operators see which plugin fails, and why one did not load.
-    let metrics = switchboard_tests::http()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.get_text("/metrics").await;
     for bad in [
         "10-loop",
         "11-alloc",

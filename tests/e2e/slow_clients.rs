@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use switchboard_tests::{Fake, Server, ServerSetup, eventually, http, target_dir, text_message};
+use switchboard_tests::{Fake, Server, ServerSetup, eventually, target_dir, text_message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -54,14 +54,7 @@ async fn read_to_close(stream: &mut TcpStream) -> Option<String> {
 
 /// The metrics page.
 async fn metrics(server: &Server) -> String {
-    http()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    server.get_text("/metrics").await
 }
 
 fn value(metrics: &str, series: &str) -> u64 {

@@ -489,16 +489,21 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// A counter of `/metrics`.
-    pub async fn metric(&self, name: &str) -> u64 {
-        let text = http()
-            .get(self.url("/metrics"))
+    /// The body of a GET of `path`, whatever the status.
+    pub async fn get_text(&self, path: &str) -> String {
+        http()
+            .get(self.url(path))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// A counter of `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self.get_text("/metrics").await;
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("switchboard_{name} ")))
             .and_then(|v| v.trim().parse().ok())

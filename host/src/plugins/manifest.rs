@@ -69,7 +69,7 @@ impl Default for Limits {
             kv_max_keys_per_call: 100,
             kv_max_bytes_per_call: 256 * 1024,
             kv_max_keys: 1_000_000,
-            kv_max_bytes: 64 << 20,
+            kv_max_bytes: 16 << 20,
             log_max_lines_per_call: 20,
             log_max_bytes_per_call: 8 * 1024,
             log_max_lines_per_second: 50,
