@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use super::tls::TlsAcceptor;
@@ -171,13 +171,16 @@ impl Conn {
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         let mut conn = pin!(builder.serve_connection(io, service));
         let mut stopping = false;
+        // Activity is not signalled to this loop (that woke it three times a request); it looks
+        // at least every `tick`, so a deadline that activity brought forward (a request's end
+        // starting the idle time, a new head) is kept to within a tick.
+        let tick = (self.limits.header.min(self.limits.idle) / 4)
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
         loop {
-            let deadline = activity.deadline(&self.limits);
-            let sleep = async {
-                match deadline {
-                    Some((at, _)) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
+            let next_look = Instant::now() + tick;
+            let wake = match activity.deadline(&self.limits) {
+                Some((at, _)) => at.min(next_look),
+                None => next_look,
             };
             tokio::select! {
                 done = conn.as_mut() => {
@@ -186,8 +189,7 @@ impl Conn {
                     }
                     return;
                 }
-                _ = activity.changed.notified() => {}
-                _ = sleep => {
+                _ = tokio::time::sleep_until(wake) => {
                     // Dropping the connection closes it: nothing is in flight.
                     match activity.deadline(&self.limits) {
                         Some((at, Phase::Head)) if at <= Instant::now() => {
@@ -226,7 +228,6 @@ enum Phase {
 struct Activity {
     /// The phase, since when, and how many requests are in flight.
     state: Mutex<(Phase, Instant, usize)>,
-    changed: Notify,
 }
 
 impl Activity {
@@ -234,7 +235,6 @@ impl Activity {
         Activity {
             // A new connection must send its first request's head within header_timeout.
             state: Mutex::new((Phase::Head, Instant::now(), 0)),
-            changed: Notify::new(),
         }
     }
 
@@ -244,8 +244,6 @@ impl Activity {
             f(&mut s);
             if s.0 != before {
                 s.1 = Instant::now();
-                drop(s);
-                self.changed.notify_one();
             }
         }
     }
