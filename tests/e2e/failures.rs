@@ -299,14 +299,7 @@ async fn a_manifest_granting_an_unknown_destination_is_reported_at_load() {
         &echo_manifest("1").replace("[\"sink\"]", "[\"sink\", \"crm\"]"),
     );
     let server = setup.start().await;
-    let plugins: Value = switchboard_tests::http()
-        .get(server.url("/plugins"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let plugins: Value = server.get_json("/plugins").await;
     let warning = plugins["warnings"]["echo"].as_str().unwrap_or_default();
     assert!(
         warning.contains("\"crm\"") && !warning.contains("sink"),

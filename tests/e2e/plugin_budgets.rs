@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use serde_json::Value;
 use switchboard_tests::{
-    Fake, Server, ServerSetup, echo_manifest, eventually, install, test_plugin, text_message,
+    Fake, ServerSetup, echo_manifest, eventually, install, test_plugin, text_message,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -36,17 +36,6 @@ fn setup(dir: &Path, sink: &Fake) -> ServerSetup {
     setup.destinations = vec![("sink".into(), sink.url())];
     std::fs::create_dir_all(setup.plugins_dir()).unwrap();
     setup
-}
-
-async fn plugins_status(server: &Server) -> Value {
-    switchboard_tests::http()
-        .get(server.url("/plugins"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 fn loaded<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
@@ -91,7 +80,7 @@ async fn a_plugin_that_prints_or_sleeps_in_init_leaves_the_server_able_to_start(
     ] {
         assert!(log.contains(expected), "{expected:?} in the log:\n{log}");
     }
-    let status = plugins_status(&server).await;
+    let status = server.get_json("/plugins").await;
     let error = status["errors"]["20-sleep"].as_str().unwrap_or_default();
     assert!(
         error.contains("init used more than 1000 ms of wall time"),
@@ -326,7 +315,7 @@ async fn floods_of_log_lines_key_value_writes_and_error_text_are_cut() {
         "the log stays small: {} bytes after {posts} webhooks",
         log.len()
     );
-    let status = plugins_status(&server).await;
+    let status = server.get_json("/plugins").await;
     let dropped = loaded(&status, "10-log-flood").unwrap()["stats"]["log_lines_dropped"]
         .as_u64()
         .unwrap();
@@ -377,7 +366,7 @@ async fn a_plugins_key_value_store_is_capped_in_total() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(echoes(&sink, 2), 0, "the call over the quota failed");
-    let status = plugins_status(&server).await;
+    let status = server.get_json("/plugins").await;
     assert!(
         loaded(&status, "10-fill").unwrap()["health"]["last_error"]
             .as_str()
@@ -410,7 +399,7 @@ async fn a_failing_version_is_quarantined_and_a_new_version_lifts_it() {
             server.log()
         );
     }
-    let status = plugins_status(&server).await;
+    let status = server.get_json("/plugins").await;
     let health = &loaded(&status, "10-fail").unwrap()["health"];
     assert_eq!(health["state"], "quarantined", "{status}");
     assert_eq!(health["consecutive_failures"], 5, "{status}");
@@ -458,7 +447,7 @@ async fn a_failing_version_is_quarantined_and_a_new_version_lifts_it() {
         "{}",
         server.log()
     );
-    let status = plugins_status(&server).await;
+    let status = server.get_json("/plugins").await;
     assert_eq!(
         loaded(&status, "10-fail").unwrap()["health"]["state"],
         "ok",

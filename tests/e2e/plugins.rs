@@ -136,14 +136,7 @@ async fn each_bad_plugin_fails_alone() {
         !metrics.contains("switchboard_plugin_call_failures_total{plugin=\"90-echo\"}"),
         "the good plugin has no failures"
     );
-    let status: Value = switchboard_tests::http()
-        .get(server.url("/plugins"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = server.get_json("/plugins").await;
     let names: Vec<&str> = status["loaded"]
         .as_array()
         .unwrap()
@@ -444,17 +437,6 @@ async fn the_readme_plugin_steps_work_as_written() {
     );
 }
 
-async fn plugins_status(server: &Server) -> Value {
-    switchboard_tests::http()
-        .get(server.url("/plugins"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 fn loaded_names(status: &Value) -> Vec<String> {
     status["loaded"]
         .as_array()
@@ -468,7 +450,7 @@ fn loaded_names(status: &Value) -> Vec<String> {
 async fn plugins_until(server: &Server, check: impl Fn(&Value) -> bool) -> Value {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let status = plugins_status(server).await;
+        let status = server.get_json("/plugins").await;
         if check(&status) || std::time::Instant::now() > deadline {
             return status;
         }

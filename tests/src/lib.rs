@@ -501,6 +501,18 @@ impl Server {
             .unwrap()
     }
 
+    /// The body of a GET of `path` as JSON, whatever the status.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        http()
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// A counter of `/metrics`.
     pub async fn metric(&self, name: &str) -> u64 {
         let text = self.get_text("/metrics").await;

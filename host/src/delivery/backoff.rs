@@ -10,15 +10,17 @@ use crate::config::DeliveryConfig;
 /// `max_backoff`: a receiver cannot push a retry past it (nor, with a huge value, overflow the
 /// retry time into the past).
 pub fn delay(config: &DeliveryConfig, attempts: u32, retry_after: Option<Duration>) -> Duration {
-    let exp = config
-        .initial_backoff
-        .saturating_mul(1u32 << attempts.min(20));
-    let capped = exp.min(config.max_backoff);
+    let capped = exponential(config.initial_backoff, config.max_backoff, attempts);
     let jittered = capped.mul_f64(rand::rng().random_range(0.5..=1.0));
     match retry_after {
         Some(r) if r > jittered => r.min(config.max_backoff),
         _ => jittered,
     }
+}
+
+/// `initial` doubled `doublings` times (at most 20), capped at `max`.
+pub fn exponential(initial: Duration, max: Duration, doublings: u32) -> Duration {
+    initial.saturating_mul(1u32 << doublings.min(20)).min(max)
 }
 
 #[cfg(test)]

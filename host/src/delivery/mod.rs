@@ -3,7 +3,7 @@
 //! retries have separate budgets, so a backlog of retries never starves fresh traffic; rows of
 //! one lane (target and customer) go out one at a time, in order.
 
-mod backoff;
+pub mod backoff;
 mod queue;
 mod request;
 pub mod signature;

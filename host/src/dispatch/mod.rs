@@ -529,9 +529,7 @@ fn customer(n: &Notification) -> &str {
 /// `initial_backoff`, capped at `max_backoff`.
 fn backoff(cfg: &crate::config::DispatchConfig, attempts: i64) -> Duration {
     let doublings = attempts.clamp(1, 21) as u32 - 1;
-    cfg.initial_backoff
-        .saturating_mul(1 << doublings)
-        .min(cfg.max_backoff)
+    crate::delivery::backoff::exponential(cfg.initial_backoff, cfg.max_backoff, doublings)
 }
 
 /// Run the plugins in order on one notification. Returns the permitted actions with the plugin
