@@ -22,6 +22,32 @@ pub struct Cli {
 }
 
 #[derive(Subcommand)]
+enum DbCommand {
+    /// Apply the migrations not yet applied (a server does at start too).
+    Migrate {
+        #[arg(long, short, default_value = "switchboard.toml")]
+        config: PathBuf,
+    },
+    /// The backend and the schema version.
+    Status {
+        #[arg(long, short, default_value = "switchboard.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// List the hosts, the partitions each holds, and the lag of each partition.
+    Status {
+        #[arg(long, short, default_value = "switchboard.toml")]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Receive webhooks and run the plugins of the plugins folder on them.
     Serve {
@@ -76,6 +102,16 @@ enum Command {
         /// The address to listen on.
         #[arg(long, default_value = "127.0.0.1:9090")]
         listen: std::net::SocketAddr,
+    },
+    /// Apply the database migrations, or show where the schema stands.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+    /// The hosts sharing the database, the partitions each holds, and what waits in each.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
     },
     /// Install a plugin into a plugins folder, or list the folder.
     Plugins {
@@ -181,6 +217,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(run_plugin(&plugin, &payload, &manifest))
         }
         Command::Sandbox { listen } => rt.block_on(crate::sandbox::run(listen)),
+        Command::Db { command } => rt.block_on(db(command)),
+        Command::Cluster {
+            command: ClusterCommand::Status { config, json },
+        } => rt.block_on(cluster(&config, json)),
         Command::Plugins { command } => rt.block_on(command.run()),
         Command::NewPlugin { name, sdk_path } => new_plugin(&name, sdk_path.as_deref()),
         Command::Register {
@@ -349,7 +389,43 @@ async fn register(config: &Path, body: serde_json::Value, dry_run: bool) -> anyh
 
 fn open_store(config: &Path) -> anyhow::Result<Store> {
     let config = Config::load(config)?;
-    store::open(&config.storage.sqlite_path()?)
+    store::connect(
+        &config.storage.url,
+        config.storage.pool_size,
+        store::Opener::Command,
+    )
+}
+
+async fn db(command: DbCommand) -> anyhow::Result<()> {
+    // Opening applies the migrations (under a lock on PostgreSQL, as a starting server does).
+    let (DbCommand::Migrate { config } | DbCommand::Status { config }) = &command;
+    let store = open_store(config)?;
+    let status = store.schema_status()?;
+    store.close().await;
+    let applied = status.applied.last().copied().unwrap_or(0);
+    match command {
+        DbCommand::Migrate { .. } => println!(
+            "{} schema at version {applied} of {}: up to date",
+            status.backend, status.latest
+        ),
+        DbCommand::Status { .. } => {
+            println!("backend: {}", status.backend);
+            println!("applied: {applied} (latest known: {})", status.latest);
+        }
+    }
+    Ok(())
+}
+
+async fn cluster(config: &Path, json: bool) -> anyhow::Result<()> {
+    let store = open_store(config)?;
+    let cluster = store.cluster()?;
+    store.close().await;
+    if json {
+        println!("{:#}", serde_json::to_value(&cluster)?);
+    } else {
+        print!("{}", listing::cluster_table(&cluster));
+    }
+    Ok(())
 }
 
 async fn run_plugin(plugin: &Path, payload: &Path, manifest: &Path) -> anyhow::Result<()> {

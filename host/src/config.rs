@@ -33,6 +33,47 @@ pub struct Config {
     /// Named HTTP destinations that plugins forward to.
     #[serde(default)]
     pub destinations: BTreeMap<String, DestinationConfig>,
+    /// This host among several sharing one PostgreSQL database.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This host's id, unique among the hosts sharing a database; by default the host name
+    /// and the process id.
+    pub host_id: Option<String>,
+    /// How long a host's leases on its partitions last without a renewal: after it, another
+    /// host takes its work over. Renewed every third of it.
+    #[serde(default = "default_lease_ttl", with = "humantime_serde")]
+    pub lease_ttl: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            host_id: None,
+            lease_ttl: default_lease_ttl(),
+        }
+    }
+}
+
+fn default_lease_ttl() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl ClusterConfig {
+    pub fn host(&self) -> crate::store::HostInfo {
+        crate::store::HostInfo {
+            id: self
+                .host_id
+                .clone()
+                .unwrap_or_else(crate::cluster::default_host_id),
+            ttl: self.lease_ttl,
+        }
+    }
 }
 
 /// `[server]`
@@ -239,9 +280,16 @@ fn default_plugins_dir() -> PathBuf {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    /// `sqlite://PATH` (created on first start).
+    /// `sqlite://PATH` (created on first start), or `postgres://USER@HOST:PORT/DATABASE`
+    /// (add `?sslmode=require` for TLS) for several hosts sharing one database.
     #[serde(default = "default_storage_url")]
     pub url: String,
+    /// PostgreSQL connections per host at most.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Where the compiled plugins are cached; by default beside the SQLite database, or
+    /// `data/` beside the configuration with PostgreSQL.
+    pub data_dir: Option<PathBuf>,
     /// How long a notification id is remembered to drop re-deliveries, e.g. `7d`.
     #[serde(default = "default_dedup_window", with = "humantime_serde")]
     pub dedup_window: Duration,
@@ -255,10 +303,16 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             url: default_storage_url(),
+            pool_size: default_pool_size(),
+            data_dir: None,
             dedup_window: default_dedup_window(),
             retention: default_retention(),
         }
     }
+}
+
+fn default_pool_size() -> usize {
+    16
 }
 
 fn default_storage_url() -> String {
@@ -274,14 +328,43 @@ fn default_retention() -> Duration {
 }
 
 impl StorageConfig {
-    /// The SQLite file named by `url`.
-    pub fn sqlite_path(&self) -> anyhow::Result<PathBuf> {
+    /// Whether `url` names PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")
+    }
+
+    /// Refuse a `url` of no supported kind.
+    fn check(&self) -> anyhow::Result<()> {
         match self.url.strip_prefix("sqlite://") {
-            Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
-            _ => bail!(
-                "[storage] url {:?} is not supported: use sqlite://PATH (PostgreSQL is planned)",
-                self.url
+            Some("") => bail!("[storage] url {:?} names no file", self.url),
+            Some(_) => Ok(()),
+            None if self.is_postgres() => {
+                self.url.parse::<tokio_postgres::Config>().map_err(|e| {
+                    anyhow::anyhow!("[storage] url is not a valid PostgreSQL URL: {e}")
+                })?;
+                if self.pool_size < 2 {
+                    bail!("[storage] pool_size must be at least 2");
+                }
+                Ok(())
+            }
+            None => bail!(
+                "[storage] url {:?} is not supported: use sqlite://PATH or postgres://USER@HOST/DATABASE",
+                crate::store::postgres::redact(&self.url)
             ),
+        }
+    }
+
+    /// The folder for files beside the database (the compiled plugins).
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.data_dir {
+            return dir.clone();
+        }
+        match self.url.strip_prefix("sqlite://") {
+            Some(path) => Path::new(path)
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            None => PathBuf::from("data"),
         }
     }
 }
@@ -412,6 +495,9 @@ impl Config {
         {
             config.storage.url = format!("sqlite://{}", base.join(p).display());
         }
+        let data_dir = config.storage.data_dir.clone();
+        config.storage.data_dir =
+            Some(base.join(data_dir.unwrap_or_else(|| config.storage.data_dir())));
         config.check()?;
         Ok(config)
     }
@@ -442,7 +528,7 @@ impl Config {
                 self.server.webhook_path
             );
         }
-        self.storage.sqlite_path()?;
+        self.storage.check()?;
         for (name, d) in &self.destinations {
             Endpoint::parse(&d.url).with_context(|| format!("[destinations.{name}] url"))?;
         }

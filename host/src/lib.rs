@@ -6,6 +6,7 @@
 //! the [`http_client`].
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod dispatch;

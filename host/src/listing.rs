@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::store::{OutboxRow, OutboxState, RetryRow};
+use crate::store::{Cluster, OutboxRow, OutboxState, RetryRow};
 
 /// `ms` (Unix milliseconds) as RFC 3339 UTC to the second, e.g. `2026-12-01T20:31:05Z`.
 pub fn rfc3339(ms: i64) -> String {
@@ -66,6 +66,61 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out += line.join("  ").trim_end();
         out.push('\n');
     }
+    out
+}
+
+/// `cluster status` as two tables: the hosts, then the partitions.
+pub fn cluster_table(c: &Cluster) -> String {
+    let ms = |v: Option<i64>| v.map_or("-".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+    let hosts: Vec<Vec<String>> = c
+        .hosts
+        .iter()
+        .map(|h| {
+            vec![
+                h.id.clone(),
+                if h.live { "live" } else { "gone" }.to_string(),
+                ms(Some(h.last_seen_ms_ago)),
+                h.partitions.len().to_string(),
+            ]
+        })
+        .collect();
+    let partitions: Vec<Vec<String>> = c
+        .partitions
+        .iter()
+        .map(|p| {
+            vec![
+                p.partition.to_string(),
+                p.owner.clone().unwrap_or_else(|| "-".into()),
+                p.fence.to_string(),
+                ms(p.expires_in_ms),
+                p.inbox_pending.to_string(),
+                ms(p.inbox_oldest_age_ms),
+                p.outbox_pending.to_string(),
+                ms(p.outbox_oldest_age_ms),
+            ]
+        })
+        .collect();
+    let mut out = String::new();
+    if !hosts.is_empty() {
+        out.push_str(&table(
+            &["HOST", "STATE", "LAST SEEN", "PARTITIONS"],
+            &hosts,
+        ));
+        out.push('\n');
+    }
+    out.push_str(&table(
+        &[
+            "PARTITION",
+            "OWNER",
+            "FENCE",
+            "LEASE LEFT",
+            "INBOX",
+            "INBOX OLDEST",
+            "OUTBOX",
+            "OUTBOX OLDEST",
+        ],
+        &partitions,
+    ));
     out
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::cluster::Membership;
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::dispatch::{self, Dispatcher};
@@ -23,9 +24,13 @@ const SHUTDOWN_DISPATCH: Duration = Duration::from_secs(10);
 /// delivery attempts in flight finish before the store is closed.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let config = Arc::new(config);
-    let db_path = config.storage.sqlite_path()?;
-    let store = store::open_for_server(&db_path)?;
-    let cache_dir = db_path.parent().map(|d| d.join("compiled"));
+    let storage = config.storage.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        store::connect(&storage.url, storage.pool_size, store::Opener::Server)
+    })
+    .await
+    .context("opening the storage panicked")??;
+    let cache_dir = Some(config.storage.data_dir().join("compiled"));
     let runtime = Runtime::new(store.clone(), cache_dir)?;
     let registry = Registry::new(runtime, &config.plugins.dir);
     registry.set_destinations(config.destinations.keys().cloned());
@@ -37,8 +42,29 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _watcher = plugins::watch(registry.clone())?;
     let metrics = Arc::new(Metrics::default());
 
-    let delivery = Delivery::new(store.clone(), config.clone(), metrics.clone())?;
+    let membership = Membership::new(config.cluster.host(), &store);
+    // The first partitions before the first claim.
+    membership
+        .beat(&store)
+        .await
+        .context("cannot take a share of the partitions")?;
+    let delivery = Delivery::new(
+        store.clone(),
+        config.clone(),
+        metrics.clone(),
+        membership.clone(),
+    )?;
     let (inbox, dispatch_rx) = dispatch::channel();
+    let wake: Arc<dyn Fn() + Send + Sync> = {
+        let (inbox, delivery) = (inbox.clone(), delivery.clone());
+        Arc::new(move || {
+            inbox.wake();
+            delivery.wake();
+        })
+    };
+    membership.on_change(wake.clone());
+    store.on_remote_work(wake);
+    let membership_task = tokio::spawn(membership.clone().run(store.clone()));
     let stop_dispatch = Arc::new(AtomicBool::new(false));
     let dispatcher = Dispatcher {
         store: store.clone(),
@@ -46,6 +72,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config: config.clone(),
         metrics: metrics.clone(),
         delivery: delivery.clone(),
+        membership: membership.clone(),
     };
     let dispatch_thread = {
         let (stop, handle) = (stop_dispatch.clone(), tokio::runtime::Handle::current());
@@ -87,6 +114,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         registry: registry.clone(),
         inbox: inbox.clone(),
         health: Default::default(),
+        membership: membership.clone(),
     });
     let app = ingress::router(state, ingress::endpoints(&config)?);
     let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -106,6 +134,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let limits = ingress::connections::Limits::of(&config.server);
     tracing::info!(
         listen = %listener.local_addr()?,
+        host = %membership.host().id,
+        storage = if config.storage.is_postgres() { "postgres" } else { "sqlite" },
         https = tls.is_some(),
         max_connections = limits.max_connections,
         plugins = ?names,
@@ -135,6 +165,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = tokio::task::spawn_blocking(move || delivery_thread.join()).await;
     prune_task.abort();
+    membership_task.abort();
+    if let Err(e) = store.leave(membership.host()).await {
+        tracing::warn!(error = %format!("{e:#}"), "cannot give up the partitions; the other hosts take them over when the leases run out");
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

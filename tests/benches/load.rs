@@ -76,12 +76,24 @@ impl Stats {
 /// POST `n` webhooks (ids from `first`) with `concurrency` connections; with `rate`, paced at
 /// that many per second in total. Every POST must get 200.
 async fn blast(url: &str, first: usize, n: usize, concurrency: usize, rate: Option<f64>) -> Stats {
+    blast_to(&[url.to_string()], first, n, concurrency, rate).await
+}
+
+/// [`blast`], round-robin over `urls` (hosts behind a load balancer).
+async fn blast_to(
+    urls: &[String],
+    first: usize,
+    n: usize,
+    concurrency: usize,
+    rate: Option<f64>,
+) -> Stats {
+    let urls: Arc<[String]> = urls.into();
     let client = http();
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (client, next, url) = (client.clone(), next.clone(), url.to_string());
+        let (client, next, urls) = (client.clone(), next.clone(), urls.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -103,8 +115,9 @@ async fn blast(url: &str, first: usize, n: usize, concurrency: usize, rate: Opti
                     }
                     None => Instant::now(),
                 };
+                let url = &urls[i % urls.len()];
                 let r = client
-                    .post(&url)
+                    .post(url)
                     .header("content-type", "application/json")
                     .body(body(first + i))
                     .send()
@@ -269,6 +282,19 @@ fn per_thread(secs: &std::collections::BTreeMap<String, f64>, webhooks: usize) -
         .join(", ")
 }
 
+/// CPU seconds used so far by every PostgreSQL server process on this machine.
+fn postgres_cpu() -> f64 {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(|e| cpu_seconds_at(&e.path().join("stat")))
+        .sum()
+}
+
 fn peak_rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kb: f64 = status
@@ -327,12 +353,11 @@ async fn main() {
         );
         return;
     }
-    setup.coreapp = Some(coreapp.url());
-    setup.destinations = vec![
-        ("sales".into(), format!("{}/sales", sales.url())),
-        ("support".into(), format!("{}/support", support.url())),
-        ("crm".into(), format!("{}/crm", crm.url())),
-    ];
+    if std::env::var("LOAD_BACKENDS_ONLY").is_ok() {
+        compare_backends(n, conc, &fakes, &mut fresh).await;
+        return;
+    }
+    with_fakes(&mut setup, &fakes);
     let server: Server = setup.start().await;
     let url = server.url("/webhook");
     let relay_addr = format!("127.0.0.1:{}", free_port());
@@ -476,4 +501,153 @@ async fn main() {
         "deliveries retried in all: {}",
         server.metric("deliveries_retried_total").await
     );
+    drop(server);
+    compare_backends(n, conc, &fakes, &mut fresh).await;
+}
+
+/// The fake Coreapp and the three destinations (`fakes` in that order) in `setup`.
+fn with_fakes(setup: &mut ServerSetup, fakes: &[&Fake; 4]) {
+    let [coreapp, sales, support, crm] = fakes;
+    setup.coreapp = Some(coreapp.url());
+    setup.destinations = vec![
+        ("sales".into(), format!("{}/sales", sales.url())),
+        ("support".into(), format!("{}/support", support.url())),
+        ("crm".into(), format!("{}/crm", crm.url())),
+    ];
+}
+
+/// What one backend did: burst ingest, end to end, CPU, memory.
+struct Figures {
+    burst: Stats,
+    burst_cpu_us: f64,
+    /// PostgreSQL's own processes (the server's CPU, on the same cores).
+    burst_pg_us: f64,
+    e2e_rate: f64,
+    e2e_cpu_us: f64,
+    e2e_pg_us: f64,
+    rss_mb: f64,
+}
+
+/// The same runs on each backend of `LOAD_BACKENDS` (default `sqlite,postgres,postgres-2`):
+/// SQLite, PostgreSQL with one host, PostgreSQL with two hosts sharing the database (webhooks
+/// round-robin over them), each on fresh storage; PostgreSQL from `SWITCHBOARD_TEST_POSTGRES`.
+async fn compare_backends(
+    n: usize,
+    conc: usize,
+    fakes: &[&Fake; 4],
+    fresh: &mut impl FnMut() -> usize,
+) {
+    let wanted =
+        std::env::var("LOAD_BACKENDS").unwrap_or_else(|_| "sqlite,postgres,postgres-2".into());
+    let mut rows = Vec::new();
+    for backend in wanted.split(',').map(str::trim) {
+        let (hosts, postgres) = match backend {
+            "sqlite" => (1, false),
+            "postgres" => (1, true),
+            "postgres-2" => (2, true),
+            other => panic!("unknown backend {other:?} in LOAD_BACKENDS"),
+        };
+        let db = if postgres {
+            match switchboard_tests::postgres_database("the PostgreSQL load runs").await {
+                Some(db) => Some(db),
+                None => continue,
+            }
+        } else {
+            None
+        };
+        let figures = backend_run(
+            hosts,
+            db.as_ref().map(|(url, _)| url.as_str()),
+            n,
+            conc,
+            fakes,
+            fresh,
+        )
+        .await;
+        rows.push((backend, figures));
+    }
+    println!("\nbackends, {n} webhooks per run, {conc} connections:");
+    println!("(CPU: microseconds per webhook of Switchboard's processes, and of PostgreSQL's)");
+    println!(
+        "{:<12} {:>9} {:>8} {:>7} {:>7} {:>9} {:>7} {:>7} {:>8}",
+        "backend", "burst/s", "p99 ms", "CPU", "PG CPU", "e2e/s", "CPU", "PG CPU", "peak MB"
+    );
+    for (name, f) in &rows {
+        println!(
+            "{name:<12} {:>9.0} {:>8.2} {:>7.0} {:>7.0} {:>9.0} {:>7.0} {:>7.0} {:>8.1}",
+            f.burst.rate(),
+            f.burst.pct(0.99).as_secs_f64() * 1e3,
+            f.burst_cpu_us,
+            f.burst_pg_us,
+            f.e2e_rate,
+            f.e2e_cpu_us,
+            f.e2e_pg_us,
+            f.rss_mb
+        );
+    }
+}
+
+async fn backend_run(
+    hosts: usize,
+    postgres: Option<&str>,
+    n: usize,
+    conc: usize,
+    fakes: &[&Fake; 4],
+    fresh: &mut impl FnMut() -> usize,
+) -> Figures {
+    let dirs: Vec<tempfile::TempDir> = (0..hosts).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut servers = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let mut setup = ServerSetup::new(dir.path());
+        with_fakes(&mut setup, fakes);
+        if let Some(url) = postgres {
+            setup.storage_url = url.to_string();
+            setup.extra += &format!("[cluster]\nhost_id = \"load-{i}\"\n");
+        }
+        servers.push(setup.start().await);
+    }
+    // Two hosts: each holds its share before the load starts.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while hosts > 1 {
+        let mut held = Vec::new();
+        for s in &servers {
+            held.push(s.metric("partitions_held").await);
+        }
+        if held.iter().all(|&h| h > 0) && held.iter().sum::<u64>() == 32 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hosts never shared the partitions: {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let urls: Vec<String> = servers.iter().map(|s| s.url("/webhook")).collect();
+    let received = || fakes.iter().map(|f| f.count()).sum::<usize>();
+    let cpu = || servers.iter().map(|s| cpu_seconds(s.pid())).sum::<f64>();
+    let pg = postgres_cpu;
+
+    let before = received();
+    blast_to(&urls, fresh(), n / 10, conc, None).await;
+    drained(fakes, before + 3 * (n / 10), &servers[0]).await;
+
+    let (before, cpu0, pg0) = (received(), cpu(), pg());
+    let burst = blast_to(&urls, fresh(), n, conc, None).await;
+    let (burst_cpu, burst_pg) = (cpu() - cpu0, pg() - pg0);
+    drained(fakes, before + 3 * n, &servers[0]).await;
+
+    let (before, started, cpu0, pg0) = (received(), Instant::now(), cpu(), pg());
+    blast_to(&urls, fresh(), n, conc, None).await;
+    drained(fakes, before + 3 * n, &servers[0]).await;
+    let e2e_rate = n as f64 / started.elapsed().as_secs_f64();
+    let (e2e_cpu, e2e_pg) = (cpu() - cpu0, pg() - pg0);
+    Figures {
+        burst,
+        burst_cpu_us: burst_cpu * 1e6 / n as f64,
+        burst_pg_us: burst_pg * 1e6 / n as f64,
+        e2e_rate,
+        e2e_cpu_us: e2e_cpu * 1e6 / n as f64,
+        e2e_pg_us: e2e_pg * 1e6 / n as f64,
+        rss_mb: servers.iter().map(|s| peak_rss_mb(s.pid())).sum(),
+    }
 }

@@ -9,5 +9,6 @@ mod ingress;
 mod leniency;
 mod plugin_budgets;
 mod plugins;
+mod postgres;
 mod sandbox;
 mod slow_clients;

@@ -305,6 +305,8 @@ pub struct ServerSetup {
     pub example_plugins: bool,
     /// Environment variables for the server process.
     pub env: Vec<(String, String)>,
+    /// `[storage] url`.
+    pub storage_url: String,
 }
 
 impl ServerSetup {
@@ -319,6 +321,7 @@ impl ServerSetup {
             extra: String::new(),
             example_plugins: true,
             env: Vec::new(),
+            storage_url: "sqlite://data/switchboard.db".into(),
         }
     }
 
@@ -356,8 +359,8 @@ impl ServerSetup {
         let port = free_port();
         let mut config = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\nwebhook_path = \"/webhook\"\n{}\n[plugins]\ndir = \"plugins\"\n\n\
-             [storage]\nurl = \"sqlite://data/switchboard.db\"\n\n[delivery]\ninitial_backoff = \"100ms\"\nmax_backoff = \"1s\"\ntimeout = \"2s\"\n{}\n",
-            self.server_extra, self.delivery_extra
+             [storage]\nurl = \"{}\"\n\n[delivery]\ninitial_backoff = \"100ms\"\nmax_backoff = \"1s\"\ntimeout = \"2s\"\n{}\n",
+            self.server_extra, self.storage_url, self.delivery_extra
         );
         if let Some(url) = &self.coreapp {
             config += &format!(
@@ -600,4 +603,76 @@ pub fn by_path(received: &[Received]) -> HashMap<String, usize> {
         *m.entry(format!("{} {}", r.method, r.path)).or_insert(0) += 1;
     }
     m
+}
+
+/// A fresh PostgreSQL database for one test, dropped with the guard: on the server of
+/// `SWITCHBOARD_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432/test`). `None`,
+/// after saying why the test is skipped, when no server answers.
+pub async fn postgres_database(test: &str) -> Option<(String, PostgresDatabase)> {
+    let server = std::env::var("SWITCHBOARD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let name = format!("sb_e2e_{}_{}", std::process::id(), rand_suffix());
+    let created = async {
+        let (client, conn) = tokio_postgres::connect(&server, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = created {
+        eprintln!(
+            "SKIPPED {test}: no PostgreSQL at {server} ({e:#}); start one or set SWITCHBOARD_TEST_POSTGRES"
+        );
+        return None;
+    }
+    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+    Some((format!("{base}/{name}"), PostgresDatabase { server, name }))
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish() % 1_000_000_000
+}
+
+/// A test database, dropped (with its connections) when this is.
+pub struct PostgresDatabase {
+    server: String,
+    pub name: String,
+}
+
+impl PostgresDatabase {
+    /// Run SQL on the test database's server (as its administrator).
+    pub async fn admin(&self, sql: &str) -> anyhow::Result<()> {
+        let (client, conn) = tokio_postgres::connect(&self.server, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        client.batch_execute(sql).await?;
+        Ok(())
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // A runtime of its own: this may be dropped inside a test's runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (client, conn) =
+                    tokio_postgres::connect(&server, tokio_postgres::NoTls).await?;
+                tokio::spawn(conn);
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await?;
+                anyhow::Ok(())
+            })
+        })
+        .join();
+    }
 }

@@ -20,6 +20,7 @@ use queue::{Attempt, Budget, Queue};
 
 pub use request::{Request, WHATSAPP};
 
+use crate::cluster::Membership;
 use crate::config::Config;
 use crate::http_client::{Endpoint, Http, Response, snippet};
 use crate::metrics::Metrics;
@@ -39,6 +40,7 @@ pub struct Delivery {
     /// Rows committed by the dispatcher, not yet taken into the queue.
     incoming: Mutex<Incoming>,
     wake: Notify,
+    membership: Arc<Membership>,
 }
 
 /// A `[destinations.NAME]` as forwards use it.
@@ -59,12 +61,17 @@ struct Incoming {
 /// letters, and anything missed.
 const RESCAN: Duration = Duration::from_secs(2);
 
+/// How often the outbox scan starts again from the first row rather than after the last row
+/// queued.
+const FULL_RESCAN: Duration = Duration::from_secs(30);
+
 impl Delivery {
     /// Set up delivery for `config`.
     pub fn new(
         store: Store,
         config: Arc<Config>,
         metrics: Arc<Metrics>,
+        membership: Arc<Membership>,
     ) -> anyhow::Result<Arc<Delivery>> {
         let http = Http::new(config.delivery.timeout, config.delivery.concurrency)?;
         let whatsapp = WhatsApp::new(&http, config.whatsapp.as_ref())?;
@@ -99,6 +106,7 @@ impl Delivery {
             }),
             wake: Notify::new(),
             config,
+            membership,
         }))
     }
 
@@ -114,6 +122,11 @@ impl Delivery {
         self.wake.notify_one();
     }
 
+    /// Look at the queue and the partitions held again.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Run the scheduler until `shutdown` resolves, then let the attempts in flight finish
     /// (bounded) and record their outcomes.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
@@ -122,12 +135,42 @@ impl Delivery {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Attempt, DeliveryOutcome)>();
         let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
         let (recorded_tx, mut recorded_rx) = mpsc::unbounded_channel::<Vec<i64>>();
-        let recorder = tokio::spawn(record(self.store.clone(), outcome_rx, recorded_tx));
+        let recorder = tokio::spawn(record(
+            self.store.clone(),
+            self.membership.clone(),
+            outcome_rx,
+            recorded_tx,
+        ));
         let (mut max_id, mut last_scan, mut stopping) = (0i64, None::<Instant>, None::<Instant>);
+        let (mut generation, mut last_full_scan) = (u64::MAX, Instant::now());
         // Bounds memory while a destination is down under traffic.
         let (max_queued, mut backlogged) = (self.config.delivery.max_in_memory.max(1), false);
         loop {
             let now = now_millis();
+            let held = self.membership.held();
+            if held.generation != generation {
+                generation = held.generation;
+                let dropped = queue.release(|p| held.owned.iter().any(|o| o.partition == p));
+                if dropped > 0 {
+                    tracing::info!(
+                        dropped,
+                        "deliveries of partitions no longer held left to their new owner"
+                    );
+                }
+                // Rows of partitions taken over were stored by another host: scan them all.
+                let store = self.store.clone();
+                if let Ok(Ok(top)) =
+                    tokio::task::spawn_blocking(move || store.max_delivery_id()).await
+                    && let Ok(mut i) = self.incoming.lock()
+                {
+                    i.upto = i.upto.max(top);
+                }
+                (max_id, last_scan) = (0, None);
+            }
+            if last_full_scan.elapsed() >= FULL_RESCAN {
+                // Rows never handed over (a commit whose answer was lost) are found too.
+                (max_id, last_full_scan) = (0, Instant::now());
+            }
             let (incoming, upto) = match self.incoming.lock() {
                 Ok(mut i) => (std::mem::take(&mut i.rows), i.upto),
                 Err(_) => (Vec::new(), max_id),
@@ -145,9 +188,9 @@ impl Delivery {
                 || (backlogged && room >= max_queued / 2);
             if rescan && stopping.is_none() {
                 last_scan = Some(Instant::now());
-                let store = self.store.clone();
+                let (store, lease) = (self.store.clone(), held.owned.clone());
                 match tokio::task::spawn_blocking(move || {
-                    store.pending_deliveries(max_id, upto, room)
+                    store.claim_deliveries(&lease, max_id, upto, room)
                 })
                 .await
                 {
@@ -175,7 +218,7 @@ impl Delivery {
                 queue.forget(ids);
             }
             let next_timer = queue.tick(now);
-            while stopping.is_none() {
+            while stopping.is_none() && !held.owned.is_empty() {
                 let Some(attempt) = queue.next(&self.budget) else {
                     break;
                 };
@@ -342,6 +385,7 @@ const RECORD_GAP: Duration = Duration::from_millis(20);
 /// Write outcomes to the outbox in batches, then report the ids whose outcome was final.
 async fn record(
     store: Store,
+    membership: Arc<Membership>,
     mut outcomes: mpsc::UnboundedReceiver<(i64, DeliveryOutcome)>,
     recorded: mpsc::UnboundedSender<Vec<i64>>,
 ) {
@@ -361,9 +405,23 @@ async fn record(
             .filter(|(_, o)| !matches!(o, DeliveryOutcome::Retry { .. }))
             .map(|(id, _)| *id)
             .collect();
-        while let Err(e) = store.record_outcomes(batch.clone()).await {
-            tracing::error!(error = %format!("{e:#}"), "cannot record delivery outcomes; trying again");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        loop {
+            let lease = membership.held().owned;
+            if lease.is_empty() {
+                // Whoever holds the partitions now attempts these rows again.
+                tracing::warn!(
+                    outcomes = batch.len(),
+                    "delivery outcomes dropped: no partition is held"
+                );
+                break;
+            }
+            match store.record_outcomes(&lease, batch.clone()).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot record delivery outcomes; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
         }
         let _ = recorded.send(finished);
     }

@@ -18,6 +18,8 @@ use crate::store::{DeliveryOutcome, OutboxRow};
 #[derive(Debug)]
 pub struct Task {
     pub id: i64,
+    /// The partition whose lease covers it.
+    pub partition: i32,
     pub kind: String,
     pub target: Arc<str>,
     pub lane: Arc<str>,
@@ -36,6 +38,7 @@ impl Task {
                 None => serde_json::from_str(&row.request).map_err(|e| e.to_string()),
             },
             id: row.id,
+            partition: row.partition,
             kind: row.kind,
             target: row.target.into(),
             lane: row.lane.into(),
@@ -85,6 +88,10 @@ pub struct Queue {
     recovered: HashSet<Arc<str>>,
     fresh_in_flight: usize,
     retries_in_flight: usize,
+    /// Lanes whose head is in flight.
+    in_flight: HashSet<Arc<str>>,
+    /// Lanes of partitions given up while their head was in flight: gone once it ends.
+    released: HashSet<Arc<str>>,
 }
 
 /// What the scheduler may start at once.
@@ -242,6 +249,7 @@ impl Queue {
                     continue;
                 }
                 *busy += 1;
+                self.in_flight.insert(lane.clone());
                 if retries {
                     self.retries_in_flight += 1;
                 } else {
@@ -276,6 +284,15 @@ impl Queue {
             self.schedule(&waiting, now);
         }
         self.track_target(&task.target, outcome, now);
+        self.in_flight.remove(&task.lane);
+        if self.released.remove(&task.lane) {
+            // Its partition's new owner carries it on; a retry's row is no longer this host's.
+            self.lanes.remove(&task.lane);
+            if matches!(outcome, DeliveryOutcome::Retry { .. }) {
+                self.known.remove(&task.id);
+            }
+            return;
+        }
         let Some(lane) = self.lanes.get_mut(&task.lane) else {
             return;
         };
@@ -296,6 +313,39 @@ impl Queue {
         self.schedule(&task.lane, now);
     }
 
+    /// Drop the lanes of partitions no longer held (`keep` says which are); a lane whose head
+    /// is in flight goes when that attempt ends. Returns how many rows were dropped.
+    pub fn release(&mut self, keep: impl Fn(i32) -> bool) -> usize {
+        let gone: Vec<Arc<str>> = self
+            .lanes
+            .iter()
+            .filter(|(_, l)| l.front().is_some_and(|e| !keep(e.task.partition)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut dropped = 0;
+        for name in gone {
+            let flying = self.in_flight.contains(&name);
+            let Some(lane) = self.lanes.get_mut(&name) else {
+                continue;
+            };
+            let target = lane.front().map(|e| e.task.target.clone());
+            for entry in lane.drain(usize::from(flying)..) {
+                self.known.remove(&entry.task.id);
+                dropped += 1;
+            }
+            if let Some(lanes) = target.and_then(|t| self.retrying.get_mut(&t)) {
+                lanes.remove(&name);
+            }
+            self.timed.remove(&name);
+            if flying {
+                self.released.insert(name);
+            } else {
+                self.lanes.remove(&name);
+            }
+        }
+        dropped
+    }
+
     /// Forget rows whose final outcome is recorded in the database.
     pub fn forget(&mut self, ids: impl IntoIterator<Item = i64>) {
         for id in ids {
@@ -312,6 +362,7 @@ mod tests {
     fn row(id: i64, lane: &str, target: &str) -> (OutboxRow, Option<Request>) {
         let row = OutboxRow {
             id,
+            partition: 0,
             kind: "forward".into(),
             target: target.into(),
             lane: lane.into(),
@@ -377,6 +428,43 @@ mod tests {
         );
         let retried = q.next(&WIDE).unwrap();
         assert_eq!((retried.task.id, retried.attempts), (1, 1));
+    }
+
+    #[test]
+    fn lanes_of_partitions_given_up_go_and_one_in_flight_goes_when_its_attempt_ends() {
+        let mut q = Queue::default();
+        let in_partition = |id, lane: &str, partition| {
+            let (mut r, p) = row(id, lane, "t");
+            r.partition = partition;
+            (r, p)
+        };
+        q.add(
+            [
+                in_partition(1, "a", 1),
+                in_partition(2, "a", 1),
+                in_partition(3, "b", 1),
+                in_partition(4, "c", 2),
+            ],
+            0,
+        );
+        let flying = q.next(&WIDE).unwrap();
+        assert_eq!(flying.task.id, 1);
+        assert_eq!(q.release(|p| p == 2), 2, "rows 2 and 3 go; 1 is in flight");
+        assert!(!q.knows(2) && !q.knows(3) && q.knows(1) && q.knows(4));
+        assert_eq!(
+            q.next(&WIDE).unwrap().task.id,
+            4,
+            "only partition 2 goes on"
+        );
+        assert!(q.next(&WIDE).is_none());
+        q.finish(&flying, &retry_at(5), 1);
+        q.tick(10);
+        assert!(
+            q.next(&WIDE).is_none(),
+            "the lane given up is not retried here"
+        );
+        assert!(!q.knows(1));
+        assert_eq!(q.in_flight(), 1);
     }
 
     fn retry_at(at: i64) -> DeliveryOutcome {

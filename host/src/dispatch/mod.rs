@@ -4,15 +4,16 @@
 mod envelope;
 mod load;
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use switchboard_sdk::{Action, Notification};
 
+use crate::cluster::Membership;
 use crate::config::Config;
 use crate::delivery::{self, Delivery, Request};
 use crate::metrics::Metrics;
@@ -26,22 +27,10 @@ pub use load::Storing;
 /// How many notifications one dispatch transaction covers at most.
 const BATCH: usize = 256;
 
-/// Notifications handed over in memory at most; past that they wait in the database only.
-const HANDOFF_CAPACITY: usize = 4 * BATCH;
-
-/// Notifications committed to the inbox, handed from the store's writer to the dispatcher in
-/// commit order, so the dispatcher need not read back what ingress just wrote. When the
-/// dispatcher falls behind, the hand-over stops (`spilled`) and it reads the inbox instead.
-struct Handoff {
-    queue: Mutex<VecDeque<InboxItem>>,
-    spilled: AtomicBool,
-}
-
 /// The ingress side of the dispatcher: hands over stored notifications and wakes it, and
 /// tells it when ingress is busy.
 #[derive(Clone)]
 pub struct Inbox {
-    handoff: Arc<Handoff>,
     wake: SyncSender<()>,
     load: Arc<Load>,
     /// When the dispatcher last found nothing to do or committed a batch (Unix ms).
@@ -52,35 +41,6 @@ impl Inbox {
     /// Count a webhook as waiting for the inbox's commit while the guard lives.
     pub fn storing(&self) -> Storing<'_> {
         self.load.storing()
-    }
-
-    /// What the store calls right after committing fresh notifications, in commit order.
-    pub fn on_commit(&self) -> store::OnCommit {
-        let inbox = self.clone();
-        Box::new(move |items| inbox.hand_over(items))
-    }
-
-    fn hand_over(&self, items: Vec<InboxItem>) {
-        let h = &self.handoff;
-        // The inbox's writer never waits for the queue: the dispatcher, which runs at idle
-        // priority, may have been preempted holding it.
-        let handed = !h.spilled.load(Ordering::SeqCst)
-            && match h.queue.try_lock() {
-                Ok(mut queue) if queue.len() + items.len() <= HANDOFF_CAPACITY => {
-                    queue.extend(items);
-                    true
-                }
-                _ => false,
-            };
-        if !handed {
-            self.spill();
-        }
-        self.wake();
-    }
-
-    /// Make the dispatcher read the inbox from the database next, not the hand-over.
-    fn spill(&self) {
-        self.handoff.spilled.store(true, Ordering::SeqCst);
     }
 
     /// Tell the dispatcher there is work (or that it should look at the inbox again).
@@ -106,18 +66,17 @@ pub struct Dispatcher {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub delivery: Arc<Delivery>,
+    pub membership: Arc<Membership>,
 }
+
+/// How long an idle dispatcher waits before it claims again, without a wake-up: the fallback
+/// for a wake-up missed (from another host, over a lost connection).
+const IDLE_POLL: i64 = 500;
 
 /// The ingress side and what the dispatcher receives from it.
 pub fn channel() -> (Inbox, Receiver<()>) {
     let (tx, rx) = sync_channel(1);
-    let handoff = Handoff {
-        queue: Mutex::new(VecDeque::new()),
-        // Start from the database: what was stored before a restart waits there.
-        spilled: AtomicBool::new(true),
-    };
     let inbox = Inbox {
-        handoff: Arc::new(handoff),
         wake: tx,
         load: Arc::new(Load::default()),
         progress: Arc::new(AtomicI64::new(store::now_millis())),
@@ -127,8 +86,8 @@ pub fn channel() -> (Inbox, Receiver<()>) {
 
 impl Dispatcher {
     /// Run until `stop` is set and no work is left, on the calling thread (not a runtime's:
-    /// it blocks on `handle` for the store's writes). Notifications are handled in inbox
-    /// order; `cursor` is the last one handled.
+    /// it blocks on `handle` for the store's writes). Notifications of the partitions this
+    /// host holds are claimed and handled in inbox order.
     pub fn run(
         self,
         handle: tokio::runtime::Handle,
@@ -137,106 +96,114 @@ impl Dispatcher {
         stop: Arc<std::sync::atomic::AtomicBool>,
     ) {
         let mut retries = Retries::default();
-        let mut cursor = loop {
-            match self.store.dispatch_cursor() {
-                Ok(c) => break c,
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "cannot read the dispatch cursor");
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-            }
-        };
         loop {
-            self.run_due_retries(&handle, &mut retries);
-            // The flag first: what is in the queue was committed before it is taken, so before
-            // the database is read.
-            let spilled = inbox.handoff.spilled.swap(false, Ordering::SeqCst);
-            let handed = std::mem::take(
-                &mut *inbox
-                    .handoff
-                    .queue
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()),
-            );
-            // After a spill everything handed over is in the database too, in order with what
-            // was not; items read there and handed over as well are skipped by the cursor.
-            let mut items: Vec<InboxItem> = if spilled {
-                match self.store.pending_inbox(cursor, BATCH) {
-                    Ok(items) => {
-                        if items.len() == BATCH {
-                            inbox.spill();
-                        }
-                        items
-                    }
+            let held = self.membership.held();
+            if held.generation != retries.generation {
+                // Other partitions: their waiting notifications are read afresh.
+                retries = Retries {
+                    generation: held.generation,
+                    ..Default::default()
+                };
+            }
+            let lease = &held.owned[..];
+            self.run_due_retries(&handle, lease, &mut retries);
+            let mut items = if lease.is_empty() {
+                Vec::new()
+            } else {
+                match self.store.claim_notifications(lease, BATCH) {
+                    Ok(items) => items,
                     Err(e) => {
                         tracing::error!(error = %format!("{e:#}"), "cannot read the inbox");
-                        inbox.spill();
                         std::thread::sleep(Duration::from_secs(1));
                         continue;
                     }
                 }
-            } else {
-                handed.into_iter().filter(|i| i.id > cursor).collect()
             };
             if items.is_empty() {
                 inbox.progressed();
                 if stop.load(std::sync::atomic::Ordering::SeqCst) {
                     return;
                 }
-                let until_retry = retries.next_poll.saturating_sub(now_millis()).clamp(1, 500);
+                let until_retry = retries
+                    .next_poll
+                    .saturating_sub(now_millis())
+                    .clamp(1, IDLE_POLL);
                 match wake.recv_timeout(Duration::from_millis(until_retry as u64)) {
-                    Ok(()) => {}
-                    // Idle: look at the database once more, in case anything was missed.
-                    Err(RecvTimeoutError::Timeout) => {
-                        inbox.spill();
-                    }
+                    Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
                 continue;
             }
             while !items.is_empty() {
-                let held = inbox.load.yield_to_ingress(items[0].received_at);
-                if !held.is_zero() {
+                let waited = inbox.load.yield_to_ingress(items[0].received_at);
+                if !waited.is_zero() {
                     self.metrics
-                        .add(&self.metrics.dispatch_held_ms, held.as_millis() as u64);
+                        .add(&self.metrics.dispatch_held_ms, waited.as_millis() as u64);
                 }
                 let batch: Vec<(InboxItem, Option<i64>)> = items
                     .drain(..items.len().min(BATCH))
                     .map(|i| (i, None))
                     .collect();
-                let last = batch.last().map_or(cursor, |(i, _)| i.id);
-                // A batch whose outcome cannot be stored is dispatched again, as after a crash.
-                loop {
-                    let outcome = self.dispatch_batch(&batch, &retries.customers);
-                    if self.registry.interrupted() {
-                        tracing::info!(
-                            "shutting down: the notifications of the batch in progress are dispatched again at the next start"
-                        );
-                        return;
+                let handled: Vec<i64> = batch.iter().map(|(i, _)| i.id).collect();
+                let outcome = self.dispatch_batch(&batch, &retries.customers);
+                if self.registry.interrupted() {
+                    tracing::info!(
+                        "shutting down: the notifications of the batch in progress are dispatched again at the next start"
+                    );
+                    return;
+                }
+                // A batch whose outcome cannot be stored is stored again; one whose lease was
+                // taken over is the new owner's to dispatch.
+                if !self.record(&handle, lease, handled, outcome, &mut retries) {
+                    break;
+                }
+                inbox.progressed();
+            }
+        }
+    }
+
+    /// Store the outcome of a batch, fenced by `lease`, and hand its deliveries to delivery.
+    /// A storage failure is retried; returns false when the lease was lost (nothing was stored:
+    /// the partitions' owner dispatches the batch).
+    fn record(
+        &self,
+        handle: &tokio::runtime::Handle,
+        lease: &[store::Owned],
+        handled: Vec<i64>,
+        outcome: BatchOutcome,
+        retries: &mut Retries,
+    ) -> bool {
+        loop {
+            match handle.block_on(self.store.dispatched(
+                lease,
+                handled.clone(),
+                outcome.deliveries.clone(),
+                outcome.kv.clone(),
+                outcome.retries.clone(),
+            )) {
+                Ok(rows) => {
+                    self.metrics
+                        .add(&self.metrics.notifications_dispatched, outcome.dispatched);
+                    self.delivery
+                        .enqueue(rows.into_iter().zip(outcome.requests).collect());
+                    if outcome.customers != retries.customers {
+                        retries.customers = outcome.customers;
+                        retries.next_poll = 0;
                     }
-                    match handle.block_on(self.store.dispatched_with_retries(
-                        Some(last),
-                        outcome.deliveries,
-                        outcome.kv,
-                        outcome.retries,
-                    )) {
-                        Ok(rows) => {
-                            self.metrics
-                                .add(&self.metrics.notifications_dispatched, outcome.dispatched);
-                            self.delivery
-                                .enqueue(rows.into_iter().zip(outcome.requests).collect());
-                            if outcome.customers != retries.customers {
-                                retries.customers = outcome.customers;
-                                retries.next_poll = 0;
-                            }
-                            cursor = last;
-                            inbox.progressed();
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %format!("{e:#}"), "cannot store the outcome of dispatch; retrying");
-                            std::thread::sleep(Duration::from_secs(1));
-                        }
+                    return true;
+                }
+                Err(e) if e.downcast_ref::<store::Fenced>().is_some() => {
+                    tracing::warn!(error = %format!("{e:#}"), "dispatch outcome dropped");
+                    return false;
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "cannot store the outcome of dispatch; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                    if !self.membership.held().owned.iter().eq(lease.iter()) {
+                        tracing::warn!(
+                            "the partitions held changed meanwhile: the batch is dropped, their owner dispatches it"
+                        );
+                        return false;
                     }
                 }
             }
@@ -245,13 +212,18 @@ impl Dispatcher {
 
     /// Run the notifications waiting after a failure of the host that are due, if any (at most
     /// every second, the waiting ones are read again: `notifications retry` changes them).
-    fn run_due_retries(&self, handle: &tokio::runtime::Handle, r: &mut Retries) {
+    fn run_due_retries(
+        &self,
+        handle: &tokio::runtime::Handle,
+        lease: &[store::Owned],
+        r: &mut Retries,
+    ) {
         let now = now_millis();
-        if now < r.next_poll {
+        if now < r.next_poll || lease.is_empty() {
             return;
         }
         r.next_poll = now + 1000;
-        let state = match self.store.retry_state() {
+        let state = match self.store.retry_state(lease) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "cannot read the notifications waiting to be dispatched again");
@@ -272,7 +244,7 @@ impl Dispatcher {
             }
             None => return,
         }
-        let rows = match self.store.due_retries(now, BATCH) {
+        let rows = match self.store.due_retries(lease, now, BATCH) {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "cannot read the notifications waiting to be dispatched again");
@@ -296,8 +268,9 @@ impl Dispatcher {
             return;
         }
         // Not committed, the rows stay as they were and are run again at the next poll.
-        match handle.block_on(self.store.dispatched_with_retries(
-            None,
+        match handle.block_on(self.store.dispatched(
+            lease,
+            Vec::new(),
             outcome.deliveries,
             outcome.kv,
             outcome.retries,
@@ -475,6 +448,7 @@ impl Dispatcher {
                 continue;
             }
             let delivery = NewDelivery {
+                partition: store::partition_of(n, self.store.partitions()),
                 kind: request.kind().to_string(),
                 target: target.to_string(),
                 lane: format!("{target}/{customer}"),
@@ -513,6 +487,8 @@ enum Failure {
 /// The notifications waiting after a failure of the host, as the dispatcher tracks them.
 #[derive(Default)]
 struct Retries {
+    /// The generation of the partitions held that this was read under.
+    generation: u64,
     /// Customers with notifications waiting (not parked).
     customers: HashSet<String>,
     /// When to read the waiting notifications again (Unix ms).
@@ -682,13 +658,21 @@ mod tests {
             registry.errors()
         );
         let (config, metrics) = (Arc::new(config), Arc::new(Metrics::default()));
-        let delivery = Delivery::new(store.clone(), config.clone(), metrics.clone()).unwrap();
+        let membership = Membership::new(config.cluster.host(), &store);
+        let delivery = Delivery::new(
+            store.clone(),
+            config.clone(),
+            metrics.clone(),
+            membership.clone(),
+        )
+        .unwrap();
         let dispatcher = Dispatcher {
             store: store.clone(),
             registry,
             config,
             metrics,
             delivery,
+            membership,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -719,7 +703,7 @@ mod tests {
 
         /// Dispatch fresh notifications and commit the outcome; returns it (committed).
         fn fresh(&self, items: Vec<InboxItem>, waiting: &HashSet<String>) -> BatchOutcome {
-            let last = items.last().unwrap().id;
+            let handled = items.iter().map(|i| i.id).collect();
             let batch: Vec<_> = items.into_iter().map(|i| (i, None)).collect();
             let mut outcome = self.dispatcher.dispatch_batch(&batch, waiting);
             let committed = BatchOutcome {
@@ -729,8 +713,9 @@ mod tests {
                 ..Default::default()
             };
             self.rt
-                .block_on(self.store.dispatched_with_retries(
-                    Some(last),
+                .block_on(self.store.dispatched(
+                    &store::SOLE,
+                    handled,
                     committed.deliveries,
                     committed.kv,
                     committed.retries,
@@ -762,7 +747,8 @@ mod tests {
         /// Run the due retries now, as the dispatcher's loop does.
         fn run_retries(&self, r: &mut Retries) {
             r.next_poll = 0;
-            self.dispatcher.run_due_retries(self.rt.handle(), r);
+            self.dispatcher
+                .run_due_retries(self.rt.handle(), &store::SOLE, r);
         }
 
         fn waiting(&self) -> Vec<(String, i64, bool)> {
@@ -818,7 +804,7 @@ mod tests {
 
         // A later notification of A waits too, while one of C goes on.
         s.break_kv(false);
-        let waiting = s.store.retry_state().unwrap().customers;
+        let waiting = s.store.retry_state(&store::SOLE).unwrap().customers;
         assert_eq!(waiting, HashSet::from(["A".to_string(), "B".to_string()]));
         let outcome = s.fresh(vec![message(5, "A", "a4"), message(6, "C", "c1")], &waiting);
         assert_eq!(outcome.dispatched, 1);
@@ -865,7 +851,7 @@ mod tests {
             [("a1".to_string(), 2, true), ("a2".to_string(), 0, false)],
             "parked after 2 attempts; a2 no longer waits for it"
         );
-        let due = s.store.due_retries(now_millis(), 10).unwrap();
+        let due = s.store.due_retries(&store::SOLE, now_millis(), 10).unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].notification.id, "a2");
         s.run_retries(&mut retries);
@@ -914,41 +900,5 @@ mod tests {
         let delays: Vec<_> = (1..=5).map(|a| backoff(&cfg, a).as_millis()).collect();
         assert_eq!(delays, [100, 200, 350, 350, 350]);
         assert_eq!(backoff(&cfg, i64::MAX), cfg.max_backoff);
-    }
-
-    fn items(ids: std::ops::Range<i64>) -> Vec<InboxItem> {
-        let json = r#"{"from":"1","id":"a","timestamp":"1","type":"text","text":{"body":"hi"}}"#;
-        let notification = Notification::from_item(Kind::Message, json, None, "test").unwrap();
-        ids.map(|id| InboxItem {
-            id,
-            received_at: 0,
-            dedup_key: format!("m:{id}"),
-            notification: notification.clone(),
-        })
-        .collect()
-    }
-
-    #[test]
-    fn the_inbox_writer_never_waits_for_the_dispatcher() {
-        let (inbox, _wake) = channel();
-        inbox.handoff.spilled.store(false, Ordering::SeqCst);
-        inbox.hand_over(items(1..3));
-        assert_eq!(inbox.handoff.queue.lock().unwrap().len(), 2);
-
-        // The dispatcher holds the queue (preempted, say): the hand-over goes on without it and
-        // sends the dispatcher to the database.
-        let held = inbox.handoff.queue.lock().unwrap();
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let writer = inbox.clone();
-        std::thread::spawn(move || {
-            writer.hand_over(items(3..4));
-            let _ = done_tx.send(());
-        });
-        assert!(
-            done_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
-            "the hand-over waited for the lock"
-        );
-        assert_eq!(held.len(), 2, "the item went to the database only");
-        assert!(inbox.handoff.spilled.load(Ordering::SeqCst));
     }
 }

@@ -13,13 +13,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, RawPathParams, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use sha2::{Digest, Sha256};
 use switchboard_sdk::split::{self, SplitError};
 use switchboard_sdk::{Kind, Notification};
@@ -41,6 +41,7 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub inbox: dispatch::Inbox,
     pub health: health::Health,
+    pub membership: Arc<crate::cluster::Membership>,
 }
 
 /// The endpoints of the configuration: the default one of `webhook_path` (unless empty) and
@@ -73,7 +74,8 @@ pub fn router(state: Arc<AppState>, endpoints: Vec<Arc<Endpoint>>) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/health/live", get(health::live))
         .route("/metrics", get(metrics))
-        .route("/plugins", get(plugins));
+        .route("/plugins", get(plugins))
+        .route("/cluster", get(cluster));
     for endpoint in endpoints {
         let on_post = {
             let endpoint = endpoint.clone();
@@ -113,7 +115,35 @@ async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         .render(snapshot.plugins.len(), app.registry.errors().len());
     body += &health::gauges(&app).await;
     body += &snapshot.render_metrics();
+    let host = serde_json::Value::from(app.membership.host().id.as_str()).to_string();
+    body += &format!(
+        "# HELP switchboard_host_info This host's id.\n# TYPE switchboard_host_info gauge\nswitchboard_host_info{{host={host}}} 1\n\
+         # HELP switchboard_partitions_held Partitions whose lease this host holds.\n# TYPE switchboard_partitions_held gauge\nswitchboard_partitions_held {}\n",
+        app.membership.held().owned.len()
+    );
     ([("content-type", "text/plain; version=0.0.4")], body)
+}
+
+/// The hosts sharing the storage, the partitions each holds and what waits in each, as
+/// `cluster status --json` prints them, with this host's id.
+async fn cluster(State(app): State<Arc<AppState>>) -> Response {
+    let store = app.store.clone();
+    match tokio::task::spawn_blocking(move || store.cluster()).await {
+        Ok(Ok(cluster)) => {
+            let mut body = serde_json::to_value(&cluster).unwrap_or_default();
+            body["this_host"] = app.membership.host().id.clone().into();
+            Json(body).into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot read the cluster's state");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot read the cluster's state",
+            )
+                .into_response()
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }
 
 /// The plugins serving, in chain order, and the newest load error of each plugin that has one.
@@ -265,10 +295,13 @@ async fn accept(
     }
     let total = items.len() as u64;
     let _storing = app.inbox.storing();
-    let fresh = app.store.ingest(items, app.inbox.on_commit()).await.map_err(|e| {
+    let fresh = app.store.ingest(items).await.map_err(|e| {
         tracing::error!(error = %format!("{e:#}"), "cannot store a webhook; answering 503 so the sender retries");
         WhatsAppError::new(StatusCode::SERVICE_UNAVAILABLE, "Service unavailable", "storage is unavailable; retry later".into())
     })? as u64;
+    if fresh > 0 {
+        app.inbox.wake();
+    }
     app.metrics.add(&app.metrics.notifications_accepted, fresh);
     app.metrics
         .add(&app.metrics.notifications_duplicate, total - fresh);

@@ -224,11 +224,13 @@ mod tests {
             "the batch's own writes are read back"
         );
         let writes = overlay.take_writes();
-        db.dispatched(0, vec![], writes).await.unwrap();
+        db.dispatched(&store::SOLE, vec![], vec![], writes, vec![])
+            .await
+            .unwrap();
 
         // A write committed while a batch reads is not seen by that batch...
         assert_eq!(overlay.get(&db, "p", "k").unwrap(), None);
-        db.dispatched(0, vec![], vec![set("k", b"2")])
+        db.dispatched(&store::SOLE, vec![], vec![], vec![set("k", b"2")], vec![])
             .await
             .unwrap();
         assert_eq!(overlay.get(&db, "p", "k").unwrap(), None);
@@ -258,9 +260,15 @@ mod tests {
     async fn usage_counts_committed_keys_and_the_batch_writes() {
         let dir = tempfile::tempdir().unwrap();
         let db = store::open(&dir.path().join("db.sqlite")).unwrap();
-        db.dispatched(0, vec![], vec![set("ab", b"123"), set("c", b"4")])
-            .await
-            .unwrap();
+        db.dispatched(
+            &store::SOLE,
+            vec![],
+            vec![],
+            vec![set("ab", b"123"), set("c", b"4")],
+            vec![],
+        )
+        .await
+        .unwrap();
         let mut overlay = KvOverlay::default();
         assert_eq!(overlay.usage(&db, "p").unwrap(), (2, 7));
         assert_eq!(overlay.usage(&db, "other").unwrap(), (0, 0));

@@ -1,4 +1,7 @@
 use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use rusqlite::{OptionalExtension, params};
 use serde_json::value::RawValue;
@@ -27,19 +30,60 @@ pub struct InboxItem {
     pub notification: Notification,
 }
 
-/// Called on the writer thread right after the commit that stored the fresh notifications of
-/// one `ingest`, in commit order (so in id order across calls).
-pub type OnCommit = Box<dyn FnOnce(Vec<InboxItem>) + Send>;
+/// Notifications committed to the inbox, handed from the writer to the dispatcher's next claim
+/// in commit order, so that dispatch need not read back what ingress just wrote. When the
+/// dispatcher falls behind, the hand-over stops (`spilled`) and claims read the table instead.
+pub struct Handoff {
+    queue: Mutex<VecDeque<InboxItem>>,
+    spilled: AtomicBool,
+    /// The highest id claimed so far: claims after a spill skip what was handed over.
+    claimed: AtomicI64,
+    /// When claims last read the table (Unix ms).
+    table_read: AtomicI64,
+}
+
+/// How often an idle dispatcher's claims read the table rather than trust the hand-over.
+const IDLE_LOOK_MS: i64 = 500;
+
+/// Notifications handed over in memory at most; past that they wait in the database only.
+const HANDOFF_CAPACITY: usize = 1024;
+
+impl Default for Handoff {
+    fn default() -> Handoff {
+        Handoff {
+            queue: Mutex::new(VecDeque::new()),
+            // Start from the database: what was stored before a restart waits there.
+            spilled: AtomicBool::new(true),
+            claimed: AtomicI64::new(-1),
+            table_read: AtomicI64::new(0),
+        }
+    }
+}
+
+impl Handoff {
+    fn hand_over(&self, items: Vec<InboxItem>) {
+        // The writer never waits for the queue: the dispatcher, which runs at idle priority,
+        // may have been preempted holding it.
+        let handed = !self.spilled.load(Ordering::SeqCst)
+            && match self.queue.try_lock() {
+                Ok(mut queue) if queue.len() + items.len() <= HANDOFF_CAPACITY => {
+                    queue.extend(items);
+                    true
+                }
+                _ => false,
+            };
+        if !handed {
+            self.spilled.store(true, Ordering::SeqCst);
+        }
+    }
+}
 
 impl Sqlite {
-    /// Store notifications durably, skipping those seen before; `on_commit` gets the fresh ones
-    /// once they are durable. Returns how many were fresh.
-    pub(super) async fn ingest(
-        &self,
-        items: Vec<NewInboxItem>,
-        on_commit: OnCommit,
-    ) -> anyhow::Result<usize> {
+    /// Store notifications durably, skipping those seen before, and hand the fresh ones to
+    /// the next claim. Returns how many were fresh.
+    pub(super) async fn ingest(&self, items: Vec<NewInboxItem>) -> anyhow::Result<usize> {
         let seen = self.seen.clone();
+        let handoff = self.handoff.clone();
         let items: Vec<(NewInboxItem, String)> = items
             .into_iter()
             .map(|i| {
@@ -77,7 +121,7 @@ impl Sqlite {
                     added.keep();
                     let count = fresh.len();
                     if count > 0 {
-                        on_commit(fresh);
+                        handoff.hand_over(fresh);
                     }
                     count
                 },
@@ -85,9 +129,54 @@ impl Sqlite {
             .await
     }
 
-    /// Where dispatch stands: every notification up to this id has been handled.
-    pub(super) fn dispatch_cursor(&self) -> anyhow::Result<i64> {
-        self.work.read(read_cursor)
+    /// The next notifications to dispatch, at most `limit`: those handed over by ingest, or
+    /// after a spill (and at start) those after the last claimed, read from the table.
+    pub(super) fn claim_notifications(&self, limit: usize) -> anyhow::Result<Vec<InboxItem>> {
+        let h = &self.handoff;
+        let mut claimed = h.claimed.load(Ordering::SeqCst);
+        if claimed < 0 {
+            claimed = self.work.read(read_cursor)?;
+        }
+        // The flag first: what is in the queue was committed before it is taken, so before
+        // the table is read.
+        let mut spilled = h.spilled.swap(false, Ordering::SeqCst);
+        let handed = std::mem::take(&mut *h.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        // Idle: look at the table now and then, in case anything was missed.
+        let now = now_millis();
+        if handed.is_empty() && now - h.table_read.load(Ordering::Relaxed) >= IDLE_LOOK_MS {
+            spilled = true;
+        }
+        if spilled {
+            h.table_read.store(now, Ordering::Relaxed);
+        }
+        // After a spill everything handed over is in the table too, in order with what was
+        // not; items read there and handed over as well are skipped by `claimed`.
+        let items: Vec<InboxItem> = if spilled {
+            match self.pending_inbox(claimed, limit) {
+                Ok(items) => {
+                    if items.len() == limit {
+                        h.spilled.store(true, Ordering::SeqCst);
+                    }
+                    items
+                }
+                Err(e) => {
+                    h.spilled.store(true, Ordering::SeqCst);
+                    return Err(e);
+                }
+            }
+        } else {
+            let mut items: Vec<InboxItem> = handed.into_iter().filter(|i| i.id > claimed).collect();
+            if items.len() > limit {
+                // The rest is read from the table at the next claim.
+                items.truncate(limit);
+                h.spilled.store(true, Ordering::SeqCst);
+            }
+            items
+        };
+        if let Some(last) = items.last() {
+            h.claimed.store(last.id, Ordering::SeqCst);
+        }
+        Ok(items)
     }
 
     /// The notifications after `cursor`, oldest first, at most `limit`. A stored notification
@@ -205,6 +294,44 @@ mod tests {
     use switchboard_sdk::split::{split_cloud, split_onprem};
 
     use super::*;
+
+    fn items(ids: std::ops::Range<i64>) -> Vec<InboxItem> {
+        let json = r#"{"from":"1","id":"a","timestamp":"1","type":"text","text":{"body":"hi"}}"#;
+        let notification = Notification::from_item(Kind::Message, json, None, "test").unwrap();
+        ids.map(|id| InboxItem {
+            id,
+            received_at: 0,
+            dedup_key: format!("m:{id}"),
+            notification: notification.clone(),
+        })
+        .collect()
+    }
+
+    #[test]
+    fn the_inbox_writer_never_waits_for_the_dispatcher() {
+        let handoff = std::sync::Arc::new(Handoff::default());
+        handoff.spilled.store(false, Ordering::SeqCst);
+        handoff.hand_over(items(1..3));
+        assert_eq!(handoff.queue.lock().unwrap().len(), 2);
+
+        // The dispatcher holds the queue (preempted, say): the hand-over goes on without it and
+        // sends the next claim to the table.
+        let held = handoff.queue.lock().unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let writer = handoff.clone();
+        std::thread::spawn(move || {
+            writer.hand_over(items(3..4));
+            let _ = done_tx.send(());
+        });
+        assert!(
+            done_rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .is_ok(),
+            "the hand-over waited for the lock"
+        );
+        assert_eq!(held.len(), 2, "the item went to the table only");
+        assert!(handoff.spilled.load(Ordering::SeqCst));
+    }
 
     #[test]
     fn the_stored_form_reads_back_as_the_same_notification() {

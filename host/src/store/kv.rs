@@ -43,7 +43,34 @@ impl Sqlite {
 pub const USAGE_RECOUNT: Duration = Duration::from_secs(30);
 
 /// Each plugin's usage (keys, bytes) and when it was last counted.
-pub type UsageCache = Arc<Mutex<HashMap<String, ((u64, u64), Instant)>>>;
+#[derive(Clone, Default)]
+pub struct UsageCache(Arc<Mutex<HashMap<String, ((u64, u64), Instant)>>>);
+
+impl UsageCache {
+    /// A plugin's usage, unless it is due to be counted again.
+    pub fn get(&self, plugin: &str) -> Option<(u64, u64)> {
+        let c = self.0.lock().ok()?;
+        c.get(plugin)
+            .filter(|(_, at)| at.elapsed() < USAGE_RECOUNT)
+            .map(|(u, _)| *u)
+    }
+
+    /// A plugin's usage as just counted.
+    pub fn counted(&self, plugin: &str, usage: (u64, u64)) {
+        if let Ok(mut c) = self.0.lock() {
+            c.insert(plugin.to_string(), (usage, Instant::now()));
+        }
+    }
+
+    /// A plugin's usage after writes about to be committed (the count keeps its age).
+    pub fn note(&self, plugin: &str, usage: (u64, u64)) {
+        if let Ok(mut c) = self.0.lock()
+            && let Some(entry) = c.get_mut(plugin)
+        {
+            entry.0 = usage;
+        }
+    }
+}
 
 /// Reads in one read transaction: one snapshot, and the connection's page cache stays valid
 /// between reads (a new transaction after another commit would drop it).
@@ -68,12 +95,7 @@ impl super::KvReader for Reader {
     }
 
     fn usage(&mut self, plugin: &str) -> anyhow::Result<(u64, u64)> {
-        let cached = self.usage.lock().ok().and_then(|c| {
-            c.get(plugin)
-                .filter(|(_, at)| at.elapsed() < USAGE_RECOUNT)
-                .map(|(u, _)| *u)
-        });
-        if let Some(u) = cached {
+        if let Some(u) = self.usage.get(plugin) {
             return Ok(u);
         }
         let conn = self
@@ -88,18 +110,12 @@ impl super::KvReader for Reader {
             Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
         })
         .context("key-value usage read failed")?;
-        if let Ok(mut c) = self.usage.lock() {
-            c.insert(plugin.to_string(), (counted, Instant::now()));
-        }
+        self.usage.counted(plugin, counted);
         Ok(counted)
     }
 
     fn note_usage(&mut self, plugin: &str, usage: (u64, u64)) {
-        if let Ok(mut c) = self.usage.lock()
-            && let Some(entry) = c.get_mut(plugin)
-        {
-            entry.0 = usage;
-        }
+        self.usage.note(plugin, usage);
     }
 }
 

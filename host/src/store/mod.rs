@@ -11,11 +11,16 @@ mod backlog;
 mod db;
 mod inbox;
 mod kv;
+mod lease;
 mod outbox;
+pub mod postgres;
 mod retry;
 mod schema;
 mod seen;
 mod writer;
+
+#[cfg(test)]
+pub mod conformance;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,8 +29,11 @@ use anyhow::Context;
 
 pub use backlog::Backlog;
 use db::Db;
-pub use inbox::{InboxItem, NewInboxItem, OnCommit};
+pub use inbox::{InboxItem, NewInboxItem};
 pub use kv::KvWrite;
+pub use lease::{
+    Cluster, Fenced, HostInfo, HostRow, Owned, PartitionRow, SOLE, SchemaStatus, partition_of,
+};
 pub use outbox::{DeliveryOutcome, NewDelivery, OutboxRow, OutboxState};
 pub use retry::{RetryChange, RetryRow, RetryState};
 use writer::Sync;
@@ -38,54 +46,62 @@ pub fn now_millis() -> i64 {
         .unwrap_or(0)
 }
 
-/// What the server needs of its storage. One implementation per database: SQLite here; a
-/// PostgreSQL one (several hosts sharing one queue) would implement the same methods, with
-/// `dispatched` and `record_outcomes` claiming rows (`FOR UPDATE SKIP LOCKED`) rather than
-/// relying on a single dispatcher.
+/// What the server needs of its storage, shaped as claims under leases so that one host or
+/// many can share it.
+///
+/// Work is split into partitions by customer ([`partition_of`]); a host acts only on the
+/// partitions it holds a lease on ([`Storage::heartbeat`]), each with a fence that grows at
+/// every change of owner. Claims read the work of the partitions held; records are fenced: a
+/// record made under a lease that was taken over fails with [`Fenced`] and changes nothing.
+/// SQLite has one partition, always held by its one server.
 ///
 /// Writes are async and return once durable (see each method for how durable). Reads block:
 /// call them from blocking code (the dispatcher thread, `spawn_blocking`, the CLI).
 #[async_trait::async_trait]
 pub trait Storage: Send + std::marker::Sync + 'static {
     /// Store notifications durably (they survive a power cut), skipping those whose dedup key
-    /// was seen before; `on_commit` gets the fresh ones once they are stored, in commit order
-    /// across calls. Returns how many were fresh.
-    async fn ingest(&self, items: Vec<NewInboxItem>, on_commit: OnCommit) -> anyhow::Result<usize>;
+    /// was seen before, in one transaction with the keys. Returns how many were fresh.
+    async fn ingest(&self, items: Vec<NewInboxItem>) -> anyhow::Result<usize>;
 
-    /// Where dispatch stands: every notification up to this id has been handled.
-    fn dispatch_cursor(&self) -> anyhow::Result<i64>;
+    /// Renew the leases of `host`, take a fair share of the partitions that are free or whose
+    /// lease expired, and give up what is beyond a fair share. Returns the partitions held.
+    async fn heartbeat(&self, host: &HostInfo) -> anyhow::Result<Vec<Owned>>;
 
-    /// The notifications after `cursor`, oldest first, at most `limit`.
-    fn pending_inbox(&self, cursor: i64, limit: usize) -> anyhow::Result<Vec<InboxItem>>;
+    /// Give up every partition of `host` and deregister it (at a clean shutdown, once its
+    /// work in flight is recorded): the others take over at their next heartbeat.
+    async fn leave(&self, host: &HostInfo) -> anyhow::Result<()>;
 
-    /// Record what dispatch made of the notifications up to `cursor`: their deliveries and
-    /// the plugins' key-value writes, atomically. Returns the stored deliveries. May be lost to
-    /// a power cut (the notifications are then dispatched again), never to a crash.
+    /// Whether several hosts may share this storage (then leases expire and are taken over).
+    fn shared(&self) -> bool;
+
+    /// How many partitions the work is split into ([`partition_of`]).
+    fn partitions(&self) -> u32;
+
+    /// Notifications of the partitions in `lease` not yet dispatched, oldest first, at most
+    /// `limit`; each is claimed until recorded by [`Storage::dispatched`] (or the lease goes).
+    fn claim_notifications(&self, lease: &[Owned], limit: usize) -> anyhow::Result<Vec<InboxItem>>;
+
+    /// Record what dispatch made of claimed notifications (`handled`, in claim order) and of
+    /// waiting ones (`retries`): their deliveries and the plugins' key-value writes, atomically,
+    /// fenced by `lease`. Returns the stored deliveries. May be lost to a power cut (the
+    /// notifications are then dispatched again), never to a crash.
     async fn dispatched(
         &self,
-        cursor: i64,
-        deliveries: Vec<NewDelivery>,
-        kv: Vec<KvWrite>,
-    ) -> anyhow::Result<Vec<OutboxRow>>;
-
-    /// [`Storage::dispatched`], with changes to the notifications waiting to be dispatched again
-    /// (see [`RetryRow`]), in the same transaction; without a `cursor` (a batch of retries
-    /// only) the cursor stays where it is.
-    async fn dispatched_with_retries(
-        &self,
-        cursor: Option<i64>,
+        lease: &[Owned],
+        handled: Vec<i64>,
         deliveries: Vec<NewDelivery>,
         kv: Vec<KvWrite>,
         retries: Vec<RetryChange>,
     ) -> anyhow::Result<Vec<OutboxRow>>;
 
-    /// Which customers have notifications waiting to be dispatched again, how many are waiting
-    /// and parked, and when the next may run.
-    fn retry_state(&self) -> anyhow::Result<RetryState>;
+    /// Which customers of the partitions in `lease` have notifications waiting to be
+    /// dispatched again, how many are waiting and parked, and when the next may run.
+    fn retry_state(&self, lease: &[Owned]) -> anyhow::Result<RetryState>;
 
-    /// Waiting notifications due at `now` that may run (each customer's oldest), oldest first,
-    /// at most `limit`.
-    fn due_retries(&self, now: i64, limit: usize) -> anyhow::Result<Vec<RetryRow>>;
+    /// Waiting notifications of `lease` due at `now` that may run (each customer's oldest),
+    /// oldest first, at most `limit`.
+    fn due_retries(&self, lease: &[Owned], now: i64, limit: usize)
+    -> anyhow::Result<Vec<RetryRow>>;
 
     /// Notifications for operators: the parked ones, or those waiting to be run again.
     fn list_notifications(&self, parked: bool, limit: usize) -> anyhow::Result<Vec<RetryRow>>;
@@ -94,27 +110,33 @@ pub trait Storage: Send + std::marker::Sync + 'static {
     /// with inbox id `id`, or all of them. Returns how many.
     async fn retry_parked(&self, id: Option<i64>) -> anyhow::Result<usize>;
 
-    /// Pending deliveries after id `after` up to id `upto`, and revived dead letters, oldest
-    /// first, at most `limit`.
-    fn pending_deliveries(
+    /// Pending deliveries of the partitions in `lease` after id `after` up to id `upto`, and
+    /// revived dead letters, oldest first, at most `limit`.
+    fn claim_deliveries(
         &self,
+        lease: &[Owned],
         after: i64,
         upto: i64,
         limit: usize,
     ) -> anyhow::Result<Vec<OutboxRow>>;
 
-    /// The highest delivery id ever given (ids are never reused).
+    /// The highest delivery id given so far (ids are never reused).
     fn max_delivery_id(&self) -> anyhow::Result<i64>;
 
     /// What waits: undispatched notifications, pending deliveries by target, dead letters.
     fn backlog(&self) -> anyhow::Result<Backlog>;
 
-    /// Fail unless the database can be opened and read afresh (for readiness).
+    /// Fail unless the database can be reached and read afresh (for readiness).
     fn probe(&self) -> anyhow::Result<()>;
 
-    /// Record the outcomes of attempts; a delivered row goes. Like `dispatched`, may be lost to
-    /// a power cut (one more attempt), never to a crash.
-    async fn record_outcomes(&self, outcomes: Vec<(i64, DeliveryOutcome)>) -> anyhow::Result<()>;
+    /// Record the outcomes of attempts, fenced by `lease`: outcomes of partitions no longer
+    /// held are dropped (the new owner attempts those rows again). A delivered row goes. Like
+    /// `dispatched`, may be lost to a power cut (one more attempt), never to a crash.
+    async fn record_outcomes(
+        &self,
+        lease: &[Owned],
+        outcomes: Vec<(i64, DeliveryOutcome)>,
+    ) -> anyhow::Result<()>;
 
     /// Deliveries for operators: the dead ones, or all pending.
     fn list_deliveries(&self, dead: bool, limit: usize) -> anyhow::Result<Vec<OutboxRow>>;
@@ -123,13 +145,23 @@ pub trait Storage: Send + std::marker::Sync + 'static {
     /// `id`, or all of them. Returns how many.
     async fn retry_dead(&self, id: Option<i64>) -> anyhow::Result<usize>;
 
-    /// A reader of the plugins' key-value state as it stands at its first read, for one
-    /// dispatch batch (whose own writes the caller overlays).
+    /// A reader of the plugins' key-value state for one dispatch batch (whose own writes the
+    /// caller overlays).
     fn kv_reader(&self) -> anyhow::Result<Box<dyn KvReader>>;
 
     /// Keep the storage bounded: handled notifications received before `before`, dedup keys
-    /// older than `seen_before` and expired key-value entries go. Returns how many rows.
+    /// older than `seen_before` and expired key-value entries go, in small batches. Returns
+    /// how many rows.
     async fn prune(&self, before: i64, seen_before: i64) -> anyhow::Result<usize>;
+
+    /// The hosts sharing the storage and the partitions: who holds each, and what waits in it.
+    fn cluster(&self) -> anyhow::Result<Cluster>;
+
+    /// Call `wake` when another host (or a command) stored work that this host may own.
+    fn on_remote_work(&self, wake: Arc<dyn Fn() + Send + std::marker::Sync>);
+
+    /// The schema: versions applied and known.
+    fn schema_status(&self) -> anyhow::Result<SchemaStatus>;
 
     /// Wait for every write queued so far, then stop writing.
     async fn close(&self);
@@ -149,6 +181,36 @@ pub trait KvReader: Send {
 
 /// The storage the server runs on; cheap to clone.
 pub type Store = Arc<dyn Storage>;
+
+/// Who opens the storage: the server (which takes the work) or a command beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opener {
+    Server,
+    Command,
+}
+
+/// Open the storage that `[storage] url` names: `sqlite://PATH` (created on first use) or
+/// `postgres://...` (migrated on first use), with at most `pool_size` PostgreSQL connections.
+pub fn connect(url: &str, pool_size: usize, opener: Opener) -> anyhow::Result<Store> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = Path::new(path);
+        return match opener {
+            Opener::Server => open_for_server(path),
+            Opener::Command => open(path),
+        };
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let size = match opener {
+            Opener::Server => pool_size,
+            Opener::Command => 2,
+        };
+        return Ok(Arc::new(postgres::Postgres::connect(url, size)?));
+    }
+    anyhow::bail!(
+        "[storage] url {:?} is not supported: use sqlite://PATH or postgres://USER@HOST/DATABASE",
+        postgres::redact(url)
+    )
+}
 
 /// Open (and create on first use) the SQLite database at `path`, and the inbox beside it
 /// (see [`inbox_path`]).
@@ -197,31 +259,39 @@ fn lock_for_server(path: &Path) -> anyhow::Result<std::fs::File> {
 
 #[async_trait::async_trait]
 impl Storage for Sqlite {
-    async fn ingest(&self, items: Vec<NewInboxItem>, on_commit: OnCommit) -> anyhow::Result<usize> {
-        Sqlite::ingest(self, items, on_commit).await
+    async fn ingest(&self, items: Vec<NewInboxItem>) -> anyhow::Result<usize> {
+        Sqlite::ingest(self, items).await
     }
-    fn dispatch_cursor(&self) -> anyhow::Result<i64> {
-        Sqlite::dispatch_cursor(self)
+    async fn heartbeat(&self, _host: &HostInfo) -> anyhow::Result<Vec<Owned>> {
+        Ok(SOLE.to_vec())
     }
-    fn pending_inbox(&self, cursor: i64, limit: usize) -> anyhow::Result<Vec<InboxItem>> {
-        Sqlite::pending_inbox(self, cursor, limit)
+    async fn leave(&self, _host: &HostInfo) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn shared(&self) -> bool {
+        false
+    }
+    fn partitions(&self) -> u32 {
+        1
+    }
+    fn claim_notifications(
+        &self,
+        _lease: &[Owned],
+        limit: usize,
+    ) -> anyhow::Result<Vec<InboxItem>> {
+        Sqlite::claim_notifications(self, limit)
     }
     async fn dispatched(
         &self,
-        cursor: i64,
-        deliveries: Vec<NewDelivery>,
-        kv: Vec<KvWrite>,
-    ) -> anyhow::Result<Vec<OutboxRow>> {
-        self.dispatched_with_retries(Some(cursor), deliveries, kv, Vec::new())
-            .await
-    }
-    async fn dispatched_with_retries(
-        &self,
-        cursor: Option<i64>,
+        _lease: &[Owned],
+        handled: Vec<i64>,
         deliveries: Vec<NewDelivery>,
         kv: Vec<KvWrite>,
         retries: Vec<RetryChange>,
     ) -> anyhow::Result<Vec<OutboxRow>> {
+        // Claims are in id order and one dispatcher commits them in order: the cursor is the
+        // record of what was handled.
+        let cursor = handled.iter().copied().max();
         // Lazy: lost to a power cut, the notifications are dispatched again (at least once).
         self.work
             .writer
@@ -241,10 +311,15 @@ impl Storage for Sqlite {
             )
             .await
     }
-    fn retry_state(&self) -> anyhow::Result<RetryState> {
+    fn retry_state(&self, _lease: &[Owned]) -> anyhow::Result<RetryState> {
         Sqlite::retry_state(self)
     }
-    fn due_retries(&self, now: i64, limit: usize) -> anyhow::Result<Vec<RetryRow>> {
+    fn due_retries(
+        &self,
+        _lease: &[Owned],
+        now: i64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<RetryRow>> {
         Sqlite::due_retries(self, now, limit)
     }
     fn list_notifications(&self, parked: bool, limit: usize) -> anyhow::Result<Vec<RetryRow>> {
@@ -253,8 +328,9 @@ impl Storage for Sqlite {
     async fn retry_parked(&self, id: Option<i64>) -> anyhow::Result<usize> {
         Sqlite::retry_parked(self, id).await
     }
-    fn pending_deliveries(
+    fn claim_deliveries(
         &self,
+        _lease: &[Owned],
         after: i64,
         upto: i64,
         limit: usize,
@@ -270,7 +346,11 @@ impl Storage for Sqlite {
     fn probe(&self) -> anyhow::Result<()> {
         Sqlite::probe(self)
     }
-    async fn record_outcomes(&self, outcomes: Vec<(i64, DeliveryOutcome)>) -> anyhow::Result<()> {
+    async fn record_outcomes(
+        &self,
+        _lease: &[Owned],
+        outcomes: Vec<(i64, DeliveryOutcome)>,
+    ) -> anyhow::Result<()> {
         Sqlite::record_outcomes(self, outcomes).await
     }
     fn list_deliveries(&self, dead: bool, limit: usize) -> anyhow::Result<Vec<OutboxRow>> {
@@ -315,6 +395,37 @@ impl Storage for Sqlite {
             .await?;
         Ok(kv + inbox)
     }
+    fn cluster(&self) -> anyhow::Result<Cluster> {
+        let backlog = Sqlite::backlog(self)?;
+        let now = now_millis();
+        let oldest = backlog.outbox.iter().map(|(_, _, at)| *at).min();
+        Ok(Cluster {
+            hosts: Vec::new(),
+            partitions: vec![PartitionRow {
+                partition: 0,
+                owner: None,
+                fence: 0,
+                expires_in_ms: None,
+                inbox_pending: backlog.inbox,
+                inbox_oldest_age_ms: backlog.inbox_oldest.map(|at| now - at),
+                outbox_pending: backlog.outbox.iter().map(|(_, n, _)| n).sum(),
+                outbox_oldest_age_ms: oldest.map(|at| now - at),
+            }],
+        })
+    }
+    fn on_remote_work(&self, _wake: Arc<dyn Fn() + Send + std::marker::Sync>) {
+        // One server per database: no other host stores work here.
+    }
+    fn schema_status(&self) -> anyhow::Result<SchemaStatus> {
+        let version = self
+            .work
+            .read(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))?;
+        Ok(SchemaStatus {
+            backend: "sqlite",
+            applied: (1..=version).collect(),
+            latest: schema::WORK_VERSION,
+        })
+    }
     async fn close(&self) {
         self.inbox.writer.close().await;
         self.work.writer.close().await;
@@ -333,6 +444,8 @@ pub struct Sqlite {
     server_lock: Option<std::fs::File>,
     /// The plugins' key-value usage, counted now and then rather than at every batch.
     kv_usage: kv::UsageCache,
+    /// Fresh notifications on their way from ingest to the next claim.
+    handoff: Arc<inbox::Handoff>,
 }
 
 impl Sqlite {
@@ -363,6 +476,7 @@ impl Sqlite {
             seen: Default::default(),
             server_lock: None,
             kv_usage: Default::default(),
+            handoff: Default::default(),
         })
     }
 
@@ -407,8 +521,6 @@ pub fn inbox_path(path: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use switchboard_sdk::{Kind, Notification};
 
     use super::*;
@@ -424,71 +536,6 @@ mod tests {
         }
     }
 
-    fn delivery(n: usize) -> NewDelivery {
-        NewDelivery {
-            kind: "forward".into(),
-            target: "sink".into(),
-            lane: format!("sink/{n}"),
-            webhook_id: format!("w{n}"),
-            request: "{}".into(),
-        }
-    }
-
-    #[tokio::test]
-    async fn ids_keep_growing_after_everything_was_handled_and_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir.path().join("db.sqlite")).unwrap();
-
-        let handed = Arc::new(Mutex::new(Vec::new()));
-        let sink = handed.clone();
-        let fresh = store
-            .ingest(
-                vec![item("a"), item("b"), item("a")],
-                Box::new(move |items| sink.lock().unwrap().extend(items)),
-            )
-            .await
-            .unwrap();
-        assert_eq!(fresh, 2, "the repeated id is a duplicate");
-        let first: Vec<i64> = handed.lock().unwrap().iter().map(|i| i.id).collect();
-        assert_eq!(store.pending_inbox(0, 10).unwrap().len(), 2);
-
-        // Dispatch both, deliver their deliveries, prune everything.
-        let cursor = *first.last().unwrap();
-        let rows = store
-            .dispatched(cursor, vec![delivery(1), delivery(2)], vec![])
-            .await
-            .unwrap();
-        assert!(store.pending_inbox(cursor, 10).unwrap().is_empty());
-        let outcomes = rows
-            .iter()
-            .map(|r| (r.id, DeliveryOutcome::Delivered))
-            .collect();
-        store.record_outcomes(outcomes).await.unwrap();
-        let top = store.max_delivery_id().unwrap();
-        assert!(store.pending_deliveries(0, top, 10).unwrap().is_empty());
-        store
-            .prune(now_millis() + 1, now_millis() + 1)
-            .await
-            .unwrap();
-
-        // New work after the tables emptied gets new ids: the cursor and the delivery queue
-        // would skip a reused one.
-        store
-            .ingest(vec![item("c")], Box::new(|_| {}))
-            .await
-            .unwrap();
-        let pending = store.pending_inbox(cursor, 10).unwrap();
-        assert_eq!(pending.len(), 1, "the new notification is after the cursor");
-        assert!(pending[0].id > cursor);
-        let again = store
-            .dispatched(pending[0].id, vec![delivery(3)], vec![])
-            .await
-            .unwrap();
-        assert!(again[0].id > top, "delivery ids are not reused");
-        assert_eq!(store.dispatch_cursor().unwrap(), pending[0].id);
-        store.close().await;
-    }
-
     #[tokio::test]
     async fn dedup_keys_hold_across_a_reopen_until_pruned() {
         let dir = tempfile::tempdir().unwrap();
@@ -497,7 +544,7 @@ mod tests {
         let ingest = |store: &Store, ids: &[&str]| {
             let items = ids.iter().map(|id| item(id)).collect();
             let store = store.clone();
-            async move { store.ingest(items, Box::new(|_| {})).await.unwrap() }
+            async move { store.ingest(items).await.unwrap() }
         };
         assert_eq!(ingest(&store, &["a", "b"]).await, 2);
         store.close().await;
@@ -550,16 +597,11 @@ mod tests {
                  BEGIN SELECT RAISE(ABORT, 'refused'); END;",
             )
             .unwrap();
-        let failed = store
-            .ingest(vec![item("a"), item("bad")], Box::new(|_| {}))
-            .await;
+        let failed = store.ingest(vec![item("a"), item("bad")]).await;
         assert!(failed.is_err());
         inbox.execute_batch("DROP TRIGGER refuse").unwrap();
         // The sender retries what was not acknowledged: it is new, not a duplicate.
-        let fresh = store
-            .ingest(vec![item("a"), item("bad")], Box::new(|_| {}))
-            .await
-            .unwrap();
+        let fresh = store.ingest(vec![item("a"), item("bad")]).await.unwrap();
         assert_eq!(fresh, 2);
         store.close().await;
     }
@@ -578,10 +620,7 @@ mod tests {
             .unwrap();
         }
         let store = open(&path).unwrap();
-        let fresh = store
-            .ingest(vec![item("a"), item("b")], Box::new(|_| {}))
-            .await
-            .unwrap();
+        let fresh = store.ingest(vec![item("a"), item("b")]).await.unwrap();
         assert_eq!(fresh, 1, "a was seen before the upgrade");
         store.close().await;
     }
@@ -629,25 +668,19 @@ mod tests {
 
         let store = open(&path).unwrap();
         assert!(inbox_path(&path).exists());
-        let pending: Vec<i64> = store
-            .pending_inbox(1, 10)
-            .unwrap()
-            .iter()
-            .map(|i| i.id)
-            .collect();
-        assert_eq!(pending, [2, 3], "what was waiting for dispatch still is");
-        assert_eq!(store.pending_inbox(1, 10).unwrap()[1].dedup_key, "m:c");
-        let fresh = store
-            .ingest(vec![item("a"), item("d")], Box::new(|_| {}))
-            .await
-            .unwrap();
+        let pending = store.claim_notifications(&SOLE, 10).unwrap();
+        let ids: Vec<i64> = pending.iter().map(|i| i.id).collect();
+        assert_eq!(ids, [2, 3], "what was waiting for dispatch still is");
+        assert_eq!(pending[1].dedup_key, "m:c");
+        let fresh = store.ingest(vec![item("a"), item("d")]).await.unwrap();
         assert_eq!(fresh, 1, "a was seen before the move");
-        assert_eq!(store.pending_inbox(3, 10).unwrap()[0].id, 4);
+        let claimed = store.claim_notifications(&SOLE, 10).unwrap();
+        assert_eq!(claimed.iter().map(|i| i.id).collect::<Vec<_>>(), [4]);
         store.close().await;
 
         // Opened again, nothing is moved twice.
         let store = open(&path).unwrap();
-        assert_eq!(store.pending_inbox(1, 10).unwrap().len(), 3);
+        assert_eq!(store.claim_notifications(&SOLE, 10).unwrap().len(), 3);
         store.close().await;
     }
 
@@ -663,11 +696,8 @@ mod tests {
         }
 
         let store = open(&path).unwrap();
-        store
-            .ingest(vec![item("d")], Box::new(|_| {}))
-            .await
-            .unwrap();
-        let pending = store.pending_inbox(10, 10).unwrap();
+        store.ingest(vec![item("d")]).await.unwrap();
+        let pending = store.claim_notifications(&SOLE, 10).unwrap();
         assert_eq!(pending.len(), 1, "the new notification is after the cursor");
         assert_eq!(pending[0].id, 11);
         store.close().await;

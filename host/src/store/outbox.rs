@@ -5,6 +5,8 @@ use super::{Sqlite, Sync, now_millis};
 /// A delivery to store, produced by a plugin's action.
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
+    /// The partition of the notification it comes from.
+    pub partition: i32,
     /// `forward`, `reply` or `mark-read`.
     pub kind: String,
     /// A destination name, or `whatsapp`.
@@ -39,6 +41,8 @@ impl OutboxState {
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
     pub id: i64,
+    /// The partition whose lease covers it (0 on SQLite, which has one).
+    pub partition: i32,
     pub kind: String,
     pub target: String,
     pub lane: String,
@@ -68,6 +72,7 @@ const COLUMNS: &str =
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
     Ok(OutboxRow {
         id: r.get(0)?,
+        partition: 0,
         kind: r.get(1)?,
         target: r.get(2)?,
         lane: r.get(3)?,
@@ -103,6 +108,7 @@ pub fn insert(
         ])?;
         rows.push(OutboxRow {
             id: txn.last_insert_rowid(),
+            partition: d.partition,
             kind: d.kind,
             target: d.target,
             lane: d.lane,

@@ -7,6 +7,9 @@ use rusqlite::Connection;
 
 /// The work database (the configured file): dispatch cursor, outbox and key-value state. Its
 /// first two versions also held the inbox and the dedup keys; version 3 moves them out.
+/// The work database's latest schema version.
+pub const WORK_VERSION: i64 = WORK_MIGRATIONS.len() as i64;
+
 const WORK_MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE inbox (

@@ -1,0 +1,304 @@
+//! Rows of the outbox and of the waiting notifications, read and written on PostgreSQL.
+
+use deadpool_postgres::{GenericClient, Transaction};
+
+use super::super::inbox::{decode, encode};
+use super::super::lease::Cluster;
+use super::super::outbox::OutboxState;
+use super::super::{
+    DeliveryOutcome, NewDelivery, OutboxRow, RetryChange, RetryRow, RetryState, now_millis,
+    partition_of,
+};
+use super::{PARTITIONS, host_row, partition_row};
+
+pub const OUTBOX_COLUMNS: &str = "id, partition, kind, target, lane, webhook_id, request, state, attempts, created_at, next_at, last_error";
+
+pub fn outbox_row(r: &tokio_postgres::Row) -> OutboxRow {
+    OutboxRow {
+        id: r.get(0),
+        partition: r.get(1),
+        kind: r.get(2),
+        target: r.get(3),
+        lane: r.get(4),
+        webhook_id: r.get(5),
+        request: r.get(6),
+        state: if r.get::<_, i16>(7) == 2 {
+            OutboxState::Dead
+        } else {
+            OutboxState::Pending
+        },
+        attempts: r.get(8),
+        created_at: r.get(9),
+        next_at: r.get(10),
+        last_error: r.get(11),
+    }
+}
+
+/// Queue deliveries in one statement; returns the stored rows, in order.
+pub async fn insert_outbox(
+    txn: &Transaction<'_>,
+    deliveries: Vec<NewDelivery>,
+) -> anyhow::Result<Vec<OutboxRow>> {
+    if deliveries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = now_millis();
+    let mut cols: (
+        Vec<i32>,
+        Vec<&str>,
+        Vec<&str>,
+        Vec<&str>,
+        Vec<&str>,
+        Vec<&str>,
+    ) = Default::default();
+    for d in &deliveries {
+        cols.0.push(d.partition);
+        cols.1.push(&d.kind);
+        cols.2.push(&d.target);
+        cols.3.push(&d.lane);
+        cols.4.push(&d.webhook_id);
+        cols.5.push(&d.request);
+    }
+    let stmt = txn
+        .prepare_cached(
+            "INSERT INTO outbox (partition, kind, target, lane, webhook_id, request, created_at, next_at)
+             SELECT partition, kind, target, lane, webhook_id, request, $7, $7
+             FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+                  WITH ORDINALITY AS t(partition, kind, target, lane, webhook_id, request, ord)
+             ORDER BY ord
+             RETURNING id",
+        )
+        .await?;
+    let ids = txn
+        .query(
+            &stmt,
+            &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &now],
+        )
+        .await?;
+    anyhow::ensure!(
+        ids.len() == deliveries.len(),
+        "the outbox stored {} of {} deliveries",
+        ids.len(),
+        deliveries.len()
+    );
+    let mut ids: Vec<i64> = ids.iter().map(|r| r.get(0)).collect();
+    // Ids are drawn from the sequence in insertion order.
+    ids.sort_unstable();
+    Ok(deliveries
+        .into_iter()
+        .zip(ids)
+        .map(|(d, id)| OutboxRow {
+            id,
+            partition: d.partition,
+            kind: d.kind,
+            target: d.target,
+            lane: d.lane,
+            webhook_id: d.webhook_id,
+            request: d.request,
+            state: OutboxState::Pending,
+            attempts: 0,
+            created_at: now,
+            next_at: now,
+            last_error: None,
+        })
+        .collect())
+}
+
+/// Apply outcomes to the rows of partitions in `held`; returns how many were dropped for
+/// belonging to other partitions.
+pub async fn record_outcomes(
+    txn: &Transaction<'_>,
+    held: &[i32],
+    outcomes: Vec<(i64, DeliveryOutcome)>,
+) -> anyhow::Result<usize> {
+    let now = now_millis();
+    let (mut delivered, mut retry, mut dead) =
+        (Vec::new(), (vec![], vec![], vec![]), (vec![], vec![]));
+    let total = outcomes.len();
+    for (id, outcome) in outcomes {
+        match outcome {
+            DeliveryOutcome::Delivered => delivered.push(id),
+            DeliveryOutcome::Retry { at, error } => {
+                retry.0.push(id);
+                retry.1.push(at);
+                retry.2.push(error);
+            }
+            DeliveryOutcome::Dead { error } => {
+                dead.0.push(id);
+                dead.1.push(error);
+            }
+        }
+    }
+    let mut done = 0;
+    if !delivered.is_empty() {
+        let stmt = txn
+            .prepare_cached("DELETE FROM outbox WHERE id = ANY($1) AND partition = ANY($2)")
+            .await?;
+        done += txn.execute(&stmt, &[&delivered, &held]).await?;
+    }
+    if !retry.0.is_empty() {
+        let stmt = txn
+            .prepare_cached(
+                "UPDATE outbox o SET attempts = o.attempts + 1, next_at = t.at, last_error = t.error,
+                        revived = false
+                 FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS t(id, at, error)
+                 WHERE o.id = t.id AND o.partition = ANY($4)",
+            )
+            .await?;
+        done += txn
+            .execute(&stmt, &[&retry.0, &retry.1, &retry.2, &held])
+            .await?;
+    }
+    if !dead.0.is_empty() {
+        let stmt = txn
+            .prepare_cached(
+                "UPDATE outbox o SET state = 2, attempts = o.attempts + 1, finished_at = $3,
+                        last_error = t.error, revived = false
+                 FROM unnest($1::bigint[], $2::text[]) AS t(id, error)
+                 WHERE o.id = t.id AND o.partition = ANY($4)",
+            )
+            .await?;
+        done += txn.execute(&stmt, &[&dead.0, &dead.1, &now, &held]).await?;
+    }
+    Ok(total.saturating_sub(done as usize))
+}
+
+pub const RETRY_COLUMNS: &str = "inbox_id, received_at, dedup_key, notification, customer, attempts, next_at, parked, last_error";
+
+/// The rows that may run: each customer's oldest waiting one.
+const HEADS: &str = "FROM dispatch_retry r WHERE NOT parked AND partition = ANY($1) AND NOT EXISTS (
+    SELECT 1 FROM dispatch_retry e WHERE e.customer = r.customer AND NOT e.parked AND e.inbox_id < r.inbox_id)";
+
+pub fn retry_row(r: &tokio_postgres::Row) -> anyhow::Result<RetryRow> {
+    Ok(RetryRow {
+        inbox_id: r.get(0),
+        received_at: r.get(1),
+        dedup_key: r.get(2),
+        notification: decode(r.get(3)).map_err(|e| anyhow::anyhow!(e))?,
+        customer: r.get(4),
+        attempts: r.get(5),
+        next_at: r.get(6),
+        parked: r.get(7),
+        last_error: r.get(8),
+    })
+}
+
+pub async fn apply_retries(txn: &Transaction<'_>, changes: &[RetryChange]) -> anyhow::Result<()> {
+    for change in changes {
+        match change {
+            RetryChange::Put(r) => {
+                let stmt = txn
+                    .prepare_cached(&format!(
+                        "INSERT INTO dispatch_retry ({RETRY_COLUMNS}, partition)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                         ON CONFLICT (inbox_id) DO UPDATE SET attempts = excluded.attempts,
+                            next_at = excluded.next_at, parked = excluded.parked,
+                            last_error = excluded.last_error"
+                    ))
+                    .await?;
+                txn.execute(
+                    &stmt,
+                    &[
+                        &r.inbox_id,
+                        &r.received_at,
+                        &r.dedup_key,
+                        &encode(&r.notification),
+                        &r.customer,
+                        &r.attempts,
+                        &r.next_at,
+                        &r.parked,
+                        &r.last_error,
+                        &partition_of(&r.notification, PARTITIONS),
+                    ],
+                )
+                .await?;
+            }
+            RetryChange::Done(id) => {
+                let stmt = txn
+                    .prepare_cached("DELETE FROM dispatch_retry WHERE inbox_id = $1")
+                    .await?;
+                txn.execute(&stmt, &[id]).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn retry_state(
+    client: &impl GenericClient,
+    partitions: &[i32],
+) -> anyhow::Result<RetryState> {
+    let mut state = RetryState::default();
+    let rows = client
+        .query(
+            "SELECT customer, parked FROM dispatch_retry WHERE partition = ANY($1)",
+            &[&partitions],
+        )
+        .await?;
+    for r in rows {
+        if r.get::<_, bool>(1) {
+            state.parked += 1;
+        } else {
+            state.waiting += 1;
+            state.customers.insert(r.get(0));
+        }
+    }
+    if state.waiting > 0 {
+        state.next_at = client
+            .query_one(&format!("SELECT min(next_at) {HEADS}"), &[&partitions])
+            .await?
+            .get(0);
+    }
+    Ok(state)
+}
+
+pub async fn due_retries(
+    client: &impl GenericClient,
+    partitions: &[i32],
+    now: i64,
+    limit: usize,
+) -> anyhow::Result<Vec<RetryRow>> {
+    let rows = client
+        .query(
+            &format!("SELECT {RETRY_COLUMNS} {HEADS} AND next_at <= $2 ORDER BY inbox_id LIMIT $3"),
+            &[&partitions, &now, &(limit as i64)],
+        )
+        .await?;
+    rows.iter().map(retry_row).collect()
+}
+
+/// The hosts and partitions, with what waits in each partition.
+pub async fn cluster(client: &impl GenericClient) -> anyhow::Result<Cluster> {
+    let now = now_millis();
+    let partitions: Vec<_> = client
+        .query(
+            "SELECT p.partition, p.owner, p.fence,
+                    CASE WHEN p.owner IS NULL THEN NULL
+                         ELSE extract(epoch FROM p.expires_at - now())::float8 END,
+                    coalesce(i.n, 0), i.oldest, coalesce(o.n, 0), o.oldest
+             FROM partitions p
+             LEFT JOIN (SELECT partition, count(*) AS n, min(received_at) AS oldest
+                        FROM inbox WHERE NOT handled GROUP BY partition) i USING (partition)
+             LEFT JOIN (SELECT partition, count(*) AS n, min(created_at) AS oldest
+                        FROM outbox WHERE state = 0 GROUP BY partition) o USING (partition)
+             ORDER BY p.partition",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| partition_row(r, now))
+        .collect();
+    let hosts = client
+        .query(
+            "SELECT h.id, (extract(epoch FROM h.started_at) * 1000)::bigint,
+                    extract(epoch FROM now() - h.last_seen)::float8,
+                    h.last_seen + make_interval(secs => h.ttl) > now()
+             FROM hosts h ORDER BY h.id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| host_row(r, &partitions))
+        .collect();
+    Ok(Cluster { hosts, partitions })
+}

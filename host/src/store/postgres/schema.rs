@@ -1,0 +1,139 @@
+//! The PostgreSQL schema: migrations embedded in the binary, applied at start under an
+//! advisory lock (hosts starting at once apply each one once), each in its own transaction and
+//! recorded in `schema_migrations`.
+
+use anyhow::Context;
+
+/// The number of partitions the work is split into. Fixed at the first migration: a customer
+/// must stay in one partition for the life of the database.
+pub const PARTITIONS: u32 = 32;
+
+/// Taken while migrating; any number that no other application of the database uses.
+const MIGRATION_LOCK: i64 = 0x5357_4254_4d49_4752;
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the queue and the state.
+    "CREATE TABLE partitions (
+        partition integer PRIMARY KEY,
+        owner text,
+        fence bigint NOT NULL DEFAULT 0,
+        expires_at timestamptz NOT NULL DEFAULT '-infinity'
+     );
+     INSERT INTO partitions (partition) SELECT generate_series(0, 31);
+     CREATE TABLE hosts (
+        id text PRIMARY KEY,
+        started_at timestamptz NOT NULL,
+        last_seen timestamptz NOT NULL,
+        ttl float8 NOT NULL
+     );
+     CREATE TABLE seen (key text PRIMARY KEY, at bigint NOT NULL);
+     CREATE INDEX seen_at ON seen (at);
+     CREATE TABLE inbox (
+        id bigserial PRIMARY KEY,
+        partition integer NOT NULL,
+        received_at bigint NOT NULL,
+        dedup_key text NOT NULL,
+        notification text NOT NULL,
+        handled boolean NOT NULL DEFAULT false
+     );
+     CREATE INDEX inbox_pending ON inbox (partition, id) WHERE NOT handled;
+     CREATE INDEX inbox_received ON inbox (received_at) WHERE handled;
+     CREATE TABLE outbox (
+        id bigserial PRIMARY KEY,
+        partition integer NOT NULL,
+        kind text NOT NULL,
+        target text NOT NULL,
+        lane text NOT NULL,
+        webhook_id text NOT NULL,
+        request text NOT NULL,
+        state smallint NOT NULL DEFAULT 0,
+        attempts bigint NOT NULL DEFAULT 0,
+        created_at bigint NOT NULL,
+        next_at bigint NOT NULL,
+        last_error text,
+        finished_at bigint,
+        revived boolean NOT NULL DEFAULT false
+     );
+     CREATE INDEX outbox_pending ON outbox (partition, id) WHERE state = 0;
+     CREATE INDEX outbox_dead ON outbox (id) WHERE state = 2;
+     CREATE TABLE kv (
+        plugin text NOT NULL,
+        key text NOT NULL,
+        value bytea NOT NULL,
+        expires_at bigint,
+        PRIMARY KEY (plugin, key)
+     );
+     CREATE INDEX kv_expires ON kv (expires_at) WHERE expires_at IS NOT NULL;
+     CREATE TABLE dispatch_retry (
+        inbox_id bigint PRIMARY KEY,
+        partition integer NOT NULL,
+        received_at bigint NOT NULL,
+        dedup_key text NOT NULL,
+        notification text NOT NULL,
+        customer text NOT NULL,
+        attempts bigint NOT NULL,
+        next_at bigint NOT NULL,
+        parked boolean NOT NULL,
+        last_error text
+     );
+     CREATE INDEX dispatch_retry_partition ON dispatch_retry (partition, inbox_id)",
+];
+
+/// The versions applied, in order.
+pub async fn applied(client: &tokio_postgres::Client) -> anyhow::Result<Vec<i64>> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version bigint PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await
+        .context("cannot create schema_migrations")?;
+    let rows = client
+        .query(
+            "SELECT version FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Apply the migrations not yet applied; returns those applied now.
+pub async fn migrate(client: &mut tokio_postgres::Client) -> anyhow::Result<Vec<i64>> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .context("cannot take the migration lock")?;
+    let result = apply(client).await;
+    let unlock = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    let done = result?;
+    unlock.context("cannot release the migration lock")?;
+    Ok(done)
+}
+
+async fn apply(client: &mut tokio_postgres::Client) -> anyhow::Result<Vec<i64>> {
+    let applied = applied(client).await?;
+    let mut done = Vec::new();
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let version = i as i64 + 1;
+        if applied.contains(&version) {
+            continue;
+        }
+        let txn = client.transaction().await?;
+        txn.batch_execute(sql)
+            .await
+            .with_context(|| format!("migration {version} failed"))?;
+        txn.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[&version],
+        )
+        .await?;
+        txn.commit().await?;
+        tracing::info!(version, "applied a PostgreSQL migration");
+        done.push(version);
+    }
+    Ok(done)
+}

@@ -1,0 +1,305 @@
+//! Several hosts on one PostgreSQL database: the work is shared, each customer's order is
+//! kept, and a host that dies, or loses its connections, or sees PostgreSQL restart, loses
+//! nothing. Skipped, saying so, where no PostgreSQL answers (see `postgres_database`).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use switchboard_tests::*;
+
+/// The tests of this file one at a time: one restarts PostgreSQL under the others.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A text message from customer `customer`, numbered `seq` in its id.
+fn message(customer: usize, seq: usize) -> String {
+    let wa_id = format!("1555000{customer:04}");
+    serde_json::json!({
+        "contacts": [{"profile": {"name": "C"}, "wa_id": wa_id}],
+        "messages": [{
+            "from": wa_id,
+            "id": format!("c{customer}-{seq}"),
+            "timestamp": "1700000000",
+            "type": "text",
+            "text": {"body": format!("message {seq}")}
+        }]
+    })
+    .to_string()
+}
+
+/// Start a host on `url` in `dir`, forwarding every notification to `sink`.
+async fn host(dir: &Path, id: &str, url: &str, sink: &Fake) -> Server {
+    let mut setup = ServerSetup::echo(dir, sink);
+    // Its own application name, so that a test can cut this host's connections only.
+    setup.storage_url = format!("{url}?application_name={id}");
+    setup.extra = format!("[cluster]\nhost_id = \"{id}\"\nlease_ttl = \"2s\"\n");
+    setup.start().await
+}
+
+/// The forwards received, per customer, as the sequence numbers in the order they came.
+fn arrivals(sink: &Fake) -> HashMap<usize, Vec<usize>> {
+    let mut out: HashMap<usize, Vec<usize>> = HashMap::new();
+    for r in sink.received() {
+        let id = r.json()["id"].as_str().unwrap_or_default().to_string();
+        let Some((c, s)) = id.trim_start_matches('c').split_once('-') else {
+            continue;
+        };
+        out.entry(c.parse().unwrap())
+            .or_default()
+            .push(s.parse().unwrap());
+    }
+    out
+}
+
+/// Every acknowledged message arrived, and each customer's first arrivals are in order;
+/// returns the duplicates.
+fn check(sink: &Fake, acked: &HashMap<usize, Vec<usize>>) -> usize {
+    let got = arrivals(sink);
+    let mut duplicates = 0;
+    for (customer, sent) in acked {
+        let received = got.get(customer).cloned().unwrap_or_default();
+        let mut firsts = Vec::new();
+        for s in &received {
+            if firsts.contains(s) {
+                duplicates += 1;
+            } else {
+                firsts.push(*s);
+            }
+        }
+        for s in sent {
+            assert!(
+                firsts.contains(s),
+                "customer {customer}: message {s} was acknowledged and never delivered ({received:?})"
+            );
+        }
+        let mut sorted = firsts.clone();
+        sorted.sort_unstable();
+        assert_eq!(firsts, sorted, "customer {customer}: out of order");
+    }
+    duplicates
+}
+
+/// Post `rounds` messages for each of `customers`, round-robin over `hosts` (the index of the
+/// host by round and customer); a customer's next message only after the last was
+/// acknowledged. A refused one is sent again every 200 ms for up to a minute, as WhatsApp
+/// sends again what was not acknowledged. Records what was acknowledged.
+async fn post_rounds(
+    hosts: &[&Server],
+    customers: usize,
+    rounds: std::ops::Range<usize>,
+    acked: &mut HashMap<usize, Vec<usize>>,
+) {
+    for seq in rounds {
+        let posts = (0..customers).map(|c| {
+            let server = hosts[(seq + c) % hosts.len()];
+            let body = message(c, seq);
+            let (url, client) = (server.url("/webhook"), http());
+            async move {
+                for _ in 0..300 {
+                    let sent = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    if sent.is_ok_and(|r| r.status().is_success()) {
+                        return (c, true);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                (c, false)
+            }
+        });
+        for (c, ok) in futures_join(posts).await {
+            if ok {
+                acked.entry(c).or_default().push(seq);
+            }
+        }
+    }
+}
+
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+    F: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+/// Wait until the two hosts hold a share each.
+async fn balanced(a: &Server, b: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (x, y) = (
+            a.metric("partitions_held").await,
+            b.metric("partitions_held").await,
+        );
+        if x > 0 && y > 0 && x + y == 32 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not balanced: {x} and {y}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn delivered(sink: &Fake, acked: &HashMap<usize, Vec<usize>>, within: Duration) {
+    let want: usize = acked.values().map(Vec::len).sum();
+    let deadline = Instant::now() + within;
+    loop {
+        let got = arrivals(sink);
+        let have: usize = acked
+            .iter()
+            .map(|(c, sent)| {
+                let r = got.get(c).cloned().unwrap_or_default();
+                sent.iter().filter(|s| r.contains(s)).count()
+            })
+            .sum();
+        if have == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{have} of {want} delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hosts_share_the_work_and_keep_each_customers_order() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some((url, _db)) = postgres_database("two_hosts_share_the_work").await else {
+        return;
+    };
+    let sink = Fake::start().await;
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = host(d1.path(), "h1", &url, &sink).await;
+    let b = host(d2.path(), "h2", &url, &sink).await;
+    balanced(&a, &b).await;
+
+    let mut acked = HashMap::new();
+    post_rounds(&[&a, &b], 20, 0..15, &mut acked).await;
+    assert_eq!(
+        acked.values().map(Vec::len).sum::<usize>(),
+        300,
+        "all acknowledged"
+    );
+    delivered(&sink, &acked, Duration::from_secs(60)).await;
+    assert_eq!(
+        check(&sink, &acked),
+        0,
+        "no crash: each forward exactly once"
+    );
+
+    // Both did part of the work, and `cluster status` shows both hosts.
+    let dispatched = (
+        a.metric("notifications_dispatched_total").await,
+        b.metric("notifications_dispatched_total").await,
+    );
+    assert!(dispatched.0 > 0 && dispatched.1 > 0, "{dispatched:?}");
+    assert_eq!(dispatched.0 + dispatched.1, 300);
+    let (ok, out) = a.cli(&["cluster", "status"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("h1") && out.contains("h2"), "{out}");
+    let (ok, out) = b.cli(&["db", "status"]).await;
+    assert!(
+        ok && out.contains("backend: postgres") && out.contains("applied: 1"),
+        "{out}"
+    );
+    let cluster = b.get_json("/cluster").await;
+    assert_eq!(cluster["this_host"], "h2");
+    assert_eq!(cluster["partitions"].as_array().unwrap().len(), 32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_host_is_taken_over_by_the_other() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some((url, _db)) = postgres_database("a_killed_host_is_taken_over").await else {
+        return;
+    };
+    let sink = Fake::start().await;
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = host(d1.path(), "h1", &url, &sink).await;
+    let mut b = host(d2.path(), "h2", &url, &sink).await;
+    balanced(&a, &b).await;
+
+    let mut acked = HashMap::new();
+    post_rounds(&[&a, &b], 20, 0..5, &mut acked).await;
+    b.kill();
+    let killed = Instant::now();
+    // The stream goes on at the survivor (as a load balancer would send it).
+    post_rounds(&[&a], 20, 5..10, &mut acked).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.metric("partitions_held").await < 32 {
+        assert!(
+            Instant::now() < deadline,
+            "h1 never took h2's partitions over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let takeover = killed.elapsed();
+    println!("take-over after SIGKILL: {takeover:?} (lease_ttl 2s)");
+    delivered(&sink, &acked, Duration::from_secs(60)).await;
+    let duplicates = check(&sink, &acked);
+    println!("duplicates after the crash: {duplicates}");
+    assert!(
+        takeover < Duration::from_secs(10),
+        "the take-over is bounded by the lease time (2 s) and a beat: {takeover:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cut_connections_and_a_postgres_restart_lose_nothing() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some((url, db)) = postgres_database("cut_connections_and_a_postgres_restart").await else {
+        return;
+    };
+    let sink = Fake::start().await;
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = host(d1.path(), "h1", &url, &sink).await;
+    let b = host(d2.path(), "h2", &url, &sink).await;
+    balanced(&a, &b).await;
+
+    let mut acked = HashMap::new();
+    post_rounds(&[&a, &b], 10, 0..5, &mut acked).await;
+    // h2's connections are cut; h1 goes on.
+    db.admin(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = '{}' AND application_name = 'h2'",
+        db.name
+    ))
+    .await
+    .unwrap();
+    post_rounds(&[&a, &b], 10, 5..10, &mut acked).await;
+    delivered(&sink, &acked, Duration::from_secs(60)).await;
+
+    // PostgreSQL restarts: webhooks meanwhile get 503 (WhatsApp sends them again), and both
+    // hosts reconnect.
+    match restart_postgres() {
+        Ok(()) => post_rounds(&[&a, &b], 10, 10..15, &mut acked).await,
+        Err(why) => eprintln!("SKIPPED the PostgreSQL restart: {why}"),
+    }
+    delivered(&sink, &acked, Duration::from_secs(60)).await;
+    let duplicates = check(&sink, &acked);
+    println!("duplicates after cut connections and a restart: {duplicates}");
+}
+
+/// Restart the local PostgreSQL cluster with `pg_ctlcluster` (as CI runs it).
+fn restart_postgres() -> Result<(), String> {
+    let versions =
+        std::fs::read_dir("/etc/postgresql").map_err(|e| format!("/etc/postgresql: {e}"))?;
+    for v in versions.flatten() {
+        let version = v.file_name().to_string_lossy().into_owned();
+        let status = std::process::Command::new("pg_ctlcluster")
+            .args(["--skip-systemctl-redirect", &version, "main", "restart"])
+            .status()
+            .map_err(|e| format!("pg_ctlcluster: {e}"))?;
+        if !status.success() {
+            return Err(format!("pg_ctlcluster {version} main restart: {status}"));
+        }
+        return Ok(());
+    }
+    Err("no cluster in /etc/postgresql".into())
+}
