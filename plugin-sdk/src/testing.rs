@@ -49,7 +49,12 @@ struct FakeHost {
     now_millis: u64,
     kv: BTreeMap<String, (Vec<u8>, Option<u64>)>,
     logs: Vec<(Level, String)>,
+    /// The time of each customer's last inbound message, Unix seconds.
+    last_inbound: BTreeMap<String, u64>,
 }
+
+/// How long a customer's window stays open after their last message, as the host counts it.
+const WINDOW_SECS: u64 = 24 * 3600;
 
 thread_local! {
     static HOST: RefCell<FakeHost> = RefCell::new(FakeHost { now_millis: START_MILLIS, ..Default::default() });
@@ -75,11 +80,12 @@ pub mod fake_host {
         })
     }
 
-    pub fn kv_set(key: &str, value: &[u8], ttl_seconds: Option<u64>) {
+    pub fn kv_set(key: &str, value: &[u8], ttl_seconds: Option<u64>) -> Result<(), String> {
         HOST.with(|h| {
             let mut h = h.borrow_mut();
             let expires = ttl_seconds.map(|t| h.now_millis + t * 1000);
             h.kv.insert(key.to_string(), (value.to_vec(), expires));
+            Ok(())
         })
     }
 
@@ -128,9 +134,53 @@ impl<P: Plugin> Harness<P> {
         Ok(out)
     }
 
-    /// The notifications the server would make of an On-Premises webhook body.
+    /// The notifications the server would make of an On-Premises webhook body, with the
+    /// customer's 24-hour window as the host reports it: a message opens it at the harness's
+    /// clock, other kinds see the window of the customer's last message.
     pub fn notifications(&self, body: &str) -> Result<Vec<Notification>, String> {
-        split::split_onprem(body.as_bytes(), "test").map_err(|e| e.to_string())
+        let mut notifications =
+            split::split_onprem(body.as_bytes(), "test").map_err(|e| e.to_string())?;
+        for n in &mut notifications {
+            let Some(customer) = n.sender.clone() else {
+                continue;
+            };
+            HOST.with(|h| {
+                let mut h = h.borrow_mut();
+                let now = h.now_millis / 1000;
+                if n.kind == crate::Kind::Message {
+                    h.last_inbound.insert(customer.clone(), now);
+                }
+                let until = h.last_inbound.get(&customer).map(|t| t + WINDOW_SECS);
+                n.window_open = until.is_some_and(|u| u > now);
+                n.window_until = until.filter(|_| n.window_open);
+            });
+        }
+        Ok(notifications)
+    }
+
+    /// Forget `customer`'s messages: their window is closed, as after 24 hours of silence.
+    pub fn close_window(&self, customer: &str) {
+        HOST.with(|h| h.borrow_mut().last_inbound.remove(customer));
+    }
+
+    /// Why the host would refuse each typed send of `actions` made while handling `n`, by the
+    /// action's index: a WhatsApp limit it breaks, or a closed window (when the plugin's
+    /// manifest sets no fallback template). The host sends the others.
+    pub fn refusals(&self, n: &Notification, actions: &[Action]) -> Vec<(usize, String)> {
+        actions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| match a {
+                Action::Send(send) => match send.validate() {
+                    Err(e) => Some((i, format!("invalid: {e}"))),
+                    Ok(()) if send.needs_open_window() && !n.window_open => {
+                        Some((i, "window-closed".to_string()))
+                    }
+                    Ok(()) => None,
+                },
+                _ => None,
+            })
+            .collect()
     }
 
     /// Move the clock forward.
