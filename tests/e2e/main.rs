@@ -10,4 +10,5 @@ mod leniency;
 mod plugin_budgets;
 mod plugins;
 mod sandbox;
+mod sends;
 mod slow_clients;
