@@ -542,3 +542,76 @@ async fn menu_bot_answers_a_greeting_with_its_list_and_routes_the_choice() {
         "ABEGVRGYdlABAgo-sL8pRz6hB9Qg"
     );
 }
+
+#[tokio::test]
+async fn a_failed_status_is_joined_to_the_plugins_send_and_listed_with_its_error() {
+    let sink = Fake::start().await;
+    let mut world = world(Fake::coreapp().await, "").await;
+    world.setup.destinations = vec![("sink".into(), sink.url())];
+    install_sender(
+        &world,
+        "10-sender",
+        &[Send::text("", "Your order shipped").build()],
+        "\"message\"",
+        "",
+    );
+    install(
+        &world.setup.plugins_dir(),
+        "20-watch",
+        &test_plugin("misbehave-v2.wasm"),
+        "[config]\nmode = \"sent-by\"\ndestination = \"sink\"\n\
+         [permissions]\ndestinations = [\"sink\"]\n[subscribe]\nkinds = [\"status\"]\n",
+    );
+    let server = world.setup.start().await;
+
+    server.post(&text_message("wamid.ORDER1")).await;
+    // The fake Coreapp gives every message this id.
+    let wa_id = "gBEGkYiEB1VXAglK1ZEqA1YKPrU";
+    let listed = sends_until(&server, |rows| rows[0]["whatsapp_id"] == wa_id).await;
+    assert_eq!(listed[0]["plugin"], "10-sender");
+    assert_eq!(listed[0]["notification_id"], "wamid.ORDER1");
+    assert_eq!(listed[0]["status"], Value::Null);
+    let delivery_id = listed[0]["delivery_id"].clone();
+
+    let failed = fixture("e19-status-failed.json")
+        .replace("gBEGVRGYdlABAgkLp0vD6hSs3Ue", wa_id)
+        .replace("5511987650003", ANA)
+        .replace("\"code\": 470", "\"code\": 131026")
+        .replace(
+            "Failed to send message because you are outside the support window for freeform messages to this user. Please use a valid HSM notification or reconsider.",
+            "Message undeliverable",
+        );
+    assert!(failed.contains("131026"), "the fixture changed");
+    server.post(&failed).await;
+    assert!(
+        eventually(WAIT, || sink.received().len() == 1).await,
+        "{}",
+        server.log()
+    );
+    let seen = sink.received()[0].json();
+    assert_eq!(seen["status"], "failed");
+    assert_eq!(
+        seen["sent_by"],
+        json!({ "plugin": "10-sender", "notification_id": "wamid.ORDER1", "delivery_id": delivery_id })
+    );
+    assert_eq!(seen["window_open"], true, "Ana wrote just now");
+
+    let listed = sends_until(&server, |rows| rows[0]["status"] == "failed").await;
+    assert_eq!(listed[0]["error"], "131026 Message undeliverable");
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+}
+
+/// `deliveries sends --json` once `done` holds for it (within [`WAIT`]).
+async fn sends_until(server: &Server, done: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let (ok, out) = server.cli(&["deliveries", "sends", "--json"]).await;
+        assert!(ok, "{out}");
+        let rows: Value = serde_json::from_str(&out).unwrap();
+        if done(&rows) {
+            return rows;
+        }
+        assert!(started.elapsed() < WAIT, "{rows}\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

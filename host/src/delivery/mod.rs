@@ -36,6 +36,7 @@ pub struct Delivery {
     http: Http,
     whatsapp: WhatsApp,
     pacer: pacing::Pacer,
+    sends: sending::SendLog,
     budget: Budget,
     /// The configured destinations, their URLs parsed once.
     destinations: HashMap<String, Destination>,
@@ -94,6 +95,7 @@ impl Delivery {
             metrics,
             http,
             pacer: pacing::Pacer::new(config.whatsapp.as_ref()),
+            sends: Default::default(),
             whatsapp,
             budget,
             destinations,
@@ -127,6 +129,7 @@ impl Delivery {
         let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
         let (recorded_tx, mut recorded_rx) = mpsc::unbounded_channel::<Vec<i64>>();
         let recorder = tokio::spawn(record(self.store.clone(), outcome_rx, recorded_tx));
+        tokio::spawn(sending::record_sends(self.clone()));
         let (mut max_id, mut last_scan, mut stopping) = (0i64, None::<Instant>, None::<Instant>);
         // Bounds memory while a destination is down under traffic.
         let (max_queued, mut backlogged) = (self.config.delivery.max_in_memory.max(1), false);

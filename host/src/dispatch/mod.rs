@@ -339,7 +339,11 @@ impl Dispatcher {
             } else {
                 let mark = overlay.mark();
                 sends::with_window(&self.store, &self.config, &mut overlay, n, item.received_at)
-                    .map_err(|e| format!("cannot read the customer's window: {e:#}"))
+                    .and_then(|mut n| {
+                        self.delivery.sends().join_status(&self.store, &mut n)?;
+                        Ok(n)
+                    })
+                    .map_err(|e| format!("cannot read the customer's window or sends: {e:#}"))
                     .and_then(|n| Ok((run_chain(&snapshot, &n, &mut overlay, &self.metrics)?, n)))
                     .map_err(|fault| {
                         overlay.rollback(mark);

@@ -21,7 +21,8 @@
 //! - `stop`: end the chain; `reply-any`: reply to someone other than the sender, then echo.
 //! - `send`: send each of `sends_json` (a JSON array of the SDK's `Send`s, `to` defaulting to
 //!   the sender), then mark the message read with the typing indicator when `typing` is set;
-//!   `kv-refused`: try to set a value over the limit, and forward what `kv::try_set` said.
+//!   `kv-refused`: try to set a value over the limit, and forward what `kv::try_set` said;
+//!   `sent-by`: forward `{"id", "status", "sent_by", "window_open"}` to `destination`.
 //!
 //! It is built three times: `misbehave.wasm` and `misbehave-b.wasm` for contract 0.1.0 (the
 //! SDK's feature `contract-0-1`), and `misbehave-v2.wasm` for 0.2.0.
@@ -148,6 +149,15 @@ impl Plugin for Misbehave {
                 }
                 Ok(actions)
             }
+            "sent-by" => Ok(vec![Action::forward_json(
+                &s.destination,
+                &serde_json::json!({
+                    "id": n.id,
+                    "status": n.status,
+                    "sent_by": n.sent_by,
+                    "window_open": n.window_open,
+                }),
+            )]),
             "kv-refused" => {
                 let said = kv::try_set("big", &vec![b'v'; 1 << 20], None);
                 Ok(vec![Action::forward_json(
