@@ -338,17 +338,28 @@ impl Dispatcher {
                 Err(Failure::Waits)
             } else {
                 let mark = overlay.mark();
-                sends::with_window(&self.store, &self.config, &mut overlay, n, item.received_at)
-                    .and_then(|mut n| {
-                        self.delivery.sends().join_status(&self.store, &mut n)?;
-                        Ok(n)
-                    })
-                    .map_err(|e| format!("cannot read the customer's window or sends: {e:#}"))
-                    .and_then(|n| Ok((run_chain(&snapshot, &n, &mut overlay, &self.metrics)?, n)))
-                    .map_err(|fault| {
-                        overlay.rollback(mark);
-                        Failure::Host(fault)
-                    })
+                let sees_window = snapshot.plugins.iter().any(|p| {
+                    p.api_version.as_deref() == Some("0.2.0") && p.manifest.subscribes_to(n.kind)
+                });
+                let received = item.received_at;
+                sends::with_window(
+                    &self.store,
+                    &self.config,
+                    &mut overlay,
+                    n,
+                    received,
+                    sees_window,
+                )
+                .and_then(|mut n| {
+                    self.delivery.sends().join_status(&self.store, &mut n)?;
+                    Ok(n)
+                })
+                .map_err(|e| format!("cannot read the customer's window or sends: {e:#}"))
+                .and_then(|n| Ok((run_chain(&snapshot, &n, &mut overlay, &self.metrics)?, n)))
+                .map_err(|fault| {
+                    overlay.rollback(mark);
+                    Failure::Host(fault)
+                })
             };
             match result {
                 Ok((actions, n)) => {

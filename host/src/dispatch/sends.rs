@@ -27,15 +27,18 @@ fn window_key(config: &Config, via: &Via, customer: &str) -> String {
 }
 
 /// `n` with its customer's window: an inbound message opens it (and the time is recorded in
-/// `overlay`, to commit with the batch); other kinds read it. `received_at` is when the webhook
-/// arrived (Unix ms), which stands for the message's time: WhatsApp's own timestamp may be late
-/// or skewed, and a window counted from the arrival errs on the open side by seconds only.
+/// `overlay`, to commit with the batch); other kinds read it, when `read` (a plugin of the
+/// chain can see it: 0.1.0 plugins cannot, and a chain of them does not depend on the store for
+/// statuses). `received_at` is when the webhook arrived (Unix ms), which stands for the
+/// message's time: WhatsApp's own timestamp may be late or skewed, and a window counted from the
+/// arrival errs on the open side by seconds only.
 pub fn with_window(
     store: &Store,
     config: &Config,
     overlay: &mut KvOverlay,
     n: &Notification,
     received_at: i64,
+    read: bool,
 ) -> anyhow::Result<Notification> {
     let mut n = n.clone();
     let Some(customer) = n.sender.clone() else {
@@ -54,6 +57,7 @@ pub fn with_window(
             }]);
             Some(received)
         }
+        Kind::Status | Kind::Error if !read => return Ok(n),
         Kind::Status | Kind::Error => overlay
             .get(store, WINDOWS, &key)?
             .and_then(|v| String::from_utf8(v).ok())
