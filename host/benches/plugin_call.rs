@@ -23,27 +23,52 @@ fn bench(c: &mut Criterion) {
     )
     .unwrap();
     let n = split_onprem(&body, "bench").unwrap().remove(0);
+    // A greeting, which menu-bot answers with a typed send (a list).
+    let mut greeting = n.clone();
+    greeting.text = Some("hi".into());
+    greeting.window_open = true;
     let plugins = [
         (
             "trivial",
             target().join("test-plugins/misbehave.wasm"),
             "[config]\nmode = \"noop\"\n".to_string(),
+            &n,
+        ),
+        (
+            "trivial (contract 0.2.0)",
+            target().join("test-plugins/misbehave-v2.wasm"),
+            "[config]\nmode = \"noop\"\n".to_string(),
+            &n,
+        ),
+        (
+            "typed send (menu-bot, a list)",
+            target().join("plugins/menu-bot.wasm"),
+            std::fs::read_to_string(target().join("plugins/menu-bot.toml")).unwrap(),
+            &greeting,
         ),
         (
             "keyword-router",
             target().join("plugins/keyword-router.wasm"),
             std::fs::read_to_string(target().join("plugins/keyword-router.toml")).unwrap(),
+            &n,
         ),
     ];
-    for (name, path, manifest) in plugins {
+    for (name, path, manifest, n) in plugins {
         let wasm = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("{}: {e} (build the plugins first)", path.display()));
         let plugin = runtime
             .load(name, &wasm, Manifest::parse(&manifest).unwrap())
             .unwrap();
         let mut overlay = KvOverlay::default();
+        let actions = plugin.call(n, &[], &mut overlay).unwrap();
+        if name.starts_with("typed send") {
+            assert!(
+                matches!(actions.as_slice(), [switchboard_sdk::Action::Send(_)]),
+                "{actions:?}"
+            );
+        }
         c.bench_function(&format!("plugin call: {name}"), |b| {
-            b.iter(|| plugin.call(&n, &[], &mut overlay).unwrap())
+            b.iter(|| plugin.call(n, &[], &mut overlay).unwrap())
         });
     }
 }

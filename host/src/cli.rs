@@ -154,6 +154,18 @@ enum DeliveriesCommand {
         #[arg(long, conflicts_with = "id")]
         all_dead: bool,
     },
+    /// List the latest delivered sends with their last WhatsApp status (sent, delivered, read,
+    /// failed with its error).
+    Sends {
+        #[arg(long, short, default_value = "switchboard.toml")]
+        config: PathBuf,
+        /// At most this many rows.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print one JSON array (times as RFC 3339 and Unix milliseconds).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -270,6 +282,22 @@ async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<()> {
             match (n, id) {
                 (0, Some(id)) => bail!("no dead delivery with id {id}"),
                 (n, _) => println!("{n} deliveries queued again"),
+            }
+        }
+        DeliveriesCommand::Sends {
+            config,
+            limit,
+            json,
+        } => {
+            let store = open_store(&config)?;
+            let rows = store.list_sent(limit)?;
+            store.close().await;
+            if json {
+                println!("{:#}", listing::sends_json(&rows));
+            } else if rows.is_empty() {
+                println!("no delivered sends");
+            } else {
+                print!("{}", listing::sends_table(&rows, store::now_millis()));
             }
         }
     }

@@ -213,6 +213,18 @@ pub struct WhatsAppConfig {
     pub password_env: Option<String>,
     /// The Cloud API, for notifications that came in on a `cloud` endpoint.
     pub cloud: Option<CloudApiConfig>,
+    /// The On-Premises template namespace, for templates whose send names none.
+    pub namespace: Option<String>,
+    /// Messages a second each business number sends at most (WhatsApp's default throughput).
+    #[serde(default = "default_rate")]
+    pub rate: f64,
+    /// The rate of particular numbers, by phone number id (`onprem` for the Coreapp's number).
+    #[serde(default)]
+    pub rates: BTreeMap<String, f64>,
+}
+
+fn default_rate() -> f64 {
+    80.0
 }
 
 fn default_username() -> String {
@@ -540,6 +552,7 @@ impl Config {
             {
                 Endpoint::parse(url).context("[whatsapp] base_url")?;
             }
+            crate::delivery::pacing::check(wa)?;
         }
         for (name, value) in [
             ("header_timeout", self.server.header_timeout),

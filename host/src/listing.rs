@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::store::{Cluster, OutboxRow, OutboxState, RetryRow};
+use crate::store::{Cluster, OutboxRow, OutboxState, RetryRow, SentMessage};
 
 /// `ms` (Unix milliseconds) as RFC 3339 UTC to the second, e.g. `2026-12-01T20:31:05Z`.
 pub fn rfc3339(ms: i64) -> String {
@@ -274,4 +274,57 @@ mod tests {
             "ID   NAME         NOTE\n1    a-long-name  x\n200  b            two lines\n"
         );
     }
+}
+
+/// `deliveries sends` as a table.
+pub fn sends_table(rows: &[SentMessage], now: i64) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|s| {
+            vec![
+                s.delivery_id.to_string(),
+                s.plugin.clone(),
+                s.kind.clone(),
+                s.recipient.clone(),
+                when(s.sent_at, now),
+                s.status.clone().unwrap_or_else(|| "-".into()),
+                s.error.clone().unwrap_or_default(),
+                s.wa_id.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "DELIVERY",
+            "PLUGIN",
+            "TYPE",
+            "TO",
+            "SENT",
+            "STATUS",
+            "ERROR",
+            "WHATSAPP ID",
+        ],
+        &cells,
+    )
+}
+
+/// `deliveries sends --json`: one object per send.
+pub fn sends_json(rows: &[SentMessage]) -> Value {
+    rows.iter()
+        .map(|s| {
+            json!({
+                "delivery_id": s.delivery_id,
+                "whatsapp_id": s.wa_id,
+                "plugin": s.plugin,
+                "notification_id": s.notification_id,
+                "to": s.recipient,
+                "type": s.kind,
+                "sent_at": rfc3339(s.sent_at),
+                "sent_at_ms": s.sent_at,
+                "status": s.status,
+                "error": s.error,
+                "status_at_ms": s.status_at,
+            })
+        })
+        .collect()
 }

@@ -21,6 +21,10 @@ pub struct Metrics {
     /// Failed calls by plugin name.
     plugin_failures_by_name: Mutex<BTreeMap<String, u64>>,
     pub actions_refused: AtomicU64,
+    /// Typed sends refused before they were queued (invalid, window closed, not granted).
+    pub sends_refused: AtomicU64,
+    /// Sends replaced by the plugin's fallback template because the window was closed.
+    pub sends_fell_back: AtomicU64,
     pub deliveries_ok: AtomicU64,
     pub deliveries_retried: AtomicU64,
     pub deliveries_dead: AtomicU64,
@@ -111,6 +115,16 @@ impl Metrics {
                 "actions_refused_total",
                 "Plugin actions refused for lack of permission",
                 &self.actions_refused,
+            ),
+            (
+                "sends_refused_total",
+                "Typed sends refused before they were queued: invalid, window closed, not granted",
+                &self.sends_refused,
+            ),
+            (
+                "sends_fell_back_total",
+                "Sends replaced by the plugin's fallback template: the customer's window was closed",
+                &self.sends_fell_back,
             ),
             (
                 "deliveries_ok_total",

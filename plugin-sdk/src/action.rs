@@ -1,8 +1,10 @@
 use serde::{Deserialize, Serialize};
 
+use crate::send::Send;
+
 /// Something a plugin asks the host to do. The host carries actions out after the whole plugin
 /// chain has run, durably and with retries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Action {
     /// Send a text message to a WhatsApp user.
@@ -28,6 +30,9 @@ pub enum Action {
     MarkRead {
         /// The inbound message id.
         message_id: String,
+        /// Also show "typing…" until the reply (Cloud API; contract 0.2.0).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        typing_indicator: bool,
     },
     /// Attach a tag that later plugins see and forwards carry.
     Tag {
@@ -36,6 +41,9 @@ pub enum Action {
     },
     /// Run no further plugins for this notification.
     Stop,
+    /// Send a typed WhatsApp message (contract 0.2.0): see [`crate::send`]. The host checks
+    /// WhatsApp's limits and the customer's window before it queues it.
+    Send(Send),
 }
 
 impl Action {
@@ -68,7 +76,29 @@ impl Action {
     pub fn mark_read(message_id: impl Into<String>) -> Self {
         Action::MarkRead {
             message_id: message_id.into(),
+            typing_indicator: false,
         }
+    }
+
+    /// Mark the inbound message `message_id` as read and show "typing…" until the reply (Cloud
+    /// API only; ask for it only when a reply follows).
+    pub fn mark_read_typing(message_id: impl Into<String>) -> Self {
+        Action::MarkRead {
+            message_id: message_id.into(),
+            typing_indicator: true,
+        }
+    }
+
+    /// Send a typed message, as built with [`Send`]'s constructors.
+    ///
+    /// ```
+    /// use switchboard_sdk::{Action, send::Send};
+    ///
+    /// let action = Action::send(Send::buttons("5511987650001", "Open now?").button("y", "Yes"));
+    /// assert!(matches!(action, Action::Send(_)));
+    /// ```
+    pub fn send(send: impl Into<Send>) -> Self {
+        Action::Send(send.into())
     }
 
     /// Tag the notification.

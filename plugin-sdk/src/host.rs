@@ -46,9 +46,28 @@ pub mod kv {
         imp::kv_get(key)
     }
 
-    /// Set `key`; with a `ttl`, the key expires after it.
+    /// Set `key`; with a `ttl`, the key expires after it. A write the host refuses (over a
+    /// limit) is logged as a warning and lost: use [`try_set`] to act on it. (Under contract
+    /// 0.1.0 a refused write ends the call instead.)
     pub fn set(key: &str, value: &[u8], ttl: Option<Duration>) {
-        imp::kv_set(key, value, ttl.map(|d| d.as_secs().max(1)))
+        if let Err(e) = try_set(key, value, ttl) {
+            super::log::warn(&format!("key-value write of {key:?} refused: {e}"));
+        }
+    }
+
+    /// Set `key` like [`set`], and say why when the host refuses the write (a value or store
+    /// over its limits, storage unavailable).
+    pub fn try_set(key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), String> {
+        let ttl = ttl.map(|d| d.as_secs().max(1));
+        #[cfg(all(target_arch = "wasm32", feature = "contract-0-1"))]
+        {
+            imp::kv_set(key, value, ttl);
+            Ok(())
+        }
+        #[cfg(not(all(target_arch = "wasm32", feature = "contract-0-1")))]
+        {
+            imp::kv_set(key, value, ttl)
+        }
     }
 
     /// Remove `key`.

@@ -50,8 +50,19 @@ pub mod __private;
 pub use action::Action;
 pub use config::Config;
 pub use host::{clock, kv, log};
-pub use notification::{Kind, Notification};
+pub use notification::{Kind, Notification, SentBy};
 pub use plugin::Plugin;
 
 /// The version of the plugin contract (the WIT package `switchboard:plugin`) this SDK implements.
-pub const API_VERSION: &str = "0.1.0";
+/// Plugins built with the feature `contract-0-1` are stamped with, and bound to, 0.1.0 instead
+/// (see [`STAMPED_VERSION`]).
+pub const API_VERSION: &str = "0.2.0";
+
+/// The contract version a plugin built with this SDK is stamped with: [`API_VERSION`], or
+/// `0.1.0` with the feature `contract-0-1` (a 0.1.0 plugin cannot send typed messages: a
+/// [`send::Send`] that is not plain text fails its call).
+#[cfg(not(feature = "contract-0-1"))]
+pub const STAMPED_VERSION: &str = API_VERSION;
+/// The contract version a plugin built with this SDK is stamped with.
+#[cfg(feature = "contract-0-1")]
+pub const STAMPED_VERSION: &str = "0.1.0";

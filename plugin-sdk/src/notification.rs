@@ -58,6 +58,43 @@ pub struct Notification {
     pub contact_json: Option<String>,
     /// The actions of the plugins that ran before this one.
     pub prior: Vec<Action>,
+    /// Whether the customer's 24-hour customer service window with this business number is
+    /// open: outside it, only templates may be sent (contract 0.2.0; always false under 0.1.0).
+    #[serde(default)]
+    pub window_open: bool,
+    /// When the window closes, Unix seconds; `None` when it is closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_until: Option<u64>,
+    /// For a status: the send it belongs to, when a plugin of this host sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_by: Option<SentBy>,
+}
+
+/// Which earlier send a status belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SentBy {
+    /// The plugin that sent it.
+    pub plugin: String,
+    /// The `id` of the notification the plugin was handling when it sent.
+    pub notification_id: String,
+    /// The host's delivery id (as `switchboard deliveries list` shows it).
+    pub delivery_id: u64,
+}
+
+impl SentBy {
+    /// A send of `plugin`, made while it handled `notification_id`, delivered as `delivery_id`.
+    pub fn new(
+        plugin: impl Into<String>,
+        notification_id: impl Into<String>,
+        delivery_id: u64,
+    ) -> Self {
+        SentBy {
+            plugin: plugin.into(),
+            notification_id: notification_id.into(),
+            delivery_id,
+        }
+    }
 }
 
 impl Notification {
@@ -85,6 +122,9 @@ impl Notification {
             item_json: item_json.to_string(),
             contact_json: None,
             prior: Vec::new(),
+            window_open: false,
+            window_until: None,
+            sent_by: None,
         };
         match kind {
             Kind::Message => {

@@ -11,4 +11,5 @@ mod plugin_budgets;
 mod plugins;
 mod postgres;
 mod sandbox;
+mod sends;
 mod slow_clients;

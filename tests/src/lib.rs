@@ -229,7 +229,7 @@ impl Fake {
 
 /// How the fake Coreapp answers: login gives a token (for admin:secret), `POST /v1/messages` an
 /// id, the rest `{}`; requests without the token get 401.
-fn coreapp(r: &Received) -> (StatusCode, String) {
+pub fn coreapp(r: &Received) -> (StatusCode, String) {
     const DENIED: &str = r#"{"errors":[{"code":1005,"title":"Access denied"}]}"#;
     if r.path == "/v1/users/login" {
         return if r.header("authorization") == Some("Basic YWRtaW46c2VjcmV0") {

@@ -5,7 +5,12 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-const PLUGINS: &[&str] = &["auto-reply", "keyword-router", "status-forwarder"];
+const PLUGINS: &[&str] = &[
+    "auto-reply",
+    "keyword-router",
+    "menu-bot",
+    "status-forwarder",
+];
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 fn main() -> anyhow::Result<()> {
@@ -17,12 +22,14 @@ fn main() -> anyhow::Result<()> {
         Some("build-plugins") => {
             build_plugins(&root).map(|dir| println!("plugins in {}", dir.display()))
         }
+        Some("build-test-plugins") => build_test_plugins(&root),
         _ => {
             eprintln!(
                 "usage: cargo xtask <command>\n\n\
                  run             build the example plugins and serve them with a sample config\n\
                  test [ARGS]     build the example plugins and run every test (ARGS go to cargo test)\n\
-                 build-plugins   build the example plugins into target/plugins/"
+                 build-plugins   build the example plugins into target/plugins/\n\
+                 build-test-plugins  build the tests' plugins into target/test-plugins/"
             );
             bail!("unknown or missing command")
         }
@@ -173,11 +180,16 @@ fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
 }
 
 /// Build the plugins only the tests use into `target/test-plugins/`: `misbehave.wasm`, and a
-/// second build of it, `misbehave-b.wasm`, that reports another build id.
+/// second build of it, `misbehave-b.wasm`, that reports another build id, both for contract
+/// 0.1.0; and `misbehave-v2.wasm`, for 0.2.0.
 fn build_test_plugins(root: &Path) -> anyhow::Result<()> {
     let out = target_dir(root).join("test-plugins");
     std::fs::create_dir_all(&out)?;
-    for build in ["a", "b"] {
+    for (build, name) in [
+        ("a", "misbehave.wasm"),
+        ("b", "misbehave-b.wasm"),
+        ("v2", "misbehave-v2.wasm"),
+    ] {
         let mut cmd = cargo();
         cmd.current_dir(root)
             .args([
@@ -190,12 +202,10 @@ fn build_test_plugins(root: &Path) -> anyhow::Result<()> {
                 "misbehave",
             ])
             .env("MISBEHAVE_BUILD", build);
+        if build != "v2" {
+            cmd.args(["--features", "contract-0-1"]);
+        }
         status(&mut cmd)?;
-        let name = if build == "a" {
-            "misbehave.wasm".to_string()
-        } else {
-            format!("misbehave-{build}.wasm")
-        };
         copy_atomically(
             &target_dir(root).join(format!("{WASM_TARGET}/plugin/misbehave.wasm")),
             &out.join(name),

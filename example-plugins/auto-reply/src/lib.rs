@@ -1,20 +1,32 @@
-//! `auto-reply`: answers every inbound text message with a fixed text, and marks it read.
+//! `auto-reply`: answers every inbound text message with a fixed text (or, with `buttons`, the
+//! text with reply buttons under it), and marks it read.
 //!
-//! Config: `text` (required), `mark_read` (default true), `once_per_hours` (optional: at most
-//! one auto-reply per customer in that window, remembered in the key-value store).
+//! Config: `text` (required), `buttons` (optional: up to three `{ id, title }` tables),
+//! `mark_read` (default true), `once_per_hours` (optional: at most one auto-reply per customer
+//! in that window, remembered in the key-value store).
 
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchboard_sdk::send::Send;
 use switchboard_sdk::{Action, Config, Notification, Plugin, kv, whatsapp::Message};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
     text: String,
+    #[serde(default)]
+    buttons: Vec<Button>,
     #[serde(default = "yes")]
     mark_read: bool,
     once_per_hours: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Button {
+    id: String,
+    title: String,
 }
 
 fn yes() -> bool {
@@ -35,7 +47,12 @@ impl Plugin for AutoReply {
         if settings.once_per_hours.is_some_and(|h| !(h > 0.0)) {
             return Err("`once_per_hours` must be a positive number of hours".into());
         }
-        Ok(AutoReply { settings })
+        let plugin = AutoReply { settings };
+        if let Some(send) = plugin.buttons("0") {
+            send.validate()
+                .map_err(|e| format!("`buttons` break a WhatsApp limit: {e}"))?;
+        }
+        Ok(plugin)
     }
 
     fn on_message(&self, n: &Notification, message: &Message) -> Result<Vec<Action>, String> {
@@ -47,7 +64,10 @@ impl Plugin for AutoReply {
         }
         let mut actions = Vec::new();
         if self.first_in_window(from) {
-            actions.push(Action::reply(from, &self.settings.text));
+            actions.push(match self.buttons(from) {
+                Some(send) => Action::send(send),
+                None => Action::reply(from, &self.settings.text),
+            });
         }
         if self.settings.mark_read {
             actions.push(Action::mark_read(&n.id));
@@ -57,6 +77,18 @@ impl Plugin for AutoReply {
 }
 
 impl AutoReply {
+    /// The reply with buttons, when configured.
+    fn buttons(&self, to: &str) -> Option<Send> {
+        if self.settings.buttons.is_empty() {
+            return None;
+        }
+        let mut draft = Send::buttons(to, &self.settings.text);
+        for b in &self.settings.buttons {
+            draft = draft.button(&b.id, &b.title);
+        }
+        Some(draft.build())
+    }
+
     /// Whether to reply to `customer` now, remembering the reply for the window.
     fn first_in_window(&self, customer: &str) -> bool {
         let Some(hours) = self.settings.once_per_hours else {
@@ -137,6 +169,32 @@ mod tests {
             1,
             "after the window it replies again"
         );
+    }
+
+    #[test]
+    fn replies_with_buttons_when_configured() {
+        let h = Harness::<AutoReply>::new(json!({
+            "text": "Thanks! Anything else?",
+            "mark_read": false,
+            "buttons": [{ "id": "human", "title": "Talk to a person" }, { "id": "done", "title": "No, thanks" }],
+        }))
+        .unwrap();
+        let actions = h.handle_body(TEXT).unwrap();
+        let [Action::Send(send)] = actions.as_slice() else {
+            panic!("{actions:?}")
+        };
+        let body = send.to_onprem(None).unwrap();
+        assert_eq!(
+            body["interactive"]["body"]["text"],
+            "Thanks! Anything else?"
+        );
+        assert_eq!(
+            body["interactive"]["action"]["buttons"][0]["reply"]["id"],
+            "human"
+        );
+        let too_long = json!({ "text": "x", "buttons": [{ "id": "a", "title": "a title over twenty characters" }] });
+        let refused = Harness::<AutoReply>::new(too_long).err().unwrap();
+        assert!(refused.contains("WhatsApp limit"), "{refused}");
     }
 
     #[test]

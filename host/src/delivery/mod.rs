@@ -4,8 +4,10 @@
 //! one lane (target and customer) go out one at a time, in order.
 
 pub mod backoff;
+pub mod pacing;
 mod queue;
 mod request;
+mod sending;
 pub mod signature;
 
 use std::collections::HashMap;
@@ -34,6 +36,8 @@ pub struct Delivery {
     metrics: Arc<Metrics>,
     http: Http,
     whatsapp: WhatsApp,
+    pacer: pacing::Pacer,
+    sends: sending::SendLog,
     budget: Budget,
     /// The configured destinations, their URLs parsed once.
     destinations: HashMap<String, Destination>,
@@ -97,6 +101,8 @@ impl Delivery {
             store,
             metrics,
             http,
+            pacer: pacing::Pacer::new(config.whatsapp.as_ref()),
+            sends: Default::default(),
             whatsapp,
             budget,
             destinations,
@@ -141,6 +147,7 @@ impl Delivery {
             outcome_rx,
             recorded_tx,
         ));
+        tokio::spawn(sending::record_sends(self.clone()));
         let (mut max_id, mut last_scan, mut stopping) = (0i64, None::<Instant>, None::<Instant>);
         let (mut generation, mut last_full_scan) = (u64::MAX, Instant::now());
         // Bounds memory while a destination is down under traffic.
@@ -266,21 +273,13 @@ impl Delivery {
                 };
             }
         };
-        let result = match request {
-            Request::Forward { body } => self.forward(task, body).await,
-            Request::Reply {
-                to,
-                body,
-                quote,
-                via,
-            } => {
-                self.whatsapp
-                    .send_text(via, to, body, quote.as_deref())
-                    .await
+        let outcome = match request {
+            Request::Forward { body } => {
+                let result = self.forward(task, body).await;
+                self.classify(attempt, result)
             }
-            Request::MarkRead { message_id, via } => self.whatsapp.mark_read(via, message_id).await,
+            _ => self.whatsapp(attempt, request).await,
         };
-        let outcome = self.classify(attempt, result);
         match &outcome {
             DeliveryOutcome::Delivered => {}
             DeliveryOutcome::Retry { error, .. } => {
@@ -344,6 +343,17 @@ impl Delivery {
             }
             Err(e) => (format!("{e:#}"), None),
         };
+        self.retry(attempt, error, retry_after)
+    }
+
+    /// Retry `attempt` after back-off (at least `retry_after`), or dead-letter it past the
+    /// horizon.
+    fn retry(
+        &self,
+        attempt: &Attempt,
+        error: String,
+        retry_after: Option<Duration>,
+    ) -> DeliveryOutcome {
         let cfg = &self.config.delivery;
         let delay = backoff::delay(cfg, attempt.attempts as u32, retry_after);
         let at = now_millis().saturating_add(millis(delay));

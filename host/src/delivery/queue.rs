@@ -561,6 +561,7 @@ mod tests {
         let request = Request::MarkRead {
             message_id: "wamid.1".into(),
             via: Default::default(),
+            typing_indicator: false,
         };
         let (stored, _) = row(1, "a", "t");
         q.add([(stored, Some(request.clone())), row(2, "b", "t")], 0);

@@ -22,6 +22,22 @@ pub enum Request {
         message_id: String,
         #[serde(default)]
         via: Via,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        typing_indicator: bool,
+    },
+    /// A typed send of a plugin, checked and rendered at dispatch.
+    Send {
+        /// The customer.
+        to: String,
+        /// The message's `type` (`text`, `template`, `interactive`, `image`, ...).
+        #[serde(rename = "type")]
+        kind: String,
+        /// The request body of `via`'s API, as JSON text.
+        body: String,
+        via: Via,
+        /// The plugin that sent it, and the id of the notification it was handling.
+        plugin: String,
+        notification: String,
     },
 }
 
@@ -32,6 +48,7 @@ impl Request {
             Request::Forward { .. } => "forward",
             Request::Reply { .. } => "reply",
             Request::MarkRead { .. } => "mark-read",
+            Request::Send { .. } => "send",
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod envelope;
 mod load;
+mod sends;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -310,13 +311,32 @@ impl Dispatcher {
                 Err(Failure::Waits)
             } else {
                 let mark = overlay.mark();
-                run_chain(&snapshot, n, &mut overlay, &self.metrics).map_err(|fault| {
+                let sees_window = snapshot.plugins.iter().any(|p| {
+                    p.api_version.as_deref() == Some("0.2.0") && p.manifest.subscribes_to(n.kind)
+                });
+                let received = item.received_at;
+                sends::with_window(
+                    &self.store,
+                    &self.config,
+                    &mut overlay,
+                    n,
+                    received,
+                    sees_window,
+                )
+                .and_then(|mut n| {
+                    self.delivery.sends().join_status(&self.store, &mut n)?;
+                    Ok(n)
+                })
+                .map_err(|e| format!("cannot read the customer's window or sends: {e:#}"))
+                .and_then(|n| Ok((run_chain(&snapshot, &n, &mut overlay, &self.metrics)?, n)))
+                .map_err(|fault| {
                     overlay.rollback(mark);
                     Failure::Host(fault)
                 })
             };
             match result {
-                Ok(actions) => {
+                Ok((actions, n)) => {
+                    let n = &n;
                     out.dispatched += 1;
                     if attempts.is_some() {
                         out.retries.push(RetryChange::Done(item.id));
@@ -427,13 +447,39 @@ impl Dispatcher {
                         via: via.clone(),
                     },
                 ),
-                Action::MarkRead { message_id } => (
+                Action::MarkRead {
+                    message_id,
+                    typing_indicator,
+                } => (
                     delivery::WHATSAPP,
                     Request::MarkRead {
                         message_id: message_id.clone(),
                         via: via.clone(),
+                        typing_indicator: *typing_indicator,
                     },
                 ),
+                Action::Send(send) => {
+                    let snapshot = self.registry.snapshot();
+                    let fallback = snapshot
+                        .plugins
+                        .iter()
+                        .find(|p| p.name == *plugin)
+                        .and_then(|p| p.manifest.sends.window_fallback.as_ref());
+                    match sends::request(&self.config, &via, n, plugin, send, fallback) {
+                        Ok(queued) => {
+                            if queued.fell_back {
+                                self.metrics.inc(&self.metrics.sends_fell_back);
+                                tracing::info!(%plugin, to = send.to, "send replaced by the plugin's fallback template: the customer's window is closed");
+                            }
+                            (delivery::WHATSAPP, queued.request)
+                        }
+                        Err(refusal) => {
+                            self.metrics.inc(&self.metrics.sends_refused);
+                            tracing::warn!(%plugin, to = send.to, "send refused: {refusal}");
+                            continue;
+                        }
+                    }
+                }
                 Action::Tag { .. } | Action::Stop => continue,
             };
             if target == delivery::WHATSAPP
@@ -447,11 +493,16 @@ impl Dispatcher {
                 tracing::warn!(%plugin, "{} refused: no {section} in the configuration", request.kind());
                 continue;
             }
+            // A send goes in the lane of its recipient, who may be backed off alone.
+            let lane_customer = match &request {
+                Request::Send { to, .. } => to.as_str(),
+                _ => customer,
+            };
             let delivery = NewDelivery {
                 partition: store::partition_of(n, self.store.partitions()),
                 kind: request.kind().to_string(),
                 target: target.to_string(),
-                lane: format!("{target}/{customer}"),
+                lane: format!("{target}/{lane_customer}"),
                 webhook_id: webhook_id(key, plugin, index),
                 request: serde_json::to_string(&request).unwrap_or_default(),
             };
@@ -543,6 +594,9 @@ pub fn run_chain(
         for action in actions {
             if let Err(reason) = permitted(&plugin.manifest.permissions, n, &action) {
                 metrics.inc(&metrics.actions_refused);
+                if matches!(action, Action::Send(_)) {
+                    metrics.inc(&metrics.sends_refused);
+                }
                 tracing::warn!(plugin = %plugin.name, id = %n.id, "action refused: {reason}");
                 continue;
             }
@@ -567,9 +621,22 @@ fn permitted(
         Action::Forward { destination, .. } if !p.may_forward(destination) => Err(format!(
             "forward to {destination:?} is not granted: add it to [permissions] destinations in the plugin's .toml"
         )),
-        Action::Reply { .. } | Action::MarkRead { .. } if !p.reply => {
-            Err("replies and mark-read are not granted: set [permissions] reply = true in the plugin's .toml".into())
+        Action::Reply { .. } | Action::MarkRead { .. } | Action::Send(_) if !p.reply => {
+            Err("replies and mark-read are not granted (nor sends): set [permissions] reply = true in the plugin's .toml".into())
         }
+        Action::Send(send)
+            if p.reply_to == ReplyTo::Sender && n.sender.as_deref() != Some(send.to.as_str()) =>
+        {
+            Err(format!(
+                "a send to {:?}, who did not send this notification, is not granted: set [permissions] reply_to = \"any\" in the plugin's .toml",
+                send.to
+            ))
+        }
+        // Checked before later plugins see it: an invalid send is refused at once, with
+        // WhatsApp's limit it breaks, rather than by the API later.
+        Action::Send(send) => send
+            .validate()
+            .map_err(|e| format!("send refused: invalid: {e}")),
         Action::Reply { to, .. }
             if p.reply_to == ReplyTo::Sender && n.sender.as_deref() != Some(to.as_str()) =>
         {

@@ -23,6 +23,32 @@ pub struct Manifest {
     /// Which notifications the plugin is called for.
     #[serde(default)]
     pub subscribe: Subscribe,
+    /// How the host handles the plugin's typed sends.
+    #[serde(default)]
+    pub sends: SendRules,
+}
+
+/// `[sends]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRules {
+    /// The template sent instead of a send refused because the customer's 24-hour window is
+    /// closed; without it, such a send is refused (`window-closed`).
+    pub window_fallback: Option<FallbackTemplate>,
+}
+
+/// `[sends.window_fallback]`: an approved template.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackTemplate {
+    pub name: String,
+    /// The language code, as `en_US`.
+    pub language: String,
+    /// The On-Premises namespace; by default `[whatsapp] namespace`.
+    pub namespace: Option<String>,
+    /// Text parameters of the template's body, in order.
+    #[serde(default)]
+    pub body: Vec<String>,
 }
 
 /// `[limits]`: the budgets the host enforces on every call.

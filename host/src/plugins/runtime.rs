@@ -36,6 +36,8 @@ mod bindings {
     });
 }
 
+mod v2;
+
 use bindings::switchboard::plugin::host::{self as wit_host, Level};
 use bindings::switchboard::plugin::types as wit;
 
@@ -248,10 +250,15 @@ impl HostState {
     }
 
     /// Count a write of `size` bytes to `key` (`new_size` bytes after it, none for a delete)
-    /// against the budgets; false when refused (the call then ends).
-    fn admit_write(&mut self, key: &str, size: usize, new_size: Option<usize>) -> bool {
-        if self.stop.is_some() {
-            return false;
+    /// against the budgets.
+    fn admit_write(
+        &mut self,
+        key: &str,
+        size: usize,
+        new_size: Option<usize>,
+    ) -> Result<(), WriteRefused> {
+        if let Some(stop) = &self.stop {
+            return Err(WriteRefused::Host(format!("the call is ending: {stop:?}")));
         }
         let counted = self.read(key).and_then(|old| {
             let old_size = old.map(|v| key.len() + v.len());
@@ -261,15 +268,85 @@ impl HostState {
             Ok(self.call.admit(&self.budget, usage, size, keys, bytes))
         });
         match counted {
-            Ok(Ok(())) => true,
-            Ok(Err(reason)) => {
-                self.stop(Stop::Limit(format!("key-value write refused: {reason}")));
-                false
-            }
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(WriteRefused::Limit(format!(
+                "key-value write refused: {reason}"
+            ))),
+            Err(e) => Err(WriteRefused::Host(format!(
+                "key-value store unavailable: {e:#}"
+            ))),
+        }
+    }
+
+    /// `kv-get` of either contract.
+    fn get_key(&mut self, key: &str) -> Option<Vec<u8>> {
+        match self.read(key) {
+            Ok(v) => v,
+            // Not the plugin's fault: the call fails as the host's, and the notification is
+            // dispatched again later rather than handled on a value that was not there.
             Err(e) => {
-                self.stop(Stop::Host(format!("key-value store unavailable: {e:#}")));
-                false
+                self.stop(Stop::Host(format!("key-value read failed: {e:#}")));
+                None
             }
+        }
+    }
+
+    /// `kv-set` of either contract: the write joins the call's, or the reason it is refused.
+    fn set_key(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_seconds: Option<u64>,
+    ) -> Result<(), WriteRefused> {
+        if key.len() > kv::MAX_KEY || value.len() > kv::MAX_VALUE {
+            return Err(WriteRefused::Limit(format!(
+                "key-value write refused: a {}-byte key with a {}-byte value; keys are limited \
+                 to {} bytes and values to {} bytes",
+                key.len(),
+                value.len(),
+                kv::MAX_KEY,
+                kv::MAX_VALUE
+            )));
+        }
+        let size = key.len() + value.len();
+        self.admit_write(&key, size, Some(size))?;
+        let expires_at = ttl_seconds
+            .map(|t| now_millis().saturating_add((t.min(i64::MAX as u64 / 2000) * 1000) as i64));
+        self.call.writes.push(KvWrite::Set {
+            plugin: self.plugin.to_string(),
+            key,
+            value,
+            expires_at,
+        });
+        Ok(())
+    }
+
+    /// `kv-delete` of either contract; a refused delete ends the call.
+    fn delete_key(&mut self, key: String) {
+        if let Err(refused) = self.admit_write(&key, key.len(), None) {
+            self.stop(refused.into());
+            return;
+        }
+        self.call.writes.push(KvWrite::Delete {
+            plugin: self.plugin.to_string(),
+            key,
+        });
+    }
+}
+
+/// Why a key-value write was refused.
+enum WriteRefused {
+    /// Over a budget: the plugin's doing.
+    Limit(String),
+    /// The store failed, or the call is already ending.
+    Host(String),
+}
+
+impl From<WriteRefused> for Stop {
+    fn from(refused: WriteRefused) -> Stop {
+        match refused {
+            WriteRefused::Limit(reason) => Stop::Limit(reason),
+            WriteRefused::Host(reason) => Stop::Host(reason),
         }
     }
 }
@@ -282,51 +359,18 @@ impl wit_host::Host for HostState {
     }
 
     fn kv_get(&mut self, key: String) -> Option<Vec<u8>> {
-        match self.read(&key) {
-            Ok(v) => v,
-            // Not the plugin's fault: the call fails as the host's, and the notification is
-            // dispatched again later rather than handled on a value that was not there.
-            Err(e) => {
-                self.stop(Stop::Host(format!("key-value read failed: {e:#}")));
-                None
-            }
-        }
+        self.get_key(&key)
     }
 
+    /// Under 0.1.0 a refused write ends the call.
     fn kv_set(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u64>) {
-        if key.len() > kv::MAX_KEY || value.len() > kv::MAX_VALUE {
-            self.stop(Stop::Limit(format!(
-                "key-value write refused: a {}-byte key with a {}-byte value; keys are limited \
-                 to {} bytes and values to {} bytes",
-                key.len(),
-                value.len(),
-                kv::MAX_KEY,
-                kv::MAX_VALUE
-            )));
-            return;
+        if let Err(refused) = self.set_key(key, value, ttl_seconds) {
+            self.stop(refused.into());
         }
-        let size = key.len() + value.len();
-        if !self.admit_write(&key, size, Some(size)) {
-            return;
-        }
-        let expires_at = ttl_seconds
-            .map(|t| now_millis().saturating_add((t.min(i64::MAX as u64 / 2000) * 1000) as i64));
-        self.call.writes.push(KvWrite::Set {
-            plugin: self.plugin.to_string(),
-            key,
-            value,
-            expires_at,
-        });
     }
 
     fn kv_delete(&mut self, key: String) {
-        if !self.admit_write(&key, key.len(), None) {
-            return;
-        }
-        self.call.writes.push(KvWrite::Delete {
-            plugin: self.plugin.to_string(),
-            key,
-        });
+        self.delete_key(key);
     }
 
     fn now_millis(&mut self) -> u64 {
@@ -372,6 +416,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        v2::bindings::Plugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
         let ticker = engine.weak();
         std::thread::Builder::new()
             .name("plugin-epoch".into())
@@ -454,9 +499,14 @@ impl Runtime {
                 "cannot link the component: it imports something this host does not provide \
              (plugins get only the switchboard:plugin host interface and an empty WASI)",
             )?;
-        let pre = bindings::PluginPre::new(pre)
-            .map_err(anyhow::Error::from)
-            .context("the component does not export the switchboard:plugin world")?;
+        // A component stamped 0.2.0 is bound to that contract; any other (0.1.0, or built
+        // without the SDK's stamp) to 0.1.0.
+        let pre = match api_version.as_deref() {
+            Some("0.2.0") => v2::bindings::PluginPre::new(pre).map(Pre::V2),
+            _ => bindings::PluginPre::new(pre).map(Pre::V1),
+        }
+        .map_err(anyhow::Error::from)
+        .context("the component does not export the switchboard:plugin world")?;
         let plugin = Arc::new(LoadedPlugin {
             name: name.into(),
             hash,
@@ -501,7 +551,41 @@ fn engine_config(pooling: bool) -> wasmtime::Config {
 
 struct Instance {
     store: WasmStore<HostState>,
-    bindings: bindings::Plugin,
+    bindings: Bindings,
+}
+
+/// A component linked, ready to instantiate, under the contract it was built for.
+enum Pre {
+    V1(bindings::PluginPre<HostState>),
+    V2(v2::bindings::PluginPre<HostState>),
+}
+
+/// The exports of an instance, under its contract.
+enum Bindings {
+    V1(bindings::Plugin),
+    V2(v2::bindings::Plugin),
+}
+
+/// The actions a call returned, in its contract's types.
+enum Returned {
+    V1(Vec<wit::Action>),
+    V2(Vec<v2::bindings::switchboard::plugin::types::Action>),
+}
+
+impl Returned {
+    fn len(&self) -> usize {
+        match self {
+            Returned::V1(a) => a.len(),
+            Returned::V2(a) => a.len(),
+        }
+    }
+
+    fn into_actions(self) -> Vec<Action> {
+        match self {
+            Returned::V1(a) => a.into_iter().map(from_wit_action).collect(),
+            Returned::V2(a) => a.into_iter().map(v2::from_wit_action).collect(),
+        }
+    }
 }
 
 /// What a plugin version did, for `/plugins` and `/metrics`.
@@ -544,7 +628,7 @@ pub struct LoadedPlugin {
     /// Counts of its calls.
     pub stats: Stats,
     runtime: Arc<Runtime>,
-    pre: bindings::PluginPre<HostState>,
+    pre: Pre,
     idle: Mutex<Vec<Instance>>,
     breaker: Mutex<Breaker>,
     log_rate: Arc<Mutex<LogRate>>,
@@ -629,10 +713,15 @@ impl LoadedPlugin {
         });
         let wall = limits.wall_timeout();
         begin(&mut store);
-        let bindings = match self
-            .runtime
-            .drive(wall, self.pre.instantiate_async(&mut store))
-        {
+        let instantiated = match &self.pre {
+            Pre::V1(pre) => self.runtime.drive(wall, async {
+                pre.instantiate_async(&mut store).await.map(Bindings::V1)
+            }),
+            Pre::V2(pre) => self.runtime.drive(wall, async {
+                pre.instantiate_async(&mut store).await.map(Bindings::V2)
+            }),
+        };
+        let bindings = match instantiated {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
                 store.data_mut().end_logs();
@@ -644,10 +733,11 @@ impl LoadedPlugin {
             Err(cut) => return Err(self.cut_off(&mut store, cut, "instantiation")),
         };
         begin(&mut store);
-        let result = self.runtime.drive(
-            wall,
-            bindings.call_init(&mut store, &self.manifest.config_json()),
-        );
+        let config = self.manifest.config_json();
+        let result = match &bindings {
+            Bindings::V1(b) => self.runtime.drive(wall, b.call_init(&mut store, &config)),
+            Bindings::V2(b) => self.runtime.drive(wall, b.call_init(&mut store, &config)),
+        };
         self.end_logs(&mut store);
         let error = match result {
             Ok(Ok(Ok(()))) => match self.stopped(&mut store) {
@@ -715,16 +805,31 @@ impl LoadedPlugin {
             Some(i) => i,
             None => self.instantiate()?,
         };
-        let notification = to_wit(n);
-        let prior: Vec<wit::Action> = prior.iter().cloned().map(to_wit_action).collect();
         instance.store.data_mut().overlay = std::mem::take(overlay);
         begin(&mut instance.store);
-        let result = self.runtime.drive(
-            self.manifest.limits.wall_timeout(),
-            instance
-                .bindings
-                .call_handle(&mut instance.store, &notification, &prior),
-        );
+        let wall = self.manifest.limits.wall_timeout();
+        let store = &mut instance.store;
+        let result = match &instance.bindings {
+            Bindings::V1(b) => {
+                let notification = to_wit(n);
+                let prior: Vec<wit::Action> =
+                    prior.iter().cloned().filter_map(to_wit_action).collect();
+                self.runtime.drive(wall, async {
+                    b.call_handle(store, &notification, &prior)
+                        .await
+                        .map(|r| r.map(Returned::V1))
+                })
+            }
+            Bindings::V2(b) => {
+                let notification = v2::to_wit(n);
+                let prior: Vec<_> = prior.iter().cloned().map(v2::to_wit_action).collect();
+                self.runtime.drive(wall, async {
+                    b.call_handle(store, &notification, &prior)
+                        .await
+                        .map(|r| r.map(Returned::V2))
+                })
+            }
+        };
         self.end_logs(&mut instance.store);
         let state = instance.store.data_mut();
         *overlay = std::mem::take(&mut state.overlay);
@@ -808,7 +913,7 @@ impl LoadedPlugin {
         }
     }
 
-    fn check_output(&self, actions: Vec<wit::Action>) -> Result<Vec<Action>, CallError> {
+    fn check_output(&self, actions: Returned) -> Result<Vec<Action>, CallError> {
         let limits = &self.manifest.limits;
         if actions.len() > limits.max_actions {
             return Err(CallError::Output(format!(
@@ -817,7 +922,7 @@ impl LoadedPlugin {
                 limits.max_actions
             )));
         }
-        let actions: Vec<Action> = actions.into_iter().map(from_wit_action).collect();
+        let actions = actions.into_actions();
         let bytes: usize = actions.iter().map(action_size).sum();
         if bytes > limits.max_output_kb * 1024 {
             return Err(CallError::Output(format!(
@@ -859,10 +964,28 @@ fn action_size(a: &Action) -> usize {
         Action::Forward { destination, body } => {
             destination.len() + body.as_ref().map_or(0, String::len)
         }
-        Action::MarkRead { message_id } => message_id.len(),
+        Action::MarkRead { message_id, .. } => message_id.len(),
         Action::Tag { tag } => tag.len(),
         Action::Stop => 0,
+        Action::Send(send) => json_size(send),
     }
+}
+
+/// The length of `value` as JSON, written nowhere.
+fn json_size(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 fn to_wit(n: &Notification) -> wit::Notification {
@@ -886,16 +1009,26 @@ fn to_wit(n: &Notification) -> wit::Notification {
     }
 }
 
-fn to_wit_action(a: Action) -> wit::Action {
-    match a {
+fn to_wit_action(a: Action) -> Option<wit::Action> {
+    Some(match a {
         Action::Reply { to, body, quote } => wit::Action::Reply(wit::Reply { to, body, quote }),
         Action::Forward { destination, body } => {
             wit::Action::Forward(wit::Forward { destination, body })
         }
-        Action::MarkRead { message_id } => wit::Action::MarkRead(message_id),
+        Action::MarkRead { message_id, .. } => wit::Action::MarkRead(message_id),
         Action::Tag { tag } => wit::Action::Tag(tag),
         Action::Stop => wit::Action::Stop,
-    }
+        // 0.1.0 has no typed sends: a later 0.1.0 plugin sees a text send as a reply, and
+        // not the other kinds.
+        Action::Send(send) => match send.message {
+            switchboard_sdk::send::OutgoingMessage::Text(text) => wit::Action::Reply(wit::Reply {
+                to: send.to,
+                body: text.body,
+                quote: send.reply_to,
+            }),
+            _ => return None,
+        },
+    })
 }
 
 fn from_wit_action(a: wit::Action) -> Action {
@@ -909,7 +1042,10 @@ fn from_wit_action(a: wit::Action) -> Action {
             destination: f.destination,
             body: f.body,
         },
-        wit::Action::MarkRead(id) => Action::MarkRead { message_id: id },
+        wit::Action::MarkRead(id) => Action::MarkRead {
+            message_id: id,
+            typing_indicator: false,
+        },
         wit::Action::Tag(tag) => Action::Tag { tag },
         wit::Action::Stop => Action::Stop,
     }

@@ -3,7 +3,7 @@
 use anyhow::bail;
 
 /// Contract versions this host can run.
-pub const SUPPORTED: &[&str] = &[switchboard_sdk::API_VERSION];
+pub const SUPPORTED: &[&str] = &["0.1.0", switchboard_sdk::API_VERSION];
 
 const SECTION: &str = "switchboard:api-version";
 

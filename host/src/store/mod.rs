@@ -17,6 +17,7 @@ pub mod postgres;
 mod retry;
 mod schema;
 mod seen;
+mod sends;
 mod writer;
 
 #[cfg(test)]
@@ -36,6 +37,7 @@ pub use lease::{
 };
 pub use outbox::{DeliveryOutcome, NewDelivery, OutboxRow, OutboxState};
 pub use retry::{RetryChange, RetryRow, RetryState};
+pub use sends::{SendStatus, SentMessage};
 use writer::Sync;
 
 /// Milliseconds since the Unix epoch.
@@ -165,6 +167,24 @@ pub trait Storage: Send + std::marker::Sync + 'static {
 
     /// Wait for every write queued so far, then stop writing.
     async fn close(&self);
+
+    // ---- Typed sends (contract 0.2.0) ----
+
+    /// Record delivered sends with their WhatsApp message ids, and the statuses WhatsApp
+    /// reported for sends (a status of an unknown id is ignored; a status never goes back to an
+    /// earlier stage, and `failed` stays). Records older than 30 days go. Like
+    /// `record_outcomes`, may be lost to a power cut, never to a crash.
+    async fn record_sent(
+        &self,
+        sent: Vec<SentMessage>,
+        statuses: Vec<SendStatus>,
+    ) -> anyhow::Result<()>;
+
+    /// The delivered send WhatsApp gave the message id `wa_id`, if recorded.
+    fn sent_message(&self, wa_id: &str) -> anyhow::Result<Option<SentMessage>>;
+
+    /// The latest delivered sends with their last status, newest first, at most `limit`.
+    fn list_sent(&self, limit: usize) -> anyhow::Result<Vec<SentMessage>>;
 }
 
 /// Reads of the key-value state from one snapshot; dropping it ends the snapshot.
@@ -429,6 +449,19 @@ impl Storage for Sqlite {
     async fn close(&self) {
         self.inbox.writer.close().await;
         self.work.writer.close().await;
+    }
+    async fn record_sent(
+        &self,
+        sent: Vec<SentMessage>,
+        statuses: Vec<SendStatus>,
+    ) -> anyhow::Result<()> {
+        Sqlite::record_sent(self, sent, statuses).await
+    }
+    fn sent_message(&self, wa_id: &str) -> anyhow::Result<Option<SentMessage>> {
+        Sqlite::sent_message(self, wa_id)
+    }
+    fn list_sent(&self, limit: usize) -> anyhow::Result<Vec<SentMessage>> {
+        Sqlite::list_sent(self, limit)
     }
 }
 

@@ -121,6 +121,23 @@ CREATE TABLE dispatch_retry (
 );
 CREATE INDEX dispatch_retry_customer ON dispatch_retry(customer, inbox_id) WHERE parked = 0;
 "#,
+    // The WhatsApp message id of each delivered typed send, what sent it, and the last status
+    // WhatsApp reported for it (see `sends.rs`).
+    r#"
+CREATE TABLE sent_message (
+    wa_id           TEXT PRIMARY KEY,
+    delivery_id     INTEGER NOT NULL,
+    plugin          TEXT NOT NULL,
+    notification_id TEXT NOT NULL,
+    recipient       TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    sent_at         INTEGER NOT NULL,
+    status          TEXT,
+    error           TEXT,
+    status_at       INTEGER
+) WITHOUT ROWID;
+CREATE INDEX sent_message_sent_at ON sent_message(sent_at);
+"#,
 ];
 
 /// The inbox database: accepted notifications and dedup keys.

@@ -41,14 +41,24 @@ impl CloudClient {
         self.post(number, &message).await
     }
 
-    /// Mark an inbound message read.
+    /// Send a rendered message body from `number` (or the configured one).
+    pub async fn send_message(&self, number: Option<&str>, body: &str) -> anyhow::Result<Response> {
+        let body: &serde_json::value::RawValue = serde_json::from_str(body)?;
+        self.post(number, &body).await
+    }
+
+    /// Mark an inbound message read, showing "typing…" until the reply when asked.
     pub async fn mark_read(
         &self,
         number: Option<&str>,
         message_id: &str,
+        typing_indicator: bool,
     ) -> anyhow::Result<Response> {
-        let body = serde_json::json!({ "messaging_product": "whatsapp", "status": "read", "message_id": message_id });
-        self.post(number, &body).await
+        let mut read = switchboard_sdk::send::MarkRead::new(message_id);
+        if typing_indicator {
+            read = read.typing_indicator();
+        }
+        self.post(number, &read.to_cloud()).await
     }
 
     async fn post(&self, number: Option<&str>, body: &impl Serialize) -> anyhow::Result<Response> {

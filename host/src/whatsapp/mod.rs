@@ -2,6 +2,7 @@
 //! notifications that came in on `onprem` endpoints, the Cloud API those of `cloud` endpoints.
 
 pub mod cloud;
+mod number;
 pub mod onprem;
 
 use serde::{Deserialize, Serialize};
@@ -69,13 +70,30 @@ impl WhatsApp {
         }
     }
 
-    /// Mark an inbound message read.
-    pub async fn mark_read(&self, via: &Via, message_id: &str) -> anyhow::Result<Response> {
+    /// Send a message whose request body is already rendered for `via`'s API.
+    pub async fn send_message(&self, via: &Via, body: &str) -> anyhow::Result<Response> {
+        match via {
+            Via::Onprem => self.onprem()?.send_message(body).await,
+            Via::Cloud { phone_number_id } => {
+                self.cloud()?
+                    .send_message(phone_number_id.as_deref(), body)
+                    .await
+            }
+        }
+    }
+
+    /// Mark an inbound message read, with "typing…" when asked (Cloud API only).
+    pub async fn mark_read(
+        &self,
+        via: &Via,
+        message_id: &str,
+        typing_indicator: bool,
+    ) -> anyhow::Result<Response> {
         match via {
             Via::Onprem => self.onprem()?.mark_read(message_id).await,
             Via::Cloud { phone_number_id } => {
                 self.cloud()?
-                    .mark_read(phone_number_id.as_deref(), message_id)
+                    .mark_read(phone_number_id.as_deref(), message_id, typing_indicator)
                     .await
             }
         }

@@ -66,6 +66,12 @@ impl OnPremClient {
         self.call(Method::POST, &self.messages_url, &message).await
     }
 
+    /// `POST /v1/messages` with a rendered message body.
+    pub async fn send_message(&self, body: &str) -> anyhow::Result<Response> {
+        let body: &serde_json::value::RawValue = serde_json::from_str(body)?;
+        self.call(Method::POST, &self.messages_url, &body).await
+    }
+
     /// `PUT /v1/messages/{id}` with `{"status":"read"}`.
     pub async fn mark_read(&self, message_id: &str) -> anyhow::Result<Response> {
         let url = self.messages_url.join(message_id)?;

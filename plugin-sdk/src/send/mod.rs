@@ -26,6 +26,8 @@ mod classify;
 pub mod limits;
 mod render;
 mod validate;
+#[doc(hidden)]
+pub mod wire;
 
 #[cfg(test)]
 mod tests;

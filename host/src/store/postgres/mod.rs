@@ -18,6 +18,7 @@
 mod kv;
 mod rows;
 pub mod schema;
+mod sends;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -850,6 +851,36 @@ impl Storage for Postgres {
 
     async fn close(&self) {
         // Whatever was queued for ingest was answered; nothing else is buffered.
+    }
+
+    async fn record_sent(
+        &self,
+        sent: Vec<super::SentMessage>,
+        statuses: Vec<super::SendStatus>,
+    ) -> anyhow::Result<()> {
+        self.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let txn = client.transaction().await?;
+            sends::record(&txn, &sent, &statuses).await?;
+            txn.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn sent_message(&self, wa_id: &str) -> anyhow::Result<Option<super::SentMessage>> {
+        let wa_id = wa_id.to_string();
+        self.block(move |pool| async move {
+            let client = pool.get().await?;
+            sends::one(&**client, &wa_id).await
+        })
+    }
+
+    fn list_sent(&self, limit: usize) -> anyhow::Result<Vec<super::SentMessage>> {
+        self.block(move |pool| async move {
+            let client = pool.get().await?;
+            sends::latest(&**client, limit).await
+        })
     }
 }
 

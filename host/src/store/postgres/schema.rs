@@ -77,6 +77,21 @@ pub const MIGRATIONS: &[&str] = &[
         last_error text
      );
      CREATE INDEX dispatch_retry_partition ON dispatch_retry (partition, inbox_id)",
+    // 2: the WhatsApp message id of each delivered typed send, what sent it, and its last
+    // status (see `store/sends.rs`).
+    "CREATE TABLE sent_message (
+        wa_id text PRIMARY KEY,
+        delivery_id bigint NOT NULL,
+        plugin text NOT NULL,
+        notification_id text NOT NULL,
+        recipient text NOT NULL,
+        kind text NOT NULL,
+        sent_at bigint NOT NULL,
+        status text,
+        error text,
+        status_at bigint
+     );
+     CREATE INDEX sent_message_sent_at ON sent_message (sent_at)",
 ];
 
 /// The versions applied, in order.

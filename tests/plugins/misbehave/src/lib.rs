@@ -19,7 +19,13 @@
 //! - `huge-error`: return a 10 MB error;
 //! - `fail-unless-b`: fail in build a, echo in build b (a fixed new version);
 //! - `stop`: end the chain; `reply-any`: reply to someone other than the sender, then echo.
+//! - `send`: send each of `sends_json` (a JSON array of the SDK's `Send`s, `to` defaulting to
+//!   the sender), then mark the message read with the typing indicator when `typing` is set;
+//!   `kv-refused`: try to set a value over the limit, and forward what `kv::try_set` said;
+//!   `sent-by`: forward `{"id", "status", "sent_by", "window_open"}` to `destination`.
 //!
+//! It is built three times: `misbehave.wasm` and `misbehave-b.wasm` for contract 0.1.0 (the
+//! SDK's feature `contract-0-1`), and `misbehave-v2.wasm` for 0.2.0.
 //! `init` in its config does the same in `init`: `print` or `sleep`.
 
 use serde::Deserialize;
@@ -42,6 +48,10 @@ struct Settings {
     init: String,
     #[serde(default = "an_hour")]
     sleep_ms: u64,
+    #[serde(default)]
+    sends_json: String,
+    #[serde(default)]
+    typing: bool,
 }
 
 fn an_hour() -> u64 {
@@ -122,6 +132,39 @@ impl Plugin for Misbehave {
             "fail-unless-b" if BUILD == "b" => echo(),
             "fail-unless-b" => Err("build a always fails".into()),
             "stop" => Ok(vec![Action::Stop]),
+            "send" => {
+                let sends: Vec<serde_json::Value> =
+                    serde_json::from_str(&s.sends_json).map_err(|e| format!("sends_json: {e}"))?;
+                let mut actions = Vec::new();
+                for mut send in sends {
+                    if send.get("to").is_none() {
+                        send["to"] = n.sender.clone().unwrap_or_default().into();
+                    }
+                    let send: switchboard_sdk::send::Send =
+                        serde_json::from_value(send).map_err(|e| format!("sends_json: {e}"))?;
+                    actions.push(Action::send(send));
+                }
+                if s.typing && n.kind == Kind::Message {
+                    actions.push(Action::mark_read_typing(&n.id));
+                }
+                Ok(actions)
+            }
+            "sent-by" => Ok(vec![Action::forward_json(
+                &s.destination,
+                &serde_json::json!({
+                    "id": n.id,
+                    "status": n.status,
+                    "sent_by": n.sent_by,
+                    "window_open": n.window_open,
+                }),
+            )]),
+            "kv-refused" => {
+                let said = kv::try_set("big", &vec![b'v'; 1 << 20], None);
+                Ok(vec![Action::forward_json(
+                    &s.destination,
+                    &serde_json::json!({ "id": n.id, "refused": said.err() }),
+                )])
+            }
             "reply-any" => {
                 let mut actions = vec![Action::reply("15550009999", "not the sender")];
                 actions.extend(echo()?);
