@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::admin::Admin;
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::dispatch::{self, Dispatcher};
@@ -88,7 +89,37 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         inbox: inbox.clone(),
         health: Default::default(),
     });
-    let app = ingress::router(state, ingress::endpoints(&config)?);
+    let mut app = ingress::router(state, ingress::endpoints(&config)?);
+    let admin = Admin::new(
+        config.clone(),
+        store.clone(),
+        metrics.clone(),
+        registry.clone(),
+    )?;
+    let mut admin_tasks = Vec::new();
+    if let Some(admin) = admin {
+        admin_tasks.push(tokio::spawn(admin.clone().sample()));
+        let console = crate::admin::router(admin.clone());
+        match admin.listen() {
+            None => app = app.merge(console),
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} ([admin] listen)"))?;
+                tracing::info!(listen = %addr, "the console is serving at /admin/");
+                let limits = ingress::connections::Limits::of(&config.server);
+                let metrics = metrics.clone();
+                let mut stop = stop_rx.clone();
+                admin_tasks.push(tokio::spawn(async move {
+                    let stopped = async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    };
+                    ingress::connections::serve(listener, None, console, limits, metrics, stopped)
+                        .await
+                }));
+            }
+        }
+    }
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -135,6 +166,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = tokio::task::spawn_blocking(move || delivery_thread.join()).await;
     prune_task.abort();
+    for task in admin_tasks {
+        task.abort();
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -175,6 +209,23 @@ async fn prune_loop(store: Store, config: Arc<Config>) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rows = n, "pruned old rows"),
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "pruning failed"),
+        }
+        prune_history(&store, now - retention).await;
+    }
+}
+
+/// Delivery history past the retention goes in small batches, each its own commit, so the
+/// writer is never held for long.
+async fn prune_history(store: &Store, before: i64) {
+    const BATCH: usize = 2_000;
+    loop {
+        match store.prune_history(before, BATCH).await {
+            Ok(n) if n >= BATCH => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "pruning the delivery history failed");
+                return;
+            }
         }
     }
 }

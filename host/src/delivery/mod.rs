@@ -23,7 +23,7 @@ pub use request::{Request, WHATSAPP};
 use crate::config::Config;
 use crate::http_client::{Endpoint, Http, Response, snippet};
 use crate::metrics::Metrics;
-use crate::store::{DeliveryOutcome, OutboxRow, Store, now_millis};
+use crate::store::{Attempted, DeliveryOutcome, OutboxRow, Store, now_millis};
 use crate::whatsapp::WhatsApp;
 
 /// Carries out the outbox.
@@ -119,7 +119,8 @@ impl Delivery {
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut queue = Queue::default();
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Attempt, DeliveryOutcome)>();
+        let (done_tx, mut done_rx) =
+            mpsc::unbounded_channel::<(Attempt, DeliveryOutcome, Attempted)>();
         let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
         let (recorded_tx, mut recorded_rx) = mpsc::unbounded_channel::<Vec<i64>>();
         let recorder = tokio::spawn(record(self.store.clone(), outcome_rx, recorded_tx));
@@ -167,9 +168,9 @@ impl Delivery {
                     Err(_) => {}
                 }
             }
-            while let Ok((attempt, outcome)) = done_rx.try_recv() {
+            while let Ok((attempt, outcome, attempted)) = done_rx.try_recv() {
                 queue.finish(&attempt, &outcome, now);
-                let _ = outcome_tx.send((attempt.task.id, outcome));
+                let _ = outcome_tx.send((attempt.task.id, outcome, attempted));
             }
             while let Ok(ids) = recorded_rx.try_recv() {
                 queue.forget(ids);
@@ -181,9 +182,9 @@ impl Delivery {
                 };
                 let (this, done_tx) = (self.clone(), done_tx.clone());
                 tokio::spawn(async move {
-                    let outcome = this.attempt(&attempt).await;
+                    let (outcome, attempted) = this.attempt(&attempt).await;
                     this.count(&outcome);
-                    let _ = done_tx.send((attempt, outcome));
+                    let _ = done_tx.send((attempt, outcome, attempted));
                     this.wake.notify_one();
                 });
             }
@@ -212,17 +213,21 @@ impl Delivery {
         }
     }
 
-    /// One attempt of one row, classified.
-    async fn attempt(&self, attempt: &Attempt) -> DeliveryOutcome {
+    /// One attempt of one row, classified, and what it was.
+    async fn attempt(&self, attempt: &Attempt) -> (DeliveryOutcome, Attempted) {
         let task = &*attempt.task;
+        let mut attempted = Attempted {
+            at: now_millis(),
+            ..Attempted::default()
+        };
         let request = match &task.request {
             Ok(r) => r,
             Err(e) => {
-                return DeliveryOutcome::Dead {
-                    error: format!("unreadable outbox row: {e}"),
-                };
+                let error = format!("unreadable outbox row: {e}");
+                return (DeliveryOutcome::Dead { error }, attempted);
             }
         };
+        let started = Instant::now();
         let result = match request {
             Request::Forward { body } => self.forward(task, body).await,
             Request::Reply {
@@ -237,7 +242,14 @@ impl Delivery {
             }
             Request::MarkRead { message_id, via } => self.whatsapp.mark_read(via, message_id).await,
         };
+        let took = started.elapsed();
+        attempted.duration_ms = millis(took);
+        attempted.status = result.as_ref().ok().map(|r| r.status.as_u16());
         let outcome = self.classify(attempt, result);
+        let since_stored = matches!(outcome, DeliveryOutcome::Delivered)
+            .then(|| Duration::from_millis(now_millis().saturating_sub(task.created_at).max(0) as u64));
+        self.metrics
+            .delivery_attempted(&task.target, took, since_stored);
         match &outcome {
             DeliveryOutcome::Delivered => {}
             DeliveryOutcome::Retry { error, .. } => {
@@ -261,7 +273,7 @@ impl Delivery {
                 )
             }
         }
-        outcome
+        (outcome, attempted)
     }
 
     async fn forward(&self, task: &queue::Task, body: &str) -> anyhow::Result<Response> {
@@ -342,7 +354,7 @@ const RECORD_GAP: Duration = Duration::from_millis(20);
 /// Write outcomes to the outbox in batches, then report the ids whose outcome was final.
 async fn record(
     store: Store,
-    mut outcomes: mpsc::UnboundedReceiver<(i64, DeliveryOutcome)>,
+    mut outcomes: mpsc::UnboundedReceiver<(i64, DeliveryOutcome, Attempted)>,
     recorded: mpsc::UnboundedSender<Vec<i64>>,
 ) {
     let mut last = tokio::time::Instant::now() - RECORD_GAP;
@@ -358,10 +370,10 @@ async fn record(
         }
         let finished: Vec<i64> = batch
             .iter()
-            .filter(|(_, o)| !matches!(o, DeliveryOutcome::Retry { .. }))
-            .map(|(id, _)| *id)
+            .filter(|(_, o, _)| !matches!(o, DeliveryOutcome::Retry { .. }))
+            .map(|(id, _, _)| *id)
             .collect();
-        while let Err(e) = store.record_outcomes(batch.clone()).await {
+        while let Err(e) = store.record_attempts(batch.clone()).await {
             tracing::error!(error = %format!("{e:#}"), "cannot record delivery outcomes; trying again");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
