@@ -136,6 +136,8 @@ async fn the_overview_loads_with_live_figures() {
         assert_eq!(text(&tab, "#plugin-health tr[data-plugin=echo] .status"), "ok");
         let lines = until(&tab, "document.querySelectorAll('#rates-chart polyline').length");
         assert_eq!(lines, 5, "one line a series");
+        // The received line has drawn points (the interval since the start, at least).
+        until(&tab, "document.querySelector('#rates-chart polyline[data-series=received]').getAttribute('points').split(' ').length >= 2");
         screenshot(&tab, "overview");
     });
 }
@@ -283,5 +285,16 @@ async fn a_failing_plugin_shows_as_failing() {
         let row = text(&tab, "#plugins-table tr[data-plugin=\"20-fail\"]");
         assert!(row.contains("error"), "the latest error is shown: {row}");
         screenshot(&tab, "plugins");
+        // The notification's timeline shows the failure, and the next plugin's action.
+        click(&tab, "button[data-tab=search]");
+        type_into(&tab, "#q-id", "wamid.f1");
+        click(&tab, "#search-go");
+        until(&tab, "document.querySelectorAll('#results tbody tr').length === 1");
+        click(&tab, "#results tbody tr");
+        until(&tab, "document.querySelectorAll('#timeline .plugin-error').length === 1");
+        let timeline = text(&tab, "#timeline");
+        assert!(timeline.contains("Plugin 20-fail failed"), "{timeline}");
+        assert!(timeline.contains("Plugin echo: forward"), "{timeline}");
+        screenshot(&tab, "timeline-plugin-error");
     });
 }

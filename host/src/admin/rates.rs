@@ -50,6 +50,7 @@ impl Sample {
         let minutes = (self.at - earlier.at).max(1) as f64 / 60_000.0;
         let r = |now: u64, then: u64| now.saturating_sub(then) as f64 / minutes;
         Rate {
+            from: earlier.at,
             at: self.at,
             received: r(self.received, earlier.received),
             accepted: r(self.accepted, earlier.accepted),
@@ -62,9 +63,10 @@ impl Sample {
     }
 }
 
-/// Events per minute over the interval ending at `at`.
+/// Events per minute over the interval from `from` to `at`.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Rate {
+    pub from: i64,
     pub at: i64,
     pub received: f64,
     pub accepted: f64,
@@ -133,5 +135,6 @@ mod tests {
         assert_eq!(points[0].received, 30.0);
         assert_eq!(points.last().unwrap().received, 120.0);
         assert_eq!(points.last().unwrap().at, now.at);
+        assert_eq!(points.last().unwrap().from, 399 * 10_000);
     }
 }

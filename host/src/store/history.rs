@@ -665,3 +665,92 @@ fn dead_matching(
         .collect::<rusqlite::Result<Vec<i64>>>()?;
     Ok((count as usize, ids))
 }
+
+#[cfg(test)]
+mod tests {
+    use switchboard_sdk::{Kind, Notification};
+
+    use super::*;
+    use crate::store::{NewDelivery, NewInboxItem, Storage};
+
+    fn message(id: &str, from: &str, text: &str) -> NewInboxItem {
+        let json = format!(
+            r#"{{"from":"{from}","id":"{id}","timestamp":"1","type":"text","text":{{"body":"{text}"}}}}"#
+        );
+        NewInboxItem {
+            dedup_key: format!("m:{id}"),
+            notification: Notification::from_item(Kind::Message, &json, None, "default").unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn delivered_rows_keep_their_attempts_until_the_history_is_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(&dir.path().join("db.sqlite")).unwrap();
+        store
+            .ingest(
+                vec![message("a", "111", "hello 100%"), message("b", "222", "other")],
+                Box::new(|_| {}),
+            )
+            .await
+            .unwrap();
+        let found = store
+            .search_notifications(&NotificationQuery {
+                q: Some("100%".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(found.items.len(), 1, "the % is matched as itself");
+        let a = found.items[0].inbox_id;
+        let rows = store
+            .dispatched(
+                a + 1,
+                vec![NewDelivery {
+                    kind: "forward".into(),
+                    target: "sink".into(),
+                    lane: "sink/111".into(),
+                    webhook_id: "w1".into(),
+                    request: "{}".into(),
+                    inbox_id: a,
+                    plugin: "echo".into(),
+                }],
+                vec![],
+            )
+            .await
+            .unwrap();
+        let id = rows[0].id;
+        let tried = |status| Attempted {
+            at: now_millis(),
+            duration_ms: 5,
+            status: Some(status),
+        };
+        let retry = DeliveryOutcome::Retry {
+            at: now_millis(),
+            error: "503: busy".into(),
+        };
+        store.record_attempts(vec![(id, retry, tried(503))]).await.unwrap();
+        store
+            .record_attempts(vec![(id, DeliveryOutcome::Delivered, tried(200))])
+            .await
+            .unwrap();
+
+        let history = store.deliveries_of(a).unwrap();
+        assert_eq!(history.len(), 1);
+        let d = &history[0];
+        assert_eq!((d.state.as_str(), d.plugin.as_deref()), ("delivered", Some("echo")));
+        let statuses: Vec<_> = d.attempts.iter().map(|t| (t.status, t.outcome.as_str())).collect();
+        assert_eq!(statuses, [(Some(503), "retry"), (Some(200), "delivered")]);
+        assert_eq!(d.attempts[0].error.as_deref(), Some("503: busy"));
+        assert!(
+            store.pending_deliveries(0, id, 10).unwrap().is_empty(),
+            "a delivered row is not attempted again"
+        );
+        assert_eq!(store.backlog().unwrap().outbox, vec![]);
+
+        // Within the retention it stays; past it, it goes.
+        assert_eq!(store.prune_history(now_millis() - 60_000, 10).await.unwrap(), 0);
+        assert_eq!(store.prune_history(now_millis() + 1, 10).await.unwrap(), 1);
+        assert!(store.deliveries_of(a).unwrap().is_empty());
+        store.close().await;
+    }
+}

@@ -86,21 +86,26 @@ function drawChart(rates) {
   const W = 600, H = 160, ns = "http://www.w3.org/2000/svg";
   svg.replaceChildren();
   const hourAgo = Date.now() - 3600 * 1000;
-  const points = rates.filter((r) => r.at >= hourAgo);
+  const points = rates.filter((r) => r.at > hourAgo);
   const max = Math.max(1, ...points.flatMap((r) => SERIES.map(([k]) => r[k])));
-  const x = (at) => ((at - hourAgo) / (3600 * 1000)) * W;
+  // A server up for less than the hour: the chart spans its uptime (at least a minute).
+  const end = points.length ? points[points.length - 1].at : Date.now();
+  const start = Math.min(end - 60 * 1000, Math.max(hourAgo, points.length ? points[0].from : hourAgo));
+  const x = (at) => ((Math.max(at, start) - start) / (end - start)) * W;
   const y = (v) => H - 4 - (v / max) * (H - 20);
   const label = document.createElementNS(ns, "text");
   label.setAttribute("x", 4); label.setAttribute("y", 12); label.setAttribute("font-size", 10); label.setAttribute("fill", "#6b7385");
-  label.textContent = "max " + max.toFixed(1) + "/min";
+  label.textContent = "since " + new Date(start).toLocaleTimeString() + " · max " + max.toFixed(1) + "/min";
   svg.append(label);
   for (const [key, color] of SERIES) {
     const line = document.createElementNS(ns, "polyline");
     line.setAttribute("fill", "none");
     line.setAttribute("stroke", color);
-    line.setAttribute("stroke-width", "1.5");
+    line.setAttribute("stroke-width", "2");
     line.setAttribute("data-series", key);
-    line.setAttribute("points", points.map((r) => x(r.at).toFixed(1) + "," + y(r[key]).toFixed(1)).join(" "));
+    // Each interval is a step: its rate held from its start to its end.
+    const steps = points.flatMap((r) => [[Math.max(r.from, hourAgo), r[key]], [r.at, r[key]]]);
+    line.setAttribute("points", steps.map(([at, v]) => x(at).toFixed(1) + "," + y(v).toFixed(1)).join(" "));
     svg.append(line);
   }
   $("rates-legend").replaceChildren(...SERIES.map(([k, c]) => el("span", {}, el("i", { style: "background:" + c }), k)));
