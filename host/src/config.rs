@@ -36,6 +36,8 @@ pub struct Config {
     /// This host among several sharing one PostgreSQL database.
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// The operator console (`/admin/`); off without this section.
+    pub admin: Option<AdminConfig>,
 }
 
 /// `[cluster]`
@@ -74,6 +76,28 @@ impl ClusterConfig {
             ttl: self.lease_ttl,
         }
     }
+}
+
+/// `[admin]`: the operator console, its API under `/admin/api/` and its page at `/admin/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Environment variable holding the token that API requests bear
+    /// (`Authorization: Bearer TOKEN`).
+    pub token_env: String,
+    /// An address of its own, e.g. `127.0.0.1:9090`; without it the console is served on
+    /// `[server] listen`.
+    pub listen: Option<SocketAddr>,
+    /// Refuse every change (retries): look only.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Most dead letters one retry by filter puts back. Default: 1000.
+    #[serde(default = "default_max_retry")]
+    pub max_retry: usize,
+}
+
+fn default_max_retry() -> usize {
+    1000
 }
 
 /// `[server]`
@@ -305,8 +329,8 @@ pub struct StorageConfig {
     /// How long a notification id is remembered to drop re-deliveries, e.g. `7d`.
     #[serde(default = "default_dedup_window", with = "humantime_serde")]
     pub dedup_window: Duration,
-    /// How long handled notifications are kept before they are pruned (a delivery is removed
-    /// from the outbox once delivered).
+    /// How long handled notifications and delivered deliveries (with their attempts) are kept
+    /// before they are pruned: the history the console shows. Default: 3 days.
     #[serde(default = "default_retention", with = "humantime_serde")]
     pub retention: Duration,
 }
@@ -336,7 +360,7 @@ fn default_dedup_window() -> Duration {
 }
 
 fn default_retention() -> Duration {
-    Duration::from_secs(24 * 3600)
+    Duration::from_secs(3 * 24 * 3600)
 }
 
 impl StorageConfig {
@@ -614,6 +638,20 @@ impl Config {
                 );
             }
             names.push(&e.name);
+        }
+        if let Some(admin) = &self.admin {
+            if admin.token_env.is_empty() {
+                bail!("[admin] token_env must name an environment variable holding the token");
+            }
+            if admin.max_retry == 0 {
+                bail!("[admin] max_retry must be at least 1; leave it out for the default");
+            }
+            if admin.listen == Some(self.server.listen) {
+                bail!("[admin] listen is [server] listen: leave it out to serve the console there");
+            }
+            if let Some(p) = paths.iter().find(|p| p.starts_with("/admin")) {
+                bail!("[admin] the console is served under /admin, which the webhook path {p:?} takes");
+            }
         }
         self.delivery.check()?;
         self.dispatch.check()

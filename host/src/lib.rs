@@ -5,6 +5,7 @@
 //! the outbox; [`delivery`] carries those out, to destinations and to the [`whatsapp`] API, over
 //! the [`http_client`].
 
+pub mod admin;
 pub mod cli;
 pub mod cluster;
 pub mod config;

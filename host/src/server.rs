@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::cluster::Membership;
+use crate::admin::Admin;
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::dispatch::{self, Dispatcher};
@@ -116,7 +117,37 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         health: Default::default(),
         membership: membership.clone(),
     });
-    let app = ingress::router(state, ingress::endpoints(&config)?);
+    let mut app = ingress::router(state, ingress::endpoints(&config)?);
+    let admin = Admin::new(
+        config.clone(),
+        store.clone(),
+        metrics.clone(),
+        registry.clone(),
+    )?;
+    let mut admin_tasks = Vec::new();
+    if let Some(admin) = admin {
+        admin_tasks.push(tokio::spawn(admin.clone().sample()));
+        let console = crate::admin::router(admin.clone());
+        match admin.listen() {
+            None => app = app.merge(console),
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} ([admin] listen)"))?;
+                tracing::info!(listen = %addr, "the console is serving at /admin/");
+                let limits = ingress::connections::Limits::of(&config.server);
+                let metrics = metrics.clone();
+                let mut stop = stop_rx.clone();
+                admin_tasks.push(tokio::spawn(async move {
+                    let stopped = async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    };
+                    ingress::connections::serve(listener, None, console, limits, metrics, stopped)
+                        .await
+                }));
+            }
+        }
+    }
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -166,6 +197,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = tokio::task::spawn_blocking(move || delivery_thread.join()).await;
     prune_task.abort();
     membership_task.abort();
+    for task in admin_tasks {
+        task.abort();
+    }
     if let Err(e) = store.leave(membership.host()).await {
         tracing::warn!(error = %format!("{e:#}"), "cannot give up the partitions; the other hosts take them over when the leases run out");
     }
@@ -209,6 +243,23 @@ async fn prune_loop(store: Store, config: Arc<Config>) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rows = n, "pruned old rows"),
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "pruning failed"),
+        }
+        prune_history(&store, now - retention).await;
+    }
+}
+
+/// Delivery history past the retention goes in small batches, each its own commit, so the
+/// writer is never held for long.
+async fn prune_history(store: &Store, before: i64) {
+    const BATCH: usize = 2_000;
+    loop {
+        match store.prune_history(before, BATCH).await {
+            Ok(n) if n >= BATCH => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "pruning the delivery history failed");
+                return;
+            }
         }
     }
 }

@@ -140,6 +140,11 @@ url = "http://127.0.0.1:9090/destinations/support"
 
 [destinations.crm]
 url = "http://127.0.0.1:9090/destinations/crm"
+
+# The operator console at http://127.0.0.1:8080/admin/ (`cargo xtask run` sets the token to
+# "demo" unless SWITCHBOARD_ADMIN_TOKEN is set).
+[admin]
+token_env = "SWITCHBOARD_ADMIN_TOKEN"
 "#;
 
 fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
@@ -172,6 +177,10 @@ fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     cmd.arg("serve").arg("--config").arg(&config).args(args);
     if std::env::var_os("SWITCHBOARD_WA_PASSWORD").is_none() {
         cmd.env("SWITCHBOARD_WA_PASSWORD", "change-me");
+    }
+    if std::env::var_os("SWITCHBOARD_ADMIN_TOKEN").is_none() {
+        cmd.env("SWITCHBOARD_ADMIN_TOKEN", "demo");
+        eprintln!("xtask: the console: http://127.0.0.1:8080/admin/#token=demo");
     }
     let served = status(&mut cmd);
     let _ = sandbox.kill();

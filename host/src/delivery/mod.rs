@@ -26,7 +26,7 @@ use crate::cluster::Membership;
 use crate::config::Config;
 use crate::http_client::{Endpoint, Http, Response, snippet};
 use crate::metrics::Metrics;
-use crate::store::{DeliveryOutcome, OutboxRow, Store, now_millis};
+use crate::store::{Attempted, DeliveryOutcome, OutboxRow, Store, now_millis};
 use crate::whatsapp::WhatsApp;
 
 /// Carries out the outbox.
@@ -138,7 +138,8 @@ impl Delivery {
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut queue = Queue::default();
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Attempt, DeliveryOutcome)>();
+        let (done_tx, mut done_rx) =
+            mpsc::unbounded_channel::<(Attempt, DeliveryOutcome, Attempted)>();
         let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
         let (recorded_tx, mut recorded_rx) = mpsc::unbounded_channel::<Vec<i64>>();
         let recorder = tokio::spawn(record(
@@ -217,9 +218,9 @@ impl Delivery {
                     Err(_) => {}
                 }
             }
-            while let Ok((attempt, outcome)) = done_rx.try_recv() {
+            while let Ok((attempt, outcome, attempted)) = done_rx.try_recv() {
                 queue.finish(&attempt, &outcome, now);
-                let _ = outcome_tx.send((attempt.task.id, outcome));
+                let _ = outcome_tx.send((attempt.task.id, outcome, attempted));
             }
             while let Ok(ids) = recorded_rx.try_recv() {
                 queue.forget(ids);
@@ -231,9 +232,9 @@ impl Delivery {
                 };
                 let (this, done_tx) = (self.clone(), done_tx.clone());
                 tokio::spawn(async move {
-                    let outcome = this.attempt(&attempt).await;
+                    let (outcome, attempted) = this.attempt(&attempt).await;
                     this.count(&outcome);
-                    let _ = done_tx.send((attempt, outcome));
+                    let _ = done_tx.send((attempt, outcome, attempted));
                     this.wake.notify_one();
                 });
             }
@@ -262,24 +263,37 @@ impl Delivery {
         }
     }
 
-    /// One attempt of one row, classified.
-    async fn attempt(&self, attempt: &Attempt) -> DeliveryOutcome {
+    /// One attempt of one row, classified, and what it was.
+    async fn attempt(&self, attempt: &Attempt) -> (DeliveryOutcome, Attempted) {
         let task = &*attempt.task;
+        let mut attempted = Attempted {
+            at: now_millis(),
+            ..Attempted::default()
+        };
         let request = match &task.request {
             Ok(r) => r,
             Err(e) => {
-                return DeliveryOutcome::Dead {
-                    error: format!("unreadable outbox row: {e}"),
-                };
+                let error = format!("unreadable outbox row: {e}");
+                return (DeliveryOutcome::Dead { error }, attempted);
             }
         };
-        let outcome = match request {
+        let started = Instant::now();
+        let (outcome, status) = match request {
             Request::Forward { body } => {
                 let result = self.forward(task, body).await;
-                self.classify(attempt, result)
+                let status = result.as_ref().ok().map(|r| r.status.as_u16());
+                (self.classify(attempt, result), status)
             }
             _ => self.whatsapp(attempt, request).await,
         };
+        let took = started.elapsed();
+        attempted.duration_ms = millis(took);
+        attempted.status = status;
+        let since_stored = matches!(outcome, DeliveryOutcome::Delivered).then(|| {
+            Duration::from_millis(now_millis().saturating_sub(task.created_at).max(0) as u64)
+        });
+        self.metrics
+            .delivery_attempted(&task.target, took, since_stored);
         match &outcome {
             DeliveryOutcome::Delivered => {}
             DeliveryOutcome::Retry { error, .. } => {
@@ -303,7 +317,7 @@ impl Delivery {
                 )
             }
         }
-        outcome
+        (outcome, attempted)
     }
 
     async fn forward(&self, task: &queue::Task, body: &str) -> anyhow::Result<Response> {
@@ -396,7 +410,7 @@ const RECORD_GAP: Duration = Duration::from_millis(20);
 async fn record(
     store: Store,
     membership: Arc<Membership>,
-    mut outcomes: mpsc::UnboundedReceiver<(i64, DeliveryOutcome)>,
+    mut outcomes: mpsc::UnboundedReceiver<(i64, DeliveryOutcome, Attempted)>,
     recorded: mpsc::UnboundedSender<Vec<i64>>,
 ) {
     let mut last = tokio::time::Instant::now() - RECORD_GAP;
@@ -412,8 +426,8 @@ async fn record(
         }
         let finished: Vec<i64> = batch
             .iter()
-            .filter(|(_, o)| !matches!(o, DeliveryOutcome::Retry { .. }))
-            .map(|(id, _)| *id)
+            .filter(|(_, o, _)| !matches!(o, DeliveryOutcome::Retry { .. }))
+            .map(|(id, _, _)| *id)
             .collect();
         loop {
             let lease = membership.held().owned;
@@ -425,7 +439,7 @@ async fn record(
                 );
                 break;
             }
-            match store.record_outcomes(&lease, batch.clone()).await {
+            match store.record_attempts(&lease, batch.clone()).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "cannot record delivery outcomes; trying again");

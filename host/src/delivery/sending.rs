@@ -24,15 +24,19 @@ const THROUGHPUT_PAUSE: Duration = Duration::from_secs(1);
 impl Delivery {
     /// Carry out a WhatsApp API request: wait for its number's slot (messages only; marking
     /// read sends nothing to the customer), call, classify.
-    pub(super) async fn whatsapp(&self, attempt: &Attempt, request: &Request) -> DeliveryOutcome {
+    /// One attempt of a WhatsApp request, classified, with the HTTP status answered, if any.
+    pub(super) async fn whatsapp(
+        &self,
+        attempt: &Attempt,
+        request: &Request,
+    ) -> (DeliveryOutcome, Option<u16>) {
         let config = self.config.whatsapp.as_ref();
         let (via, paced) = match request {
             Request::Reply { via, .. } | Request::Send { via, .. } => (via, true),
             Request::MarkRead { via, .. } => (via, false),
             Request::Forward { .. } => {
-                return DeliveryOutcome::Dead {
-                    error: "a forward is not a WhatsApp request".into(),
-                };
+                let error = "a forward is not a WhatsApp request".into();
+                return (DeliveryOutcome::Dead { error }, None);
             }
         };
         let number = via.number(config);
@@ -68,7 +72,9 @@ impl Delivery {
             self.sends
                 .delivered(attempt.task.id, request, &response.body);
         }
-        self.classify_whatsapp(attempt, &self.pacer, &number, result)
+        let status = result.as_ref().ok().map(|r| r.status.as_u16());
+        let outcome = self.classify_whatsapp(attempt, &self.pacer, &number, result);
+        (outcome, status)
     }
 
     /// The record of delivered sends and their statuses.

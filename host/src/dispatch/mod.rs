@@ -341,7 +341,7 @@ impl Dispatcher {
                     if attempts.is_some() {
                         out.retries.push(RetryChange::Done(item.id));
                     }
-                    for (delivery, request) in self.deliveries(&item.dedup_key, n, &actions) {
+                    for (delivery, request) in self.deliveries(item.id, &item.dedup_key, n, &actions) {
                         out.deliveries.push(delivery);
                         out.requests.push(request);
                     }
@@ -414,6 +414,7 @@ impl Dispatcher {
     /// Turn the chain's actions into outbox rows, refusing what the configuration lacks.
     fn deliveries(
         &self,
+        inbox_id: i64,
         key: &str,
         n: &Notification,
         actions: &[(Arc<str>, Action)],
@@ -505,6 +506,8 @@ impl Dispatcher {
                 lane: format!("{target}/{lane_customer}"),
                 webhook_id: webhook_id(key, plugin, index),
                 request: serde_json::to_string(&request).unwrap_or_default(),
+                inbox_id,
+                plugin: plugin.to_string(),
             };
             out.push((delivery, request));
         }
@@ -581,11 +584,15 @@ pub fn run_chain(
             continue;
         }
         metrics.inc(&metrics.plugin_calls);
-        let actions = match plugin.call(n, &prior, overlay) {
+        let started = std::time::Instant::now();
+        let called = plugin.call(n, &prior, overlay);
+        metrics.plugin_call_time(&plugin.name, started.elapsed());
+        let actions = match called {
             Ok(actions) => actions,
             Err(e) if !e.is_plugin_fault() => return Err(format!("plugin {}: {e}", plugin.name)),
             Err(e) => {
                 metrics.plugin_failed(&plugin.name);
+                metrics.plugin_error(&plugin.name, &n.id, e.to_string());
                 tracing::warn!(plugin = %plugin.name, version = plugin.version(), id = %n.id, error = %e, "plugin call failed");
                 continue;
             }

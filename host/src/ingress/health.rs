@@ -2,7 +2,6 @@
 //! of `/metrics`. What they read of the store is computed at most once a second, however often
 //! they are called.
 
-use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
+use crate::metrics::{Series, Value};
 use crate::store::{Backlog, now_millis};
 
 /// How long a look at the store serves.
@@ -123,77 +123,69 @@ pub async fn ready(State(app): State<Arc<AppState>>) -> Response {
     answer(&[("storage", storage), ("dispatch", dispatch)])
 }
 
-/// The backlog gauges, in the Prometheus text format.
-pub async fn gauges(app: &AppState) -> String {
+/// The backlog gauges, for `/metrics`.
+pub async fn gauges(app: &AppState) -> Vec<Series> {
     let look = look(app).await;
     render(&look, now_millis(), app.inbox.last_progress())
 }
 
-fn render(look: &Look, now: i64, last_progress: i64) -> String {
-    let age = |at: i64| now.saturating_sub(at).max(0) as f64 / 1000.0;
-    let mut out = String::new();
+fn render(look: &Look, now: i64, last_progress: i64) -> Vec<Series> {
+    let age = |at: i64| Value::Float(now.saturating_sub(at).max(0) as f64 / 1000.0);
     let storage_ok = look.probe.is_ok() && look.backlog.is_ok();
-    let _ = writeln!(
-        out,
-        "# HELP switchboard_storage_ok Whether the database opens and reads (1) or not (0)\n# TYPE switchboard_storage_ok gauge\nswitchboard_storage_ok {}",
-        u8::from(storage_ok)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP switchboard_dispatch_progress_age_seconds Time since dispatch last made progress (or found nothing to do)\n# TYPE switchboard_dispatch_progress_age_seconds gauge\nswitchboard_dispatch_progress_age_seconds {:.3}",
-        age(last_progress)
-    );
+    let mut out = vec![
+        Series::gauge(
+            "storage_ok",
+            "Whether the database opens and reads (1) or not (0)",
+        )
+        .value(vec![], Value::Int(u64::from(storage_ok))),
+        Series::gauge(
+            "dispatch_progress_age_seconds",
+            "Time since dispatch last made progress (or found nothing to do)",
+        )
+        .value(vec![], age(last_progress)),
+    ];
     let Ok(b) = &look.backlog else {
         return out;
     };
-    let _ = writeln!(
-        out,
-        "# HELP switchboard_inbox_backlog Notifications stored, not yet dispatched\n# TYPE switchboard_inbox_backlog gauge\nswitchboard_inbox_backlog {}",
-        b.inbox
+    out.push(
+        Series::gauge("inbox_backlog", "Notifications stored, not yet dispatched")
+            .value(vec![], Value::Int(b.inbox)),
     );
-    let _ = writeln!(
-        out,
-        "# HELP switchboard_inbox_oldest_age_seconds Age of the oldest notification not yet dispatched (0 when none)\n# TYPE switchboard_inbox_oldest_age_seconds gauge\nswitchboard_inbox_oldest_age_seconds {:.3}",
-        b.inbox_oldest.map_or(0.0, age)
+    out.push(
+        Series::gauge(
+            "inbox_oldest_age_seconds",
+            "Age of the oldest notification not yet dispatched (0 when none)",
+        )
+        .value(vec![], b.inbox_oldest.map_or(Value::Float(0.0), age)),
     );
-    let _ = writeln!(
-        out,
-        "# HELP switchboard_outbox_pending Deliveries waiting for an attempt or a retry, by destination (`whatsapp` for replies and mark-read)\n# TYPE switchboard_outbox_pending gauge"
+    let mut pending = Series::gauge(
+        "outbox_pending",
+        "Deliveries waiting for an attempt or a retry, by destination (`whatsapp` for replies and mark-read)",
     );
-    for (target, n, _) in &b.outbox {
-        let _ = writeln!(
-            out,
-            "switchboard_outbox_pending{{destination=\"{}\"}} {n}",
-            label(target)
-        );
+    let mut oldest = Series::gauge(
+        "outbox_oldest_age_seconds",
+        "Age of the oldest pending delivery, by destination",
+    );
+    for (target, n, at) in &b.outbox {
+        pending = pending.value(vec![("destination", target.clone())], Value::Int(*n));
+        oldest = oldest.value(vec![("destination", target.clone())], age(*at));
     }
-    let _ = writeln!(
-        out,
-        "# HELP switchboard_outbox_oldest_age_seconds Age of the oldest pending delivery, by destination\n# TYPE switchboard_outbox_oldest_age_seconds gauge"
-    );
-    for (target, _, oldest) in &b.outbox {
-        let _ = writeln!(
-            out,
-            "switchboard_outbox_oldest_age_seconds{{destination=\"{}\"}} {:.3}",
-            label(target),
-            age(*oldest)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP switchboard_dead_letters Deliveries given up, waiting for `deliveries retry`\n# TYPE switchboard_dead_letters gauge\nswitchboard_dead_letters {}",
-        b.dead
+    out.push(pending);
+    out.push(oldest);
+    out.push(
+        Series::gauge(
+            "dead_letters",
+            "Deliveries given up, waiting for `deliveries retry`",
+        )
+        .value(vec![], Value::Int(b.dead)),
     );
     out
-}
-
-fn label(value: &str) -> String {
-    value.replace(['"', '\\', '\n'], "_")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
 
     fn waiting(n: u64) -> Result<Backlog, String> {
         Ok(Backlog {
@@ -229,15 +221,15 @@ mod tests {
                 dead: 3,
             }),
         };
-        let text = render(&look, 10_000, 9_000);
+        let text = Metrics::default().render(render(&look, 10_000, 9_000));
         for line in [
             "switchboard_storage_ok 1",
-            "switchboard_dispatch_progress_age_seconds 1.000",
+            "switchboard_dispatch_progress_age_seconds 1.0",
             "switchboard_inbox_backlog 2",
-            "switchboard_inbox_oldest_age_seconds 3.000",
+            "switchboard_inbox_oldest_age_seconds 3.0",
             "switchboard_outbox_pending{destination=\"sink\"} 5",
             "switchboard_outbox_pending{destination=\"whatsapp\"} 1",
-            "switchboard_outbox_oldest_age_seconds{destination=\"sink\"} 6.000",
+            "switchboard_outbox_oldest_age_seconds{destination=\"sink\"} 6.0",
             "switchboard_dead_letters 3",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
@@ -246,7 +238,7 @@ mod tests {
             probe: Err("cannot open".into()),
             backlog: Err("cannot read".into()),
         };
-        let text = render(&broken, 10_000, 9_000);
+        let text = Metrics::default().render(render(&broken, 10_000, 9_000));
         assert!(text.contains("switchboard_storage_ok 0"));
         assert!(!text.contains("switchboard_inbox_backlog"));
     }

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, RawPathParams, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Query, RawPathParams, Request, State};
+use axum::middleware::Next;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -29,7 +30,7 @@ pub use error::WhatsAppError;
 
 use crate::config::{Config, EndpointKind};
 use crate::dispatch;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Series, Value};
 use crate::plugins::Registry;
 use crate::store::{NewInboxItem, Store};
 
@@ -69,6 +70,13 @@ pub fn endpoints(config: &Config) -> anyhow::Result<Vec<Arc<Endpoint>>> {
 /// The HTTP routes: the webhook endpoints, `/health` (`/live`, `/ready`) and `/metrics`.
 pub fn router(state: Arc<AppState>, endpoints: Vec<Arc<Endpoint>>) -> Router {
     let max_body = state.config.server.max_body_bytes;
+    let names: Arc<HashMap<String, String>> = Arc::new(
+        endpoints
+            .iter()
+            .map(|e| (e.path.clone(), e.name.clone()))
+            .collect(),
+    );
+    let counters = state.metrics.clone();
     let mut router = Router::new()
         .route("/health", get(health::ready))
         .route("/health/ready", get(health::ready))
@@ -105,22 +113,57 @@ pub fn router(state: Arc<AppState>, endpoints: Vec<Arc<Endpoint>>) -> Router {
             state.clone(),
             connections::read_body,
         ))
+        .layer(axum::middleware::from_fn(
+            move |path: Option<MatchedPath>, req: Request, next: Next| {
+                let (names, counters) = (names.clone(), counters.clone());
+                count_webhook(names, counters, path, req, next)
+            },
+        ))
         .with_state(state)
+}
+
+/// Middleware, outside all others: count each webhook POST by endpoint and status answered,
+/// and time its answer.
+async fn count_webhook(
+    names: Arc<HashMap<String, String>>,
+    metrics: Arc<Metrics>,
+    path: Option<MatchedPath>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let endpoint = path
+        .filter(|_| req.method() == axum::http::Method::POST)
+        .and_then(|p| names.get(p.as_str()).cloned());
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    if let Some(endpoint) = endpoint {
+        metrics.webhook_answered(&endpoint, response.status().as_u16(), started.elapsed());
+    }
+    response
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     let snapshot = app.registry.snapshot();
-    let mut body = app
-        .metrics
-        .render(snapshot.plugins.len(), app.registry.errors().len());
-    body += &health::gauges(&app).await;
-    body += &snapshot.render_metrics();
-    let host = serde_json::Value::from(app.membership.host().id.as_str()).to_string();
-    body += &format!(
-        "# HELP switchboard_host_info This host's id.\n# TYPE switchboard_host_info gauge\nswitchboard_host_info{{host={host}}} 1\n\
-         # HELP switchboard_partitions_held Partitions whose lease this host holds.\n# TYPE switchboard_partitions_held gauge\nswitchboard_partitions_held {}\n",
-        app.membership.held().owned.len()
+    let mut extra = vec![
+        Series::gauge("plugins_loaded", "Plugins serving")
+            .value(vec![], Value::Int(snapshot.plugins.len() as u64)),
+        Series::gauge(
+            "plugin_load_errors",
+            "Plugins whose newest version failed to load",
+        )
+        .value(vec![], Value::Int(app.registry.errors().len() as u64)),
+    ];
+    extra.extend(health::gauges(&app).await);
+    extra.extend(snapshot.render_metrics());
+    extra.push(
+        Series::gauge("host_info", "This host's id")
+            .value(vec![("host", app.membership.host().id.clone())], Value::Int(1)),
     );
+    extra.push(
+        Series::gauge("partitions_held", "Partitions whose lease this host holds")
+            .value(vec![], Value::Int(app.membership.held().owned.len() as u64)),
+    );
+    let body = app.metrics.render(extra);
     ([("content-type", "text/plain; version=0.0.4")], body)
 }
 
@@ -148,8 +191,12 @@ async fn cluster(State(app): State<Arc<AppState>>) -> Response {
 
 /// The plugins serving, in chain order, and the newest load error of each plugin that has one.
 async fn plugins(State(app): State<Arc<AppState>>) -> impl IntoResponse {
-    let loaded: Vec<_> = app
-        .registry
+    axum::Json(plugins_json(&app.registry))
+}
+
+/// What `/plugins` answers.
+pub fn plugins_json(registry: &Registry) -> serde_json::Value {
+    let loaded: Vec<_> = registry
         .snapshot()
         .plugins
         .iter()
@@ -164,11 +211,11 @@ async fn plugins(State(app): State<Arc<AppState>>) -> impl IntoResponse {
             })
         })
         .collect();
-    axum::Json(serde_json::json!({
+    serde_json::json!({
         "loaded": loaded,
-        "errors": app.registry.errors(),
-        "warnings": app.registry.warnings(),
-    }))
+        "errors": registry.errors(),
+        "warnings": registry.warnings(),
+    })
 }
 
 type AppRef = State<Arc<AppState>>;

@@ -8,6 +8,7 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 
 use super::manifest::Manifest;
+use crate::metrics::{Series, Value};
 use super::runtime::{LoadedPlugin, Runtime};
 
 /// The plugins in the order they run (lexical order of their file names).
@@ -18,53 +19,42 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Each plugin's quarantine and budget counters, in the Prometheus text format.
-    pub fn render_metrics(&self) -> String {
-        use std::fmt::Write;
+    /// Each plugin's quarantine and budget counters, for `/metrics`.
+    pub fn render_metrics(&self) -> Vec<Series> {
         use std::sync::atomic::Ordering;
-        let mut out = String::new();
-        // (name, type, help, value of a plugin)
-        type Family = (
-            &'static str,
-            &'static str,
-            &'static str,
-            fn(&LoadedPlugin) -> u64,
-        );
-        let families: [Family; 3] = [
+        // (series, value of a plugin)
+        let families: [(Series, fn(&LoadedPlugin) -> u64); 3] = [
             (
-                "plugin_quarantined",
-                "gauge",
-                "Whether the plugin's serving version is quarantined for failing again and again",
+                Series::gauge(
+                    "plugin_quarantined",
+                    "Whether the plugin's serving version is quarantined for failing again and again",
+                ),
                 |p| p.quarantined() as u64,
             ),
             (
-                "plugin_calls_skipped_by_plugin_total",
-                "counter",
-                "Calls of the serving version skipped while it was quarantined",
+                Series::counter(
+                    "plugin_calls_skipped_by_plugin",
+                    "Calls of the serving version skipped while it was quarantined",
+                ),
                 |p| p.stats.skipped.load(Ordering::Relaxed),
             ),
             (
-                "plugin_log_lines_dropped_total",
-                "counter",
-                "Log lines of the serving version dropped over its calls' log budget",
+                Series::counter(
+                    "plugin_log_lines_dropped",
+                    "Log lines of the serving version dropped over its calls' log budget",
+                ),
                 |p| p.stats.log_lines_dropped.load(Ordering::Relaxed),
             ),
         ];
-        for (name, kind, help, value) in families {
-            let _ = writeln!(
-                out,
-                "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} {kind}"
-            );
-            for p in &self.plugins {
-                let _ = writeln!(
-                    out,
-                    "switchboard_{name}{{plugin=\"{}\"}} {}",
-                    p.name.replace(['"', '\\', '\n'], "_"),
-                    value(p)
-                );
-            }
-        }
-        out
+        families
+            .into_iter()
+            .map(|(mut series, value)| {
+                for p in &self.plugins {
+                    series = series.value(vec![("plugin", p.name.to_string())], Value::Int(value(p)));
+                }
+                series
+            })
+            .collect()
     }
 }
 

@@ -30,6 +30,8 @@ fn delivery(partition: i32, n: usize) -> NewDelivery {
         lane: format!("sink/{n}"),
         webhook_id: format!("w{n}"),
         request: "{}".into(),
+        inbox_id: 0,
+        plugin: "p".into(),
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod backlog;
 mod db;
+mod history;
 mod inbox;
 mod kv;
 mod lease;
@@ -30,6 +31,10 @@ use anyhow::Context;
 
 pub use backlog::Backlog;
 use db::Db;
+pub use history::{
+    Attempted, AttemptRecord, AuditRow, DeadFilter, DeliveryQuery, DeliveryRecord, DestinationHealth,
+    NotificationQuery, NotificationSummary, Page, RetryReport,
+};
 pub use inbox::{InboxItem, NewInboxItem};
 pub use kv::KvWrite;
 pub use lease::{
@@ -185,6 +190,58 @@ pub trait Storage: Send + std::marker::Sync + 'static {
 
     /// The latest delivered sends with their last status, newest first, at most `limit`.
     fn list_sent(&self, limit: usize) -> anyhow::Result<Vec<SentMessage>>;
+
+    // What the operator console reads and changes (`admin/`). Reads are bounded (a window of
+    // ids, a limit) and run on read connections.
+
+    /// [`Storage::record_outcomes`], keeping each attempt (when, how long, the status answered)
+    /// in the delivery's history; a delivered row stays, as delivered, until
+    /// [`Storage::prune_history`]. The default keeps no history.
+    async fn record_attempts(
+        &self,
+        lease: &[Owned],
+        outcomes: Vec<(i64, DeliveryOutcome, Attempted)>,
+    ) -> anyhow::Result<()> {
+        let outcomes = outcomes.into_iter().map(|(id, o, _)| (id, o)).collect();
+        self.record_outcomes(lease, outcomes).await
+    }
+
+    /// Notifications kept, newest first, matching `query`: at most one page, looking through at
+    /// most [`history::SEARCH_WINDOW`] inbox ids; `next` goes on from where it stopped.
+    fn search_notifications(&self, query: &NotificationQuery)
+    -> anyhow::Result<Page<NotificationSummary>>;
+
+    /// One notification kept, by inbox id.
+    fn notification(&self, inbox_id: i64) -> anyhow::Result<Option<InboxItem>>;
+
+    /// The deliveries made of a notification's plugin actions, with their attempts.
+    fn deliveries_of(&self, inbox_id: i64) -> anyhow::Result<Vec<DeliveryRecord>>;
+
+    /// Deliveries, newest first, by state, destination and kind; one page.
+    fn find_deliveries(&self, query: &DeliveryQuery) -> anyhow::Result<Page<DeliveryRecord>>;
+
+    /// Put the dead letters matching `filter` back in the queue, at most `limit`, oldest first,
+    /// and record who did it; with `dry_run`, only count them (and list the first `limit`).
+    async fn retry_dead_matching(
+        &self,
+        filter: DeadFilter,
+        dry_run: bool,
+        limit: usize,
+        who: String,
+    ) -> anyhow::Result<RetryReport>;
+
+    /// The latest changes made through the console, newest first.
+    fn audit_log(&self, limit: usize) -> anyhow::Result<Vec<AuditRow>>;
+
+    /// Each destination's deliveries and dead letters since `since`, and what is pending.
+    fn destination_health(&self, since: i64) -> anyhow::Result<Vec<DestinationHealth>>;
+
+    /// When the oldest notification kept was received: how far back history goes.
+    fn history_since(&self) -> anyhow::Result<Option<i64>>;
+
+    /// Remove delivered rows and console records finished before `before`, at most `limit` of
+    /// each (call again while it returns `limit` or more).
+    async fn prune_history(&self, before: i64, limit: usize) -> anyhow::Result<usize>;
 }
 
 /// Reads of the key-value state from one snapshot; dropping it ends the snapshot.
@@ -462,6 +519,49 @@ impl Storage for Sqlite {
     }
     fn list_sent(&self, limit: usize) -> anyhow::Result<Vec<SentMessage>> {
         Sqlite::list_sent(self, limit)
+    }
+    async fn record_attempts(
+        &self,
+        _lease: &[Owned],
+        outcomes: Vec<(i64, DeliveryOutcome, Attempted)>,
+    ) -> anyhow::Result<()> {
+        Sqlite::record_attempts(self, outcomes).await
+    }
+    fn search_notifications(
+        &self,
+        query: &NotificationQuery,
+    ) -> anyhow::Result<Page<NotificationSummary>> {
+        Sqlite::search_notifications(self, query)
+    }
+    fn notification(&self, inbox_id: i64) -> anyhow::Result<Option<InboxItem>> {
+        Sqlite::notification(self, inbox_id)
+    }
+    fn deliveries_of(&self, inbox_id: i64) -> anyhow::Result<Vec<DeliveryRecord>> {
+        Sqlite::deliveries_of(self, inbox_id)
+    }
+    fn find_deliveries(&self, query: &DeliveryQuery) -> anyhow::Result<Page<DeliveryRecord>> {
+        Sqlite::find_deliveries(self, query)
+    }
+    async fn retry_dead_matching(
+        &self,
+        filter: DeadFilter,
+        dry_run: bool,
+        limit: usize,
+        who: String,
+    ) -> anyhow::Result<RetryReport> {
+        Sqlite::retry_dead_matching(self, filter, dry_run, limit, who).await
+    }
+    fn audit_log(&self, limit: usize) -> anyhow::Result<Vec<AuditRow>> {
+        Sqlite::audit_log(self, limit)
+    }
+    fn destination_health(&self, since: i64) -> anyhow::Result<Vec<DestinationHealth>> {
+        Sqlite::destination_health(self, since)
+    }
+    fn history_since(&self) -> anyhow::Result<Option<i64>> {
+        Sqlite::history_since(self)
+    }
+    async fn prune_history(&self, before: i64, limit: usize) -> anyhow::Result<usize> {
+        Sqlite::prune_history(self, before, limit).await
     }
 }
 

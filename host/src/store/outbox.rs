@@ -17,6 +17,9 @@ pub struct NewDelivery {
     pub webhook_id: String,
     /// What to send, as JSON (see `delivery::Request`).
     pub request: String,
+    /// The notification whose plugin action it is (inbox id), and that plugin.
+    pub inbox_id: i64,
+    pub plugin: String,
 }
 
 /// Where a delivery stands.
@@ -93,8 +96,8 @@ pub fn insert(
 ) -> rusqlite::Result<Vec<OutboxRow>> {
     let now = now_millis();
     let mut stmt = txn.prepare_cached(
-        "INSERT INTO outbox (kind, target, lane, webhook_id, request, created_at, next_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+        "INSERT INTO outbox (kind, target, lane, webhook_id, request, created_at, next_at, inbox_id, plugin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)",
     )?;
     let mut rows = Vec::with_capacity(deliveries.len());
     for d in deliveries {
@@ -104,7 +107,9 @@ pub fn insert(
             d.lane,
             d.webhook_id,
             d.request,
-            now
+            now,
+            d.inbox_id,
+            d.plugin
         ])?;
         rows.push(OutboxRow {
             id: txn.last_insert_rowid(),

@@ -138,6 +138,25 @@ CREATE TABLE sent_message (
 ) WITHOUT ROWID;
 CREATE INDEX sent_message_sent_at ON sent_message(sent_at);
 "#,
+    // History for the operator console (see `history.rs`): each delivery names its
+    // notification and plugin and keeps its attempts; delivered rows stay (state 1) until the
+    // retention; changes made through the console are recorded.
+    r#"
+ALTER TABLE outbox ADD COLUMN inbox_id INTEGER;
+ALTER TABLE outbox ADD COLUMN plugin TEXT;
+ALTER TABLE outbox ADD COLUMN attempt_log TEXT;
+CREATE INDEX outbox_inbox ON outbox(inbox_id);
+CREATE INDEX outbox_pending_target ON outbox(target, created_at) WHERE state = 0;
+CREATE INDEX outbox_delivered ON outbox(finished_at) WHERE state = 1;
+CREATE TABLE admin_audit (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     INTEGER NOT NULL,
+    who    TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    count  INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The inbox database: accepted notifications and dedup keys.

@@ -37,6 +37,10 @@ use super::{
 };
 use schema::PARTITIONS;
 
+/// What the console's history reads answer on PostgreSQL, which does not keep delivery
+/// history yet (delivered rows go at once, attempts are not logged).
+const NO_HISTORY: &str = "the console's delivery history is kept on SQLite only for now; on PostgreSQL use `switchboard deliveries list` and `cluster status`";
+
 /// Group commits of ingest in progress at once at most.
 const COMMITTERS: usize = 4;
 /// Webhooks' notifications per group commit at most.
@@ -874,6 +878,78 @@ impl Storage for Postgres {
             let client = pool.get().await?;
             sends::one(&**client, &wa_id).await
         })
+    }
+
+    fn search_notifications(
+        &self,
+        _query: &super::NotificationQuery,
+    ) -> anyhow::Result<super::Page<super::NotificationSummary>> {
+        bail!(NO_HISTORY)
+    }
+
+    fn notification(&self, inbox_id: i64) -> anyhow::Result<Option<InboxItem>> {
+        self.block(move |pool| async move {
+            let client = pool.get().await?;
+            let row = client
+                .query_opt(
+                    "SELECT received_at, dedup_key, notification FROM inbox WHERE id = $1",
+                    &[&inbox_id],
+                )
+                .await?;
+            row.map(|r| {
+                Ok(InboxItem {
+                    id: inbox_id,
+                    received_at: r.get(0),
+                    dedup_key: r.get(1),
+                    notification: decode(r.get(2)).map_err(|e| anyhow::anyhow!(e))?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    fn deliveries_of(&self, _inbox_id: i64) -> anyhow::Result<Vec<super::DeliveryRecord>> {
+        bail!(NO_HISTORY)
+    }
+
+    fn find_deliveries(
+        &self,
+        _query: &super::DeliveryQuery,
+    ) -> anyhow::Result<super::Page<super::DeliveryRecord>> {
+        bail!(NO_HISTORY)
+    }
+
+    async fn retry_dead_matching(
+        &self,
+        _filter: super::DeadFilter,
+        _dry_run: bool,
+        _limit: usize,
+        _who: String,
+    ) -> anyhow::Result<super::RetryReport> {
+        bail!(NO_HISTORY)
+    }
+
+    fn audit_log(&self, _limit: usize) -> anyhow::Result<Vec<super::AuditRow>> {
+        bail!(NO_HISTORY)
+    }
+
+    fn destination_health(&self, _since: i64) -> anyhow::Result<Vec<super::DestinationHealth>> {
+        bail!(NO_HISTORY)
+    }
+
+    fn history_since(&self) -> anyhow::Result<Option<i64>> {
+        self.block(|pool| async move {
+            let client = pool.get().await?;
+            let row = client
+                .query_one("SELECT min(received_at) FROM inbox", &[])
+                .await?;
+            Ok(row.get(0))
+        })
+    }
+
+    async fn prune_history(&self, _before: i64, _limit: usize) -> anyhow::Result<usize> {
+        // Delivered rows are removed at once on PostgreSQL: no history to prune.
+        Ok(0)
     }
 
     fn list_sent(&self, limit: usize) -> anyhow::Result<Vec<super::SentMessage>> {

@@ -61,10 +61,13 @@ pub async fn insert_outbox(
     }
     let stmt = txn
         .prepare_cached(
-            "INSERT INTO outbox (partition, kind, target, lane, webhook_id, request, created_at, next_at)
-             SELECT partition, kind, target, lane, webhook_id, request, $7, $7
-             FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
-                  WITH ORDINALITY AS t(partition, kind, target, lane, webhook_id, request, ord)
+            "INSERT INTO outbox (partition, kind, target, lane, webhook_id, request, created_at, next_at,
+                                 inbox_id, plugin)
+             SELECT partition, kind, target, lane, webhook_id, request, $7, $7, inbox_id, plugin
+             FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $8::bigint[], $9::text[])
+                  WITH ORDINALITY AS t(partition, kind, target, lane, webhook_id, request, inbox_id,
+                                       plugin, ord)
              ORDER BY ord
              RETURNING id",
         )
@@ -72,7 +75,9 @@ pub async fn insert_outbox(
     let ids = txn
         .query(
             &stmt,
-            &[&cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &now],
+            &[
+                &cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &now, &inbox_ids, &plugins,
+            ],
         )
         .await?;
     anyhow::ensure!(

@@ -92,6 +92,9 @@ pub const MIGRATIONS: &[&str] = &[
         status_at bigint
      );
      CREATE INDEX sent_message_sent_at ON sent_message (sent_at)",
+    // 3: each delivery names its notification and plugin.
+    "ALTER TABLE outbox ADD COLUMN inbox_id bigint, ADD COLUMN plugin text;
+     CREATE INDEX outbox_inbox ON outbox (inbox_id)",
 ];
 
 /// The versions applied, in order.

@@ -1,0 +1,756 @@
+//! What the operator console reads and changes: searches of the inbox, the history of each
+//! delivery (its attempts), dead letters retried by filter with an audit trail, and the
+//! pruning of that history past the retention.
+//!
+//! Delivered outbox rows are kept (state 1) until the retention, with their attempts appended
+//! to the row (`attempt_log`, one JSON object a line) rather than written as rows of their own:
+//! no write per webhook is added. Every read is bounded (a window of ids, a `LIMIT`) and runs
+//! on a read connection, never on a writer.
+
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use switchboard_sdk::Notification;
+
+use super::inbox::decode;
+use super::{DeliveryOutcome, InboxItem, Sqlite, Sync, now_millis};
+
+/// What a delivery attempt was, beside its outcome.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Attempted {
+    /// When it started (Unix ms).
+    pub at: i64,
+    pub duration_ms: i64,
+    /// The receiver's HTTP status, if it answered.
+    pub status: Option<u16>,
+}
+
+/// One attempt of a delivery, as kept in its row.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AttemptRecord {
+    pub at: i64,
+    pub duration_ms: i64,
+    pub status: Option<u16>,
+    /// `delivered`, `retry` or `dead`.
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+/// A search of the notifications kept. Every field narrows it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationQuery {
+    /// Message id or status id.
+    pub id: Option<String>,
+    /// The customer: sender of a message, recipient of a status, or the contact's wa_id.
+    pub wa_id: Option<String>,
+    /// `message`, `status` or `error`.
+    pub kind: Option<String>,
+    /// `text`, `image`, ...
+    pub message_type: Option<String>,
+    /// The endpoint it came in on.
+    pub endpoint: Option<String>,
+    /// Received at or after (Unix ms).
+    pub from: Option<i64>,
+    /// Received before (Unix ms).
+    pub to: Option<i64>,
+    /// Text anywhere in the item as received (case-insensitive for ASCII).
+    pub q: Option<String>,
+    /// Cursor: only notifications with a lower inbox id (from the previous page's `next`).
+    pub before: Option<i64>,
+    /// At most this many (default 50, at most 200).
+    pub limit: Option<usize>,
+}
+
+/// One notification found, in short.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotificationSummary {
+    /// Inbox id: the key of its timeline.
+    pub inbox_id: i64,
+    pub received_at: i64,
+    pub endpoint: String,
+    pub kind: String,
+    /// Message id, status id or error code.
+    pub id: String,
+    pub wa_id: Option<String>,
+    pub message_type: Option<String>,
+    pub status: Option<String>,
+    pub text: Option<String>,
+    pub contact_name: Option<String>,
+}
+
+impl NotificationSummary {
+    pub fn of(item: &InboxItem) -> NotificationSummary {
+        let n = &item.notification;
+        NotificationSummary {
+            inbox_id: item.id,
+            received_at: item.received_at,
+            endpoint: n.source.clone(),
+            kind: n.kind.as_str().to_string(),
+            id: n.id.clone(),
+            wa_id: n.sender.clone(),
+            message_type: n.message_type.clone(),
+            status: n.status.clone(),
+            text: n.text.clone(),
+            contact_name: n.contact_name.clone(),
+        }
+    }
+}
+
+/// A page of search results.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `before` for the next page; none when the search reached the oldest kept.
+    pub next: Option<i64>,
+}
+
+/// A search of the deliveries.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryQuery {
+    /// `pending`, `delivered` or `dead`.
+    pub state: Option<String>,
+    /// A destination name, or `whatsapp`.
+    pub destination: Option<String>,
+    /// `forward`, `reply` or `mark-read`.
+    pub kind: Option<String>,
+    /// Cursor: only deliveries with a lower id.
+    pub before: Option<i64>,
+    /// At most this many (default 50, at most 200).
+    pub limit: Option<usize>,
+}
+
+/// Which dead letters to retry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadFilter {
+    pub destination: Option<String>,
+    pub kind: Option<String>,
+    /// Given up at or after (Unix ms).
+    pub from: Option<i64>,
+    /// Given up before (Unix ms).
+    pub to: Option<i64>,
+    /// Text in the last error (e.g. `503`).
+    pub error: Option<String>,
+}
+
+/// What a retry by filter did (or, dry, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct RetryReport {
+    /// Dead letters matching the filter.
+    pub matched: usize,
+    /// Put back in the queue (0 for a dry run).
+    pub retried: usize,
+    /// Their ids.
+    pub ids: Vec<i64>,
+}
+
+/// One change made through the console.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: i64,
+    pub who: String,
+    pub action: String,
+    pub detail: String,
+    pub count: i64,
+}
+
+/// A delivery and its history.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryRecord {
+    pub id: i64,
+    pub inbox_id: Option<i64>,
+    /// The plugin whose action it is.
+    pub plugin: Option<String>,
+    pub kind: String,
+    pub destination: String,
+    pub webhook_id: String,
+    /// `pending`, `delivered` or `dead`.
+    pub state: String,
+    pub created_at: i64,
+    pub next_at: i64,
+    pub finished_at: Option<i64>,
+    pub last_error: Option<String>,
+    /// What is sent, as stored (see `delivery::Request`).
+    pub request: serde_json::Value,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// How one destination fares.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DestinationHealth {
+    pub destination: String,
+    /// Delivered since the start of the window.
+    pub delivered: u64,
+    /// Given up since the start of the window.
+    pub dead: u64,
+    pub pending: u64,
+    /// Pending after at least one failed attempt.
+    pub retrying: u64,
+    /// When the oldest pending was stored (Unix ms).
+    pub oldest_pending_at: Option<i64>,
+}
+
+/// Most results of one page.
+pub const MAX_PAGE: usize = 200;
+/// Inbox ids one search request looks through at most; a search that found fewer results
+/// returns a cursor to go on from.
+pub const SEARCH_WINDOW: i64 = 100_000;
+/// Longest error kept in an attempt record, in bytes.
+const ERROR_KEPT: usize = 300;
+/// An attempt log past this size gets no more records (a row retried for days).
+const LOG_KEPT: i64 = 16_000;
+
+fn page_limit(limit: Option<usize>) -> usize {
+    limit.unwrap_or(50).clamp(1, MAX_PAGE)
+}
+
+fn state_name(state: i64) -> &'static str {
+    match state {
+        1 => "delivered",
+        2 => "dead",
+        _ => "pending",
+    }
+}
+
+fn state_code(name: &str) -> anyhow::Result<i64> {
+    Ok(match name {
+        "pending" => 0,
+        "delivered" => 1,
+        "dead" => 2,
+        other => anyhow::bail!("unknown state {other:?}: use pending, delivered or dead"),
+    })
+}
+
+/// `s` in a `LIKE` pattern, its wildcards escaped (`ESCAPE` backslash).
+fn like_literal(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// A `LIKE` pattern matching `s` anywhere.
+fn contains(s: &str) -> String {
+    format!("%{}%", like_literal(s))
+}
+
+fn truncated(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Whether `n` matches the exact fields of `q` (the text query is matched in SQL).
+fn matches(n: &Notification, q: &NotificationQuery) -> bool {
+    let eq = |want: &Option<String>, have: Option<&str>| {
+        want.as_deref()
+            .filter(|w| !w.is_empty())
+            .is_none_or(|w| have == Some(w))
+    };
+    let wa_id_ok = q.wa_id.as_deref().filter(|w| !w.is_empty()).is_none_or(|w| {
+        n.sender.as_deref() == Some(w)
+            || n.contact_json.as_deref().is_some_and(|c| {
+                serde_json::from_str::<serde_json::Value>(c)
+                    .ok()
+                    .and_then(|v| v.get("wa_id").and_then(|x| x.as_str()).map(|x| x == w))
+                    .unwrap_or(false)
+            })
+    });
+    eq(&q.id, Some(&n.id))
+        && wa_id_ok
+        && eq(&q.kind, Some(n.kind.as_str()))
+        && eq(&q.message_type, n.message_type.as_deref())
+        && eq(&q.endpoint, Some(&n.source))
+}
+
+const DELIVERY_COLUMNS: &str = "id, inbox_id, plugin, kind, target, webhook_id, state, created_at, next_at, finished_at, last_error, request, attempt_log";
+
+fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRecord> {
+    let request: String = r.get(11)?;
+    let log: Option<String> = r.get(12)?;
+    Ok(DeliveryRecord {
+        id: r.get(0)?,
+        inbox_id: r.get(1)?,
+        plugin: r.get(2)?,
+        kind: r.get(3)?,
+        destination: r.get(4)?,
+        webhook_id: r.get(5)?,
+        state: state_name(r.get(6)?).to_string(),
+        created_at: r.get(7)?,
+        next_at: r.get(8)?,
+        finished_at: r.get(9)?,
+        last_error: r.get(10)?,
+        request: serde_json::from_str(&request).unwrap_or(serde_json::Value::String(request)),
+        attempts: log
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect(),
+    })
+}
+
+impl Sqlite {
+    pub(super) async fn record_attempts(
+        &self,
+        outcomes: Vec<(i64, DeliveryOutcome, Attempted)>,
+    ) -> anyhow::Result<()> {
+        // Lazy, like `record_outcomes`: lost to a power cut means one more attempt.
+        self.work
+            .writer
+            .write(
+                Sync::Lazy,
+                move |txn| {
+                    let now = now_millis();
+                    let mut stmt = txn.prepare_cached(
+                        "UPDATE outbox SET state = ?2, attempts = attempts + 1, next_at = ?3,
+                            finished_at = ?4, last_error = ?5, revived = 0,
+                            attempt_log = CASE WHEN length(attempt_log) > ?7 THEN attempt_log
+                                ELSE COALESCE(attempt_log, '') || ?6 END
+                         WHERE id = ?1",
+                    )?;
+                    for (id, outcome, attempted) in &outcomes {
+                        let (state, next_at, finished, error, name) = match outcome {
+                            DeliveryOutcome::Delivered => (1, now, Some(now), None, "delivered"),
+                            DeliveryOutcome::Retry { at, error } => {
+                                (0, *at, None, Some(error.as_str()), "retry")
+                            }
+                            DeliveryOutcome::Dead { error } => {
+                                (2, now, Some(now), Some(error.as_str()), "dead")
+                            }
+                        };
+                        let record = AttemptRecord {
+                            at: attempted.at,
+                            duration_ms: attempted.duration_ms,
+                            status: attempted.status,
+                            outcome: name.into(),
+                            error: error.map(|e| truncated(e, ERROR_KEPT)),
+                        };
+                        let line = serde_json::to_string(&record).unwrap_or_default() + "\n";
+                        stmt.execute(params![id, state, next_at, finished, error, line, LOG_KEPT])?;
+                    }
+                    Ok(())
+                },
+                |()| (),
+            )
+            .await
+    }
+
+    pub(super) fn search_notifications(
+        &self,
+        q: &NotificationQuery,
+    ) -> anyhow::Result<Page<NotificationSummary>> {
+        let limit = page_limit(q.limit);
+        let top: i64 = match q.before {
+            Some(b) => b,
+            None => self
+                .inbox
+                .read(|c| c.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM inbox", [], |r| r.get(0)))?,
+        };
+        let floor = top.saturating_sub(SEARCH_WINDOW);
+        // The id (or, for the text query, the words) narrows the rows in SQL; the exact fields
+        // are compared on the decoded notification.
+        let needle = q
+            .q
+            .as_deref()
+            .or(q.id.as_deref())
+            .or(q.wa_id.as_deref())
+            .or(q.message_type.as_deref())
+            .filter(|s| !s.is_empty())
+            .map(contains);
+        // Rows begin as `encode` writes them: `{"kind":"...","source":"..."`.
+        let some = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        let quoted = |v: String| like_literal(&serde_json::Value::from(v).to_string());
+        let head = match (some(&q.kind), some(&q.endpoint)) {
+            (None, None) => None,
+            (kind, source) => Some(format!(
+                "{{\"kind\":{},\"source\":{}%",
+                kind.map_or("%".into(), quoted),
+                source.map_or("%".into(), quoted),
+            )),
+        };
+        let rows: Vec<(i64, i64, String, String)> = self.inbox.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, received_at, dedup_key, notification FROM inbox
+                 WHERE id < ?1 AND id >= ?2 AND received_at >= ?3 AND received_at < ?4
+                   AND (?5 IS NULL OR notification LIKE ?5 ESCAPE '\\')
+                   AND (?7 IS NULL OR notification LIKE ?7 ESCAPE '\\')
+                 ORDER BY id DESC LIMIT ?6",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    top,
+                    floor,
+                    q.from.unwrap_or(0),
+                    q.to.unwrap_or(i64::MAX),
+                    needle,
+                    // Rows failing the exact fields are dropped after: read more than a page.
+                    (limit * 20) as i64,
+                    head
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
+            rows.collect()
+        })?;
+        let read_all = rows.len() < limit * 20;
+        let mut items = Vec::new();
+        let mut last_seen = None;
+        for (id, received_at, dedup_key, json) in rows {
+            last_seen = Some(id);
+            let Ok(notification) = decode(&json) else {
+                continue;
+            };
+            if !matches(&notification, q) {
+                continue;
+            }
+            items.push(NotificationSummary::of(&InboxItem {
+                id,
+                received_at,
+                dedup_key,
+                notification,
+            }));
+            if items.len() == limit {
+                break;
+            }
+        }
+        let next = if items.len() == limit || !read_all {
+            last_seen
+        } else if floor > 0 {
+            // Nothing more in this window: the next page goes on below it.
+            let oldest: Option<i64> = self.inbox.read(|c| {
+                c.query_row("SELECT MIN(id) FROM inbox", [], |r| r.get(0))
+            })?;
+            oldest.filter(|&o| o < floor).map(|_| floor)
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    pub(super) fn notification(&self, inbox_id: i64) -> anyhow::Result<Option<InboxItem>> {
+        let row: Option<(i64, String, String)> = self.inbox.read(|c| {
+            c.query_row(
+                "SELECT received_at, dedup_key, notification FROM inbox WHERE id = ?1",
+                [inbox_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+        })?;
+        let Some((received_at, dedup_key, json)) = row else {
+            return Ok(None);
+        };
+        let notification = decode(&json).map_err(|e| anyhow::anyhow!("unreadable: {e}"))?;
+        Ok(Some(InboxItem {
+            id: inbox_id,
+            received_at,
+            dedup_key,
+            notification,
+        }))
+    }
+
+    pub(super) fn deliveries_of(&self, inbox_id: i64) -> anyhow::Result<Vec<DeliveryRecord>> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM outbox WHERE inbox_id = ?1 ORDER BY id LIMIT {MAX_PAGE}"
+        );
+        self.work.read(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map([inbox_id], delivery_row)?;
+            rows.collect()
+        })
+    }
+
+    pub(super) fn find_deliveries(&self, q: &DeliveryQuery) -> anyhow::Result<Page<DeliveryRecord>> {
+        let state = q.state.as_deref().map(state_code).transpose()?;
+        let limit = page_limit(q.limit);
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM outbox
+             WHERE id < ?1 AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR target = ?3)
+               AND (?4 IS NULL OR kind = ?4)
+             ORDER BY id DESC LIMIT ?5"
+        );
+        let items: Vec<DeliveryRecord> = self.work.read(|c| {
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                params![
+                    q.before.unwrap_or(i64::MAX),
+                    state,
+                    q.destination,
+                    q.kind,
+                    limit as i64
+                ],
+                delivery_row,
+            )?;
+            rows.collect()
+        })?;
+        let next = (items.len() == limit).then(|| items.last().map(|d| d.id)).flatten();
+        Ok(Page { items, next })
+    }
+
+    pub(super) async fn retry_dead_matching(
+        &self,
+        filter: DeadFilter,
+        dry_run: bool,
+        limit: usize,
+        who: String,
+    ) -> anyhow::Result<RetryReport> {
+        if dry_run {
+            let (matched, ids) = self.work.read(|c| dead_matching(c, &filter, limit))?;
+            return Ok(RetryReport {
+                matched,
+                retried: 0,
+                ids,
+            });
+        }
+        let detail = serde_json::to_string(&filter).unwrap_or_default();
+        self.work
+            .writer
+            .write(
+                Sync::Durable,
+                move |txn| {
+                    let (matched, ids) = dead_matching(txn, &filter, limit)?;
+                    let now = now_millis();
+                    let mut revive = txn.prepare_cached(
+                        "UPDATE outbox SET state = 0, revived = 1, next_at = ?1, created_at = ?1,
+                            finished_at = NULL WHERE state = 2 AND id = ?2",
+                    )?;
+                    for id in &ids {
+                        revive.execute(params![now, id])?;
+                    }
+                    txn.execute(
+                        "INSERT INTO admin_audit (at, who, action, detail, count)
+                         VALUES (?1, ?2, 'retry-dead', ?3, ?4)",
+                        params![now, who, detail, ids.len() as i64],
+                    )?;
+                    Ok(RetryReport {
+                        matched,
+                        retried: ids.len(),
+                        ids,
+                    })
+                },
+                |r| r,
+            )
+            .await
+    }
+
+    pub(super) fn audit_log(&self, limit: usize) -> anyhow::Result<Vec<AuditRow>> {
+        self.work.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, at, who, action, detail, count FROM admin_audit ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit.min(MAX_PAGE) as i64], |r| {
+                Ok(AuditRow {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    who: r.get(2)?,
+                    action: r.get(3)?,
+                    detail: r.get(4)?,
+                    count: r.get(5)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    pub(super) fn destination_health(&self, since: i64) -> anyhow::Result<Vec<DestinationHealth>> {
+        use std::collections::BTreeMap;
+        let mut by: BTreeMap<String, DestinationHealth> = BTreeMap::new();
+        let counts: Vec<(String, i64, i64, Option<i64>)> = self.work.read(|c| {
+            let mut out = Vec::new();
+            for (sql, col) in [
+                (
+                    "SELECT target, COUNT(*) FROM outbox WHERE state = 1 AND finished_at >= ?1 GROUP BY target",
+                    1,
+                ),
+                (
+                    "SELECT target, COUNT(*) FROM outbox WHERE state = 2 AND finished_at >= ?1 GROUP BY target",
+                    2,
+                ),
+                (
+                    "SELECT target, COUNT(*) FROM outbox WHERE state = 0 AND attempts > 0 AND ?1 IS NOT NULL GROUP BY target",
+                    3,
+                ),
+            ] {
+                let mut stmt = c.prepare_cached(sql)?;
+                let rows = stmt.query_map([since], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+                for row in rows {
+                    let (target, n) = row?;
+                    out.push((target, col, n, None));
+                }
+            }
+            let mut stmt = c.prepare_cached(
+                "SELECT target, COUNT(*), MIN(created_at) FROM outbox WHERE state = 0 GROUP BY target",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<i64>>(2)?))
+            })?;
+            for row in rows {
+                let (target, n, oldest) = row?;
+                out.push((target, 0, n, oldest));
+            }
+            Ok(out)
+        })?;
+        for (target, col, n, oldest) in counts {
+            let h = by.entry(target.clone()).or_default();
+            h.destination = target;
+            match col {
+                0 => {
+                    h.pending = n as u64;
+                    h.oldest_pending_at = oldest;
+                }
+                1 => h.delivered = n as u64,
+                2 => h.dead = n as u64,
+                _ => h.retrying = n as u64,
+            }
+        }
+        Ok(by.into_values().collect())
+    }
+
+    pub(super) fn history_since(&self) -> anyhow::Result<Option<i64>> {
+        self.inbox.read(|c| {
+            c.query_row("SELECT received_at FROM inbox ORDER BY id LIMIT 1", [], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    pub(super) async fn prune_history(&self, before: i64, limit: usize) -> anyhow::Result<usize> {
+        self.work
+            .writer
+            .write(
+                Sync::Lazy,
+                move |txn| {
+                    let delivered = txn.execute(
+                        "DELETE FROM outbox WHERE id IN
+                           (SELECT id FROM outbox WHERE state = 1 AND finished_at < ?1 LIMIT ?2)",
+                        params![before, limit as i64],
+                    )?;
+                    let audit = txn.execute(
+                        "DELETE FROM admin_audit WHERE id IN
+                           (SELECT id FROM admin_audit WHERE at < ?1 LIMIT ?2)",
+                        params![before, limit as i64],
+                    )?;
+                    Ok(delivered + audit)
+                },
+                |n| n,
+            )
+            .await
+    }
+}
+
+/// How many dead letters match `filter`, and the ids of the oldest `limit`.
+fn dead_matching(
+    c: &rusqlite::Connection,
+    filter: &DeadFilter,
+    limit: usize,
+) -> rusqlite::Result<(usize, Vec<i64>)> {
+    const WHERE: &str = "state = 2 AND (?1 IS NULL OR target = ?1) AND (?2 IS NULL OR kind = ?2)
+        AND (?3 IS NULL OR finished_at >= ?3) AND (?4 IS NULL OR finished_at < ?4)
+        AND (?5 IS NULL OR last_error LIKE ?5 ESCAPE '\\')";
+    let error = filter.error.as_deref().filter(|e| !e.is_empty()).map(contains);
+    let args = params![filter.destination, filter.kind, filter.from, filter.to, error];
+    let count: i64 = c.query_row(
+        &format!("SELECT COUNT(*) FROM outbox WHERE {WHERE}"),
+        args,
+        |r| r.get(0),
+    )?;
+    let ids = c
+        .prepare(&format!(
+            "SELECT id FROM outbox WHERE {WHERE} ORDER BY id LIMIT {limit}"
+        ))?
+        .query_map(args, |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    Ok((count as usize, ids))
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_sdk::{Kind, Notification};
+
+    use super::*;
+    use crate::store::{NewDelivery, NewInboxItem, Storage};
+
+    fn message(id: &str, from: &str, text: &str) -> NewInboxItem {
+        let json = format!(
+            r#"{{"from":"{from}","id":"{id}","timestamp":"1","type":"text","text":{{"body":"{text}"}}}}"#
+        );
+        NewInboxItem {
+            dedup_key: format!("m:{id}"),
+            notification: Notification::from_item(Kind::Message, &json, None, "default").unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn delivered_rows_keep_their_attempts_until_the_history_is_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(&dir.path().join("db.sqlite")).unwrap();
+        store
+            .ingest(
+                vec![message("a", "111", "hello 100%"), message("b", "222", "other")],
+                Box::new(|_| {}),
+            )
+            .await
+            .unwrap();
+        let found = store
+            .search_notifications(&NotificationQuery {
+                q: Some("100%".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(found.items.len(), 1, "the % is matched as itself");
+        let a = found.items[0].inbox_id;
+        let rows = store
+            .dispatched(
+                a + 1,
+                vec![NewDelivery {
+                    kind: "forward".into(),
+                    target: "sink".into(),
+                    lane: "sink/111".into(),
+                    webhook_id: "w1".into(),
+                    request: "{}".into(),
+                    inbox_id: a,
+                    plugin: "echo".into(),
+                }],
+                vec![],
+            )
+            .await
+            .unwrap();
+        let id = rows[0].id;
+        let tried = |status| Attempted {
+            at: now_millis(),
+            duration_ms: 5,
+            status: Some(status),
+        };
+        let retry = DeliveryOutcome::Retry {
+            at: now_millis(),
+            error: "503: busy".into(),
+        };
+        store.record_attempts(vec![(id, retry, tried(503))]).await.unwrap();
+        store
+            .record_attempts(vec![(id, DeliveryOutcome::Delivered, tried(200))])
+            .await
+            .unwrap();
+
+        let history = store.deliveries_of(a).unwrap();
+        assert_eq!(history.len(), 1);
+        let d = &history[0];
+        assert_eq!((d.state.as_str(), d.plugin.as_deref()), ("delivered", Some("echo")));
+        let statuses: Vec<_> = d.attempts.iter().map(|t| (t.status, t.outcome.as_str())).collect();
+        assert_eq!(statuses, [(Some(503), "retry"), (Some(200), "delivered")]);
+        assert_eq!(d.attempts[0].error.as_deref(), Some("503: busy"));
+        assert!(
+            store.pending_deliveries(0, id, 10).unwrap().is_empty(),
+            "a delivered row is not attempted again"
+        );
+        assert_eq!(store.backlog().unwrap().outbox, vec![]);
+
+        // Within the retention it stays; past it, it goes.
+        assert_eq!(store.prune_history(now_millis() - 60_000, 10).await.unwrap(), 0);
+        assert_eq!(store.prune_history(now_millis() + 1, 10).await.unwrap(), 1);
+        assert!(store.deliveries_of(a).unwrap().is_empty());
+        store.close().await;
+    }
+}
