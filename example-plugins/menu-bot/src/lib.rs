@@ -17,7 +17,7 @@
 use serde::Deserialize;
 use switchboard_sdk::send::{Row, Section, Send};
 use switchboard_sdk::whatsapp::{Message, Status};
-use switchboard_sdk::{Action, Config, Notification, Plugin};
+use switchboard_sdk::{Action, Config, Kind, Notification, Plugin};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +87,18 @@ impl Plugin for MenuBot {
         Ok(bot)
     }
 
+    /// Only an interactive answer is parsed: a greeting is told by the text the host extracted.
+    fn handle(&self, n: &Notification) -> Result<Vec<Action>, String> {
+        match n.kind {
+            Kind::Message if n.message_type.as_deref() == Some("interactive") => {
+                self.on_message(n, &n.message()?)
+            }
+            Kind::Message => Ok(self.greeted(n)),
+            Kind::Status => self.on_status(n, &n.status()?),
+            Kind::Error => Ok(vec![]),
+        }
+    }
+
     fn on_message(&self, n: &Notification, message: &Message) -> Result<Vec<Action>, String> {
         let Some(from) = n.sender.as_deref() else {
             return Ok(vec![]);
@@ -99,14 +111,7 @@ impl Plugin for MenuBot {
         }) {
             return Ok(self.route(n, from, chosen));
         }
-        let greeted = n.text.as_deref().is_some_and(|t| {
-            let t = t.trim().to_lowercase();
-            self.s.greetings.iter().any(|g| g.to_lowercase() == t)
-        });
-        if !greeted {
-            return Ok(vec![]);
-        }
-        Ok(vec![Action::send(self.menu_or_template(n, from))])
+        Ok(self.greeted(n))
     }
 
     /// A menu of this plugin that failed because the window had closed: re-engage with the
@@ -128,6 +133,21 @@ impl Plugin for MenuBot {
 }
 
 impl MenuBot {
+    /// The menu for a greeting; nothing for other texts.
+    fn greeted(&self, n: &Notification) -> Vec<Action> {
+        let Some(from) = n.sender.as_deref() else {
+            return vec![];
+        };
+        let greeted = n.text.as_deref().is_some_and(|t| {
+            let t = t.trim().to_lowercase();
+            self.s.greetings.iter().any(|g| g.to_lowercase() == t)
+        });
+        if !greeted {
+            return vec![];
+        }
+        vec![Action::send(self.menu_or_template(n, from))]
+    }
+
     /// The menu, or the template when the customer's window is closed.
     fn menu_or_template(&self, n: &Notification, to: &str) -> Send {
         if n.window_open {
