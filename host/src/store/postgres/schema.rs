@@ -99,15 +99,21 @@ pub const MIGRATIONS: &[&str] = &[
 
 /// The versions applied, in order.
 pub async fn applied(client: &tokio_postgres::Client) -> anyhow::Result<Vec<i64>> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-                version bigint PRIMARY KEY,
-                applied_at timestamptz NOT NULL DEFAULT now()
-             )",
-        )
-        .await
-        .context("cannot create schema_migrations")?;
+    let missing: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NULL", &[])
+        .await?
+        .get(0);
+    if missing {
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version bigint PRIMARY KEY,
+                    applied_at timestamptz NOT NULL DEFAULT now()
+                 )",
+            )
+            .await
+            .context("cannot create schema_migrations")?;
+    }
     let rows = client
         .query(
             "SELECT version FROM schema_migrations ORDER BY version",
