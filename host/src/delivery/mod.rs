@@ -246,8 +246,9 @@ impl Delivery {
         attempted.duration_ms = millis(took);
         attempted.status = result.as_ref().ok().map(|r| r.status.as_u16());
         let outcome = self.classify(attempt, result);
-        let since_stored = matches!(outcome, DeliveryOutcome::Delivered)
-            .then(|| Duration::from_millis(now_millis().saturating_sub(task.created_at).max(0) as u64));
+        let since_stored = matches!(outcome, DeliveryOutcome::Delivered).then(|| {
+            Duration::from_millis(now_millis().saturating_sub(task.created_at).max(0) as u64)
+        });
         self.metrics
             .delivery_attempted(&task.target, took, since_stored);
         match &outcome {
