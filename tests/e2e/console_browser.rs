@@ -93,6 +93,19 @@ fn type_into(tab: &Tab, selector: &str, value: &str) {
         .unwrap_or_else(|e| panic!("type into {selector}: {e}"));
 }
 
+/// On the search page, search with `value` in the field `selector`, expect one result and open
+/// its timeline.
+fn search_and_open(tab: &Tab, selector: &str, value: &str) {
+    click(tab, "button[data-tab=search]");
+    type_into(tab, selector, value);
+    click(tab, "#search-go");
+    until(
+        tab,
+        "document.querySelectorAll('#results tbody tr').length === 1",
+    );
+    click(tab, "#results tbody tr");
+}
+
 /// Write a screenshot of the tab to `target/console-screenshots/{name}.png`.
 fn screenshot(tab: &Tab, name: &str) -> PathBuf {
     let dir = target_dir().join("console-screenshots");
@@ -245,14 +258,7 @@ async fn a_search_finds_a_message_and_its_timeline_shows_the_plugin_action_and_a
             found_retry = true;
             tokio::task::block_in_place(|| {
                 let tab = open(&browser, &server);
-                click(&tab, "button[data-tab=search]");
-                type_into(&tab, "#q-id", t["notification"]["id"].as_str().unwrap());
-                click(&tab, "#search-go");
-                until(
-                    &tab,
-                    "document.querySelectorAll('#results tbody tr').length === 1",
-                );
-                click(&tab, "#results tbody tr");
+                search_and_open(&tab, "#q-id", t["notification"]["id"].as_str().unwrap());
                 until(
                     &tab,
                     "document.querySelectorAll('#timeline .attempt').length === 2",
@@ -370,14 +376,7 @@ async fn a_failing_plugin_shows_as_failing() {
         assert!(row.contains("error"), "the latest error is shown: {row}");
         screenshot(&tab, "plugins");
         // The notification's timeline shows the failure, and the next plugin's action.
-        click(&tab, "button[data-tab=search]");
-        type_into(&tab, "#q-id", "wamid.f1");
-        click(&tab, "#search-go");
-        until(
-            &tab,
-            "document.querySelectorAll('#results tbody tr').length === 1",
-        );
-        click(&tab, "#results tbody tr");
+        search_and_open(&tab, "#q-id", "wamid.f1");
         until(
             &tab,
             "document.querySelectorAll('#timeline .plugin-error').length === 1",
