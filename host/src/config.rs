@@ -650,7 +650,9 @@ impl Config {
                 bail!("[admin] listen is [server] listen: leave it out to serve the console there");
             }
             if let Some(p) = paths.iter().find(|p| p.starts_with("/admin")) {
-                bail!("[admin] the console is served under /admin, which the webhook path {p:?} takes");
+                bail!(
+                    "[admin] the console is served under /admin, which the webhook path {p:?} takes"
+                );
             }
         }
         self.delivery.check()?;

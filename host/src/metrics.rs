@@ -138,12 +138,8 @@ impl Default for Metrics {
             plugin_errors: Default::default(),
             ack_seconds: Histogram::new(FAST_BUCKETS),
             plugin_call_seconds: Family::new_with_constructor(|| Histogram::new(FAST_BUCKETS)),
-            delivery_latency_seconds: Family::new_with_constructor(|| {
-                Histogram::new(SLOW_BUCKETS)
-            }),
-            delivery_attempt_seconds: Family::new_with_constructor(|| {
-                Histogram::new(SLOW_BUCKETS)
-            }),
+            delivery_latency_seconds: Family::new_with_constructor(|| Histogram::new(SLOW_BUCKETS)),
+            delivery_attempt_seconds: Family::new_with_constructor(|| Histogram::new(SLOW_BUCKETS)),
         }
     }
 }
@@ -400,8 +396,11 @@ impl Metrics {
             "plugin_call_failures",
             "Failed calls by plugin (since the start)",
         );
+        // Only plugins that failed, as before the call counts were kept by plugin.
         for (name, counts) in self.plugin_counts() {
-            failures = failures.value(vec![("plugin", name)], Value::Int(counts.failures));
+            if counts.failures > 0 {
+                failures = failures.value(vec![("plugin", name)], Value::Int(counts.failures));
+            }
         }
         series.push(failures);
         let mut ingress = Series::counter(
@@ -441,8 +440,7 @@ impl Metrics {
             registry.register_collector(Box::new(s));
         }
         let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
-        {
+        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry) {
             tracing::error!(error = %e, "cannot encode the metrics");
         }
         out
@@ -521,8 +519,13 @@ mod tests {
         m.add(&m.notifications_accepted, 3);
         m.plugin_call_time("10-echo", Duration::from_millis(2));
         m.plugin_failed("10-echo");
+        m.plugin_call_time("20-good", Duration::from_millis(1));
         m.webhook_answered("default", 200, Duration::from_millis(3));
-        m.delivery_attempted("sink", Duration::from_millis(40), Some(Duration::from_secs(2)));
+        m.delivery_attempted(
+            "sink",
+            Duration::from_millis(40),
+            Some(Duration::from_secs(2)),
+        );
         let text = m.render(vec![
             Series::gauge("plugins_loaded", "Plugins serving").value(vec![], Value::Int(2)),
         ]);
@@ -543,11 +546,16 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }
         assert!(text.contains("# TYPE switchboard_webhook_ack_seconds histogram"));
+        assert!(
+            !text.contains("switchboard_plugin_call_failures_total{plugin=\"20-good\"}"),
+            "a plugin with no failure has no failure series"
+        );
     }
 
     #[test]
     fn label_values_are_escaped() {
-        let s = Series::gauge("g", "a gauge").value(vec![("plugin", "a\"b\\c\nd".into())], Value::Int(1));
+        let s = Series::gauge("g", "a gauge")
+            .value(vec![("plugin", "a\"b\\c\nd".into())], Value::Int(1));
         let mut registry = Registry::default();
         registry.register_collector(Box::new(s));
         let mut out = String::new();

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use switchboard_tests::{
-    Fake, Server, ServerSetup, eventually, free_port, http, root, target_dir,
-};
+use switchboard_tests::{Fake, Server, ServerSetup, eventually, free_port, http, root, target_dir};
 
 pub const TOKEN: &str = "console-token-for-tests";
 
@@ -76,7 +74,10 @@ pub async fn wait_for(server: &Server, path: &str, done: impl Fn(&Value) -> bool
         if done(&v) {
             return v;
         }
-        assert!(Instant::now() < deadline, "GET {path} never came to what was awaited: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "GET {path} never came to what was awaited: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -99,9 +100,17 @@ async fn the_console_api_needs_the_token_and_read_only_refuses_changes() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} without a token");
         assert!(body["error"].as_str().unwrap().contains("token"));
         let (status, _) = get(&server, path, Some("wrong-token")).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} with a wrong token");
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{path} with a wrong token"
+        );
         let (status, _) = get(&server, path, Some(&TOKEN[..TOKEN.len() - 1])).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} with a prefix of the token");
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{path} with a prefix of the token"
+        );
         get_ok(&server, path).await;
     }
     let r = http()
@@ -146,9 +155,51 @@ async fn without_an_admin_section_there_is_no_console_and_a_missing_token_stops_
         .env_remove("SWITCHBOARD_TEST_UNSET_TOKEN")
         .output()
         .unwrap();
-    let (ok, out) = (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let (ok, out) = (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
     assert!(!ok);
-    assert!(out.contains("SWITCHBOARD_TEST_UNSET_TOKEN, which is not set"), "{out}");
+    assert!(
+        out.contains("SWITCHBOARD_TEST_UNSET_TOKEN, which is not set"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn the_console_can_listen_on_an_address_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Fake::start().await;
+    let mut setup = setup(dir.path(), &sink, false);
+    let port = free_port();
+    setup.extra = setup.extra.replace(
+        "[admin]\n",
+        &format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let server = setup.start().await;
+    let (status, _) = get(&server, "overview", Some(TOKEN)).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "not on the webhooks' address"
+    );
+    let own = format!("http://127.0.0.1:{port}");
+    let r = http()
+        .get(format!("{own}/admin/api/overview"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = http()
+        .get(format!("{own}/admin/api/overview"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let page = http().get(format!("{own}/admin/")).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.text().await.unwrap().contains("/admin/app.js"));
 }
 
 #[tokio::test]
@@ -160,7 +211,10 @@ async fn search_timeline_and_retry_of_dead_letters_by_filter() {
     let sink = Fake::with(move |r| {
         let body = String::from_utf8_lossy(&r.body).into_owned();
         if body.contains("refuse") {
-            return (StatusCode::BAD_REQUEST, r#"{"error":"refused by the test"}"#.into());
+            return (
+                StatusCode::BAD_REQUEST,
+                r#"{"error":"refused by the test"}"#.into(),
+            );
         }
         if seen.lock().unwrap().insert(body) {
             (StatusCode::SERVICE_UNAVAILABLE, "busy".into())
@@ -170,12 +224,20 @@ async fn search_timeline_and_retry_of_dead_letters_by_filter() {
     })
     .await;
     let server = setup(dir.path(), &sink, false).start().await;
-    let (status, _) = server.post(&message("5511000000001", "wamid.first", "hello there")).await;
+    let (status, _) = server
+        .post(&message("5511000000001", "wamid.first", "hello there"))
+        .await;
     assert_eq!(status, 200);
-    server.post(&message("5511000000002", "wamid.second", "other customer")).await;
+    server
+        .post(&message("5511000000002", "wamid.second", "other customer"))
+        .await;
     for i in 0..3 {
         let (status, _) = server
-            .post(&message("5511000000003", &format!("wamid.refuse{i}"), "please refuse me"))
+            .post(&message(
+                "5511000000003",
+                &format!("wamid.refuse{i}"),
+                "please refuse me",
+            ))
             .await;
         assert_eq!(status, 200);
     }
@@ -191,7 +253,11 @@ async fn search_timeline_and_retry_of_dead_letters_by_filter() {
     assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
     let page = get_ok(&server, "notifications?kind=status").await;
     assert_eq!(page["items"], json!([]));
-    let page = get_ok(&server, "notifications?kind=message&endpoint=default&message_type=text").await;
+    let page = get_ok(
+        &server,
+        "notifications?kind=message&endpoint=default&message_type=text",
+    )
+    .await;
     assert_eq!(page["items"].as_array().unwrap().len(), 5, "{page}");
     let page = get_ok(&server, "notifications?endpoint=elsewhere").await;
     assert_eq!(page["items"], json!([]));
@@ -236,18 +302,42 @@ async fn search_timeline_and_retry_of_dead_letters_by_filter() {
     let last = &dead["items"][0];
     assert_eq!(last["state"], "dead");
     assert_eq!(last["attempts"][0]["status"], 400);
-    assert!(last["last_error"].as_str().unwrap().contains("refused by the test"));
+    assert!(
+        last["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("refused by the test")
+    );
     let delivered = get_ok(&server, "deliveries?state=delivered").await;
-    assert_eq!(delivered["items"].as_array().unwrap().len(), 2, "{delivered}");
-    assert_eq!(get_ok(&server, "deliveries?destination=nowhere").await["items"], json!([]));
+    assert_eq!(
+        delivered["items"].as_array().unwrap().len(),
+        2,
+        "{delivered}"
+    );
+    assert_eq!(
+        get_ok(&server, "deliveries?destination=nowhere").await["items"],
+        json!([])
+    );
 
     // A dry run counts and changes nothing; a bounded run retries the oldest two and says so.
     sink.respond(|_| (StatusCode::OK, "{}".into()));
     let filter = json!({ "destination": "sink", "error": "refused" });
     let (status, dry) = post(&server, "dead-letters/retry", json!({ "filter": filter })).await;
     assert_eq!(status, StatusCode::OK, "{dry}");
-    assert_eq!((dry["dry_run"].clone(), dry["matched"].clone(), dry["retried"].clone()), (json!(true), json!(3), json!(0)));
-    let (_, none) = post(&server, "dead-letters/retry", json!({ "filter": { "destination": "other" } })).await;
+    assert_eq!(
+        (
+            dry["dry_run"].clone(),
+            dry["matched"].clone(),
+            dry["retried"].clone()
+        ),
+        (json!(true), json!(3), json!(0))
+    );
+    let (_, none) = post(
+        &server,
+        "dead-letters/retry",
+        json!({ "filter": { "destination": "other" } }),
+    )
+    .await;
     assert_eq!(none["matched"], 0);
     let before = sink.received().len();
     let (status, run) = post(
@@ -257,8 +347,14 @@ async fn search_timeline_and_retry_of_dead_letters_by_filter() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{run}");
-    assert_eq!((run["matched"].clone(), run["retried"].clone()), (json!(3), json!(2)));
-    let arrived = eventually(Duration::from_secs(10), || sink.received().len() >= before + 2).await;
+    assert_eq!(
+        (run["matched"].clone(), run["retried"].clone()),
+        (json!(3), json!(2))
+    );
+    let arrived = eventually(Duration::from_secs(10), || {
+        sink.received().len() >= before + 2
+    })
+    .await;
     assert!(arrived, "the two retried dead letters arrive");
     wait_for(&server, "dead-letters", |d| {
         d["items"].as_array().is_some_and(|a| a.len() == 1)
@@ -268,7 +364,12 @@ async fn search_timeline_and_retry_of_dead_letters_by_filter() {
     assert_eq!(audit.as_array().unwrap().len(), 1, "{audit}");
     assert_eq!(audit[0]["action"], "retry-dead");
     assert_eq!(audit[0]["count"], 2);
-    assert!(audit[0]["who"].as_str().unwrap().starts_with("tester (127.0.0.1)"));
+    assert!(
+        audit[0]["who"]
+            .as_str()
+            .unwrap()
+            .starts_with("tester (127.0.0.1)")
+    );
     assert!(audit[0]["detail"].as_str().unwrap().contains("refused"));
 
     // Ingress by endpoint and outcome, and destination health.
@@ -380,10 +481,17 @@ async fn the_openapi_document_describes_the_running_server() {
         .json()
         .await
         .unwrap();
-    assert_eq!(served, checked_in, "the server serves the checked-in document");
+    assert_eq!(
+        served, checked_in,
+        "the server serves the checked-in document"
+    );
 
-    server.post(&message("5511000000001", "wamid.ok", "fine")).await;
-    server.post(&message("5511000000002", "wamid.refuse", "refuse it")).await;
+    server
+        .post(&message("5511000000001", "wamid.ok", "fine"))
+        .await;
+    server
+        .post(&message("5511000000002", "wamid.refuse", "refuse it"))
+        .await;
     wait_for(&server, "dead-letters", |d| {
         d["items"].as_array().is_some_and(|a| !a.is_empty())
     })
@@ -399,12 +507,18 @@ async fn the_openapi_document_describes_the_running_server() {
                 .replace("{inbox_id}", &inbox_id.to_string());
             // Without the token, every operation answers as documented for 401.
             let r = http()
-                .request(method.parse().unwrap(), server.url(&format!("/admin/api/{url}")))
+                .request(
+                    method.parse().unwrap(),
+                    server.url(&format!("/admin/api/{url}")),
+                )
                 .send()
                 .await
                 .unwrap();
             assert_eq!(r.status().as_u16(), 401, "{method} {path}");
-            assert!(op["responses"]["401"].is_object(), "{method} {path} documents 401");
+            assert!(
+                op["responses"]["401"].is_object(),
+                "{method} {path} documents 401"
+            );
             let (status, body) = match method.as_str() {
                 "get" => get(&server, &url, Some(TOKEN)).await,
                 "post" => post(&server, &url, json!({ "filter": {}, "dry_run": true })).await,
@@ -425,7 +539,8 @@ async fn the_openapi_document_describes_the_running_server() {
                     Some("integer") => "1".to_string(),
                     _ => p["schema"]["enum"][0].as_str().unwrap_or("x").to_string(),
                 };
-                let (status, body) = get(&server, &format!("{url}?{name}={value}"), Some(TOKEN)).await;
+                let (status, body) =
+                    get(&server, &format!("{url}?{name}={value}"), Some(TOKEN)).await;
                 assert_eq!(status, StatusCode::OK, "{path}?{name}={value}: {body}");
             }
         }
@@ -443,7 +558,10 @@ async fn every_endpoint_answers_within_its_bound_on_100_000_notifications() {
     server.terminate();
     let started = Instant::now();
     fill(&dir.path().join("data"), 100_000);
-    eprintln!("filled 100,000 notifications and their deliveries in {:?}", started.elapsed());
+    eprintln!(
+        "filled 100,000 notifications and their deliveries in {:?}",
+        started.elapsed()
+    );
     server.restart().await;
 
     let last = 100_000;
@@ -477,25 +595,49 @@ async fn every_endpoint_answers_within_its_bound_on_100_000_notifications() {
         report += &format!("{took:>10.1?}  GET /admin/api/{path}\n");
         assert!(took < BOUND, "GET {path} took {took:?}, above {BOUND:?}");
         if path.starts_with("notifications?wa_id") {
-            assert_eq!(body["items"].as_array().unwrap().len(), 50, "a page of that customer's");
-            assert!(body["items"].as_array().unwrap().iter().all(|i| i["wa_id"] == "5511000000777"));
+            assert_eq!(
+                body["items"].as_array().unwrap().len(),
+                50,
+                "a page of that customer's"
+            );
+            assert!(
+                body["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|i| i["wa_id"] == "5511000000777")
+            );
         }
         if path.starts_with("notifications?id=") {
             assert_eq!(body["items"][0]["inbox_id"], 50_000);
         }
         if path.starts_with("notifications/") {
-            assert_eq!(body["deliveries"][0]["attempts"].as_array().unwrap().len(), 1);
+            assert_eq!(
+                body["deliveries"][0]["attempts"].as_array().unwrap().len(),
+                1
+            );
         }
     }
     let t = Instant::now();
     let (status, dry) = post(&server, "dead-letters/retry", json!({ "filter": {} })).await;
-    report += &format!("{:>10.1?}  POST /admin/api/dead-letters/retry (dry run)\n", t.elapsed());
+    report += &format!(
+        "{:>10.1?}  POST /admin/api/dead-letters/retry (dry run)\n",
+        t.elapsed()
+    );
     assert_eq!(status, StatusCode::OK);
     assert_eq!(dry["matched"], 1000);
     assert!(t.elapsed() < BOUND);
     let t = Instant::now();
-    let (_, run) = post(&server, "dead-letters/retry", json!({ "filter": {}, "dry_run": false })).await;
-    report += &format!("{:>10.1?}  POST /admin/api/dead-letters/retry (50 retried)\n", t.elapsed());
+    let (_, run) = post(
+        &server,
+        "dead-letters/retry",
+        json!({ "filter": {}, "dry_run": false }),
+    )
+    .await;
+    report += &format!(
+        "{:>10.1?}  POST /admin/api/dead-letters/retry (50 retried)\n",
+        t.elapsed()
+    );
     assert_eq!(run["retried"], 50, "bounded by max_retry");
     assert!(t.elapsed() < BOUND);
     eprintln!("on 100,000 notifications:\n{report}");
@@ -522,7 +664,12 @@ fn fill(data: &Path, n: i64) {
             let stored = json!({ "kind": "message", "source": "default", "item": item,
                                  "contact": { "profile": { "name": "Customer" }, "wa_id": from } });
             insert
-                .execute(rusqlite::params![i, now - (n - i) * 10, format!("m:wamid.{i}"), stored.to_string()])
+                .execute(rusqlite::params![
+                    i,
+                    now - (n - i) * 10,
+                    format!("m:wamid.{i}"),
+                    stored.to_string()
+                ])
                 .unwrap();
         }
     }
@@ -557,10 +704,7 @@ fn fill(data: &Path, n: i64) {
                 .unwrap();
         }
     }
-    work.execute(
-        "UPDATE dispatch_cursor SET inbox_id = ?1",
-        [n],
-    )
-    .unwrap();
+    work.execute("UPDATE dispatch_cursor SET inbox_id = ?1", [n])
+        .unwrap();
     work.execute_batch("COMMIT").unwrap();
 }

@@ -93,6 +93,19 @@ fn type_into(tab: &Tab, selector: &str, value: &str) {
         .unwrap_or_else(|e| panic!("type into {selector}: {e}"));
 }
 
+/// On the search page, search with `value` in the field `selector`, expect one result and open
+/// its timeline.
+fn search_and_open(tab: &Tab, selector: &str, value: &str) {
+    click(tab, "button[data-tab=search]");
+    type_into(tab, selector, value);
+    click(tab, "#search-go");
+    until(
+        tab,
+        "document.querySelectorAll('#results tbody tr').length === 1",
+    );
+    click(tab, "#results tbody tr");
+}
+
 /// Write a screenshot of the tab to `target/console-screenshots/{name}.png`.
 fn screenshot(tab: &Tab, name: &str) -> PathBuf {
     let dir = target_dir().join("console-screenshots");
@@ -115,29 +128,57 @@ async fn the_overview_loads_with_live_figures() {
     let sink = Fake::start().await;
     let server = setup(dir.path(), &sink, false).start().await;
     for i in 0..3 {
-        server.post(&message("5511000000001", &format!("wamid.o{i}"), "hi")).await;
+        server
+            .post(&message("5511000000001", &format!("wamid.o{i}"), "hi"))
+            .await;
     }
     let tab = tokio::task::block_in_place(|| {
         let tab = open(&browser, &server);
-        until(&tab, "document.getElementById('figure-received').textContent === '3'");
-        until(&tab, "document.getElementById('figure-delivered').textContent === '3'");
+        until(
+            &tab,
+            "document.getElementById('figure-received').textContent === '3'",
+        );
+        until(
+            &tab,
+            "document.getElementById('figure-delivered').textContent === '3'",
+        );
         tab
     });
     // Two more arrive while the page is open: it refreshes itself.
     for i in 3..5 {
-        server.post(&message("5511000000002", &format!("wamid.o{i}"), "hi")).await;
+        server
+            .post(&message("5511000000002", &format!("wamid.o{i}"), "hi"))
+            .await;
     }
     tokio::task::block_in_place(|| {
-        until(&tab, "document.getElementById('figure-received').textContent === '5'");
-        until(&tab, "document.getElementById('figure-accepted').textContent === '5'");
+        until(
+            &tab,
+            "document.getElementById('figure-received').textContent === '5'",
+        );
+        until(
+            &tab,
+            "document.getElementById('figure-accepted').textContent === '5'",
+        );
         assert!(text(&tab, "#history-since").starts_with("History since"));
-        until(&tab, "document.querySelector('#destinations tr[data-destination=sink]') !== null");
+        until(
+            &tab,
+            "document.querySelector('#destinations tr[data-destination=sink]') !== null",
+        );
         assert!(text(&tab, "#destinations tr[data-destination=sink]").contains("100.0 %"));
-        assert_eq!(text(&tab, "#plugin-health tr[data-plugin=echo] .status"), "ok");
-        let lines = until(&tab, "document.querySelectorAll('#rates-chart polyline').length");
+        assert_eq!(
+            text(&tab, "#plugin-health tr[data-plugin=echo] .status"),
+            "ok"
+        );
+        let lines = until(
+            &tab,
+            "document.querySelectorAll('#rates-chart polyline').length",
+        );
         assert_eq!(lines, 5, "one line a series");
         // The received line has drawn points (the interval since the start, at least).
-        until(&tab, "document.querySelector('#rates-chart polyline[data-series=received]').getAttribute('points').split(' ').length >= 2");
+        until(
+            &tab,
+            "document.querySelector('#rates-chart polyline[data-series=received]').getAttribute('points').split(' ').length >= 2",
+        );
         screenshot(&tab, "overview");
     });
 }
@@ -160,8 +201,16 @@ async fn a_search_finds_a_message_and_its_timeline_shows_the_plugin_action_and_a
     })
     .await;
     let server = setup(dir.path(), &sink, false).start().await;
-    server.post(&message("5511000000042", "wamid.other", "not this one")).await;
-    server.post(&message("5511000000099", "wamid.wanted", "where is my order?")).await;
+    server
+        .post(&message("5511000000042", "wamid.other", "not this one"))
+        .await;
+    server
+        .post(&message(
+            "5511000000099",
+            "wamid.wanted",
+            "where is my order?",
+        ))
+        .await;
     let wanted = wait_for(&server, "deliveries?state=delivered", |d| {
         d["items"].as_array().is_some_and(|a| a.len() == 2)
     })
@@ -172,18 +221,30 @@ async fn a_search_finds_a_message_and_its_timeline_shows_the_plugin_action_and_a
         click(&tab, "button[data-tab=search]");
         type_into(&tab, "#q-wa_id", "5511000000099");
         click(&tab, "#search-go");
-        until(&tab, "document.querySelectorAll('#results tbody tr').length === 1");
+        until(
+            &tab,
+            "document.querySelectorAll('#results tbody tr').length === 1",
+        );
         assert!(text(&tab, "#results tbody tr").contains("where is my order?"));
         click(&tab, "#results tbody tr");
-        until(&tab, "document.querySelectorAll('#timeline .attempt').length >= 1");
+        until(
+            &tab,
+            "document.querySelectorAll('#timeline .attempt').length >= 1",
+        );
         let timeline = text(&tab, "#timeline");
-        assert!(timeline.contains("Received message wamid.wanted"), "{timeline}");
+        assert!(
+            timeline.contains("Received message wamid.wanted"),
+            "{timeline}"
+        );
         assert!(timeline.contains("Plugin echo: forward"), "{timeline}");
         assert!(timeline.contains("delivered"), "{timeline}");
         screenshot(&tab, "search-timeline");
         // Which of the two messages got the failed first attempt depends on the order of
         // delivery; the page shows every attempt of each.
-        let rows = until(&tab, "document.querySelectorAll('#timeline .attempt').length");
+        let rows = until(
+            &tab,
+            "document.querySelectorAll('#timeline .attempt').length",
+        );
         assert!(rows.as_u64().unwrap() >= 1);
     });
     // The message that met the 503 shows both attempts in its timeline.
@@ -197,12 +258,11 @@ async fn a_search_finds_a_message_and_its_timeline_shows_the_plugin_action_and_a
             found_retry = true;
             tokio::task::block_in_place(|| {
                 let tab = open(&browser, &server);
-                click(&tab, "button[data-tab=search]");
-                type_into(&tab, "#q-id", t["notification"]["id"].as_str().unwrap());
-                click(&tab, "#search-go");
-                until(&tab, "document.querySelectorAll('#results tbody tr').length === 1");
-                click(&tab, "#results tbody tr");
-                until(&tab, "document.querySelectorAll('#timeline .attempt').length === 2");
+                search_and_open(&tab, "#q-id", t["notification"]["id"].as_str().unwrap());
+                until(
+                    &tab,
+                    "document.querySelectorAll('#timeline .attempt').length === 2",
+                );
                 let timeline = text(&tab, "#timeline");
                 assert!(timeline.contains("503"), "{timeline}");
                 assert!(timeline.contains("retry"), "{timeline}");
@@ -222,7 +282,9 @@ async fn a_dead_letter_retried_by_filter_from_the_page_arrives() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Fake::with(|_| (StatusCode::BAD_REQUEST, r#"{"error":"outage"}"#.into())).await;
     let server = setup(dir.path(), &sink, false).start().await;
-    server.post(&message("5511000000007", "wamid.lost", "please deliver me")).await;
+    server
+        .post(&message("5511000000007", "wamid.lost", "please deliver me"))
+        .await;
     wait_for(&server, "dead-letters", |d| {
         d["items"].as_array().is_some_and(|a| a.len() == 1)
     })
@@ -233,18 +295,33 @@ async fn a_dead_letter_retried_by_filter_from_the_page_arrives() {
     tokio::task::block_in_place(|| {
         let tab = open(&browser, &server);
         click(&tab, "button[data-tab=dead]");
-        until(&tab, "document.querySelectorAll('#dead-list tbody tr').length === 1");
+        until(
+            &tab,
+            "document.querySelectorAll('#dead-list tbody tr').length === 1",
+        );
         assert!(text(&tab, "#dead-list tbody tr").contains("outage"));
         type_into(&tab, "#dead-destination", "sink");
         type_into(&tab, "#dead-error", "outage");
         click(&tab, "#dead-count");
-        until(&tab, "document.getElementById('dead-result').textContent.startsWith('1 dead letters match')");
+        until(
+            &tab,
+            "document.getElementById('dead-result').textContent.startsWith('1 dead letters match')",
+        );
         screenshot(&tab, "dead-letters");
         click(&tab, "#dead-retry");
-        until(&tab, "document.getElementById('dead-result').textContent === 'Retried 1 of 1 matching'");
-        until(&tab, "document.querySelectorAll('#audit tbody tr').length === 1");
+        until(
+            &tab,
+            "document.getElementById('dead-result').textContent === 'Retried 1 of 1 matching'",
+        );
+        until(
+            &tab,
+            "document.querySelectorAll('#audit tbody tr').length === 1",
+        );
         assert!(text(&tab, "#audit tbody tr").contains("retry-dead"));
-        until(&tab, "document.querySelectorAll('#dead-list tbody tr').length === 0");
+        until(
+            &tab,
+            "document.querySelectorAll('#dead-list tbody tr').length === 0",
+        );
         screenshot(&tab, "dead-letters-retried");
     });
     let arrived = eventually(Duration::from_secs(10), || {
@@ -271,27 +348,39 @@ async fn a_failing_plugin_shows_as_failing() {
         "[config]\nmode = \"error\"\n",
     );
     let server = setup.start().await;
-    server.post(&message("5511000000005", "wamid.f1", "hi")).await;
+    server
+        .post(&message("5511000000005", "wamid.f1", "hi"))
+        .await;
     wait_for(&server, "plugins", |p| {
-        p["loaded"].as_array().is_some_and(|l| l.iter().any(|x| x["status"] == "failing"))
+        p["loaded"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x["status"] == "failing"))
     })
     .await;
     tokio::task::block_in_place(|| {
         let tab = open(&browser, &server);
-        until(&tab, "document.querySelector('#plugin-health tr[data-plugin=\"20-fail\"] .status')?.textContent === 'failing'");
+        until(
+            &tab,
+            "document.querySelector('#plugin-health tr[data-plugin=\"20-fail\"] .status')?.textContent === 'failing'",
+        );
         click(&tab, "button[data-tab=plugins]");
-        until(&tab, "document.querySelector('#plugins-table tr[data-plugin=\"20-fail\"] .status')?.textContent === 'failing'");
-        assert_eq!(text(&tab, "#plugins-table tr[data-plugin=echo] .status"), "ok");
+        until(
+            &tab,
+            "document.querySelector('#plugins-table tr[data-plugin=\"20-fail\"] .status')?.textContent === 'failing'",
+        );
+        assert_eq!(
+            text(&tab, "#plugins-table tr[data-plugin=echo] .status"),
+            "ok"
+        );
         let row = text(&tab, "#plugins-table tr[data-plugin=\"20-fail\"]");
         assert!(row.contains("error"), "the latest error is shown: {row}");
         screenshot(&tab, "plugins");
         // The notification's timeline shows the failure, and the next plugin's action.
-        click(&tab, "button[data-tab=search]");
-        type_into(&tab, "#q-id", "wamid.f1");
-        click(&tab, "#search-go");
-        until(&tab, "document.querySelectorAll('#results tbody tr').length === 1");
-        click(&tab, "#results tbody tr");
-        until(&tab, "document.querySelectorAll('#timeline .plugin-error').length === 1");
+        search_and_open(&tab, "#q-id", "wamid.f1");
+        until(
+            &tab,
+            "document.querySelectorAll('#timeline .plugin-error').length === 1",
+        );
         let timeline = text(&tab, "#timeline");
         assert!(timeline.contains("Plugin 20-fail failed"), "{timeline}");
         assert!(timeline.contains("Plugin echo: forward"), "{timeline}");

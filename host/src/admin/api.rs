@@ -138,7 +138,10 @@ async fn notifications(
         Ok(q) => q,
         Err(e) => return bad_query(e),
     };
-    read(&admin.store, move |store| store.search_notifications(&query)).await
+    read(&admin.store, move |store| {
+        store.search_notifications(&query)
+    })
+    .await
 }
 
 async fn timeline(State(admin): State<Arc<Admin>>, Path(inbox_id): Path<i64>) -> Response {

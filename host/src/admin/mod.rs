@@ -98,15 +98,21 @@ impl Admin {
 
 /// The console's routes: `/admin/` and its assets, `/admin/api/...`.
 pub fn router(admin: Arc<Admin>) -> Router {
-    let api = api::routes().layer(axum::middleware::from_fn_with_state(
-        admin.clone(),
-        guard,
-    ));
+    let api = api::routes().layer(axum::middleware::from_fn_with_state(admin.clone(), guard));
     Router::new()
-        .route("/admin", get(|| async { axum::response::Redirect::permanent("/admin/") }))
+        .route(
+            "/admin",
+            get(|| async { axum::response::Redirect::permanent("/admin/") }),
+        )
         .route("/admin/", get(|| asset(INDEX, "text/html; charset=utf-8")))
-        .route("/admin/app.js", get(|| asset(APP_JS, "text/javascript; charset=utf-8")))
-        .route("/admin/style.css", get(|| asset(STYLE, "text/css; charset=utf-8")))
+        .route(
+            "/admin/app.js",
+            get(|| asset(APP_JS, "text/javascript; charset=utf-8")),
+        )
+        .route(
+            "/admin/style.css",
+            get(|| asset(STYLE, "text/css; charset=utf-8")),
+        )
         .route(
             "/admin/api/openapi.json",
             get(|| asset(OPENAPI, "application/json")),
@@ -133,11 +139,7 @@ async fn asset(body: &'static str, content_type: &'static str) -> Response {
 }
 
 /// Middleware of the API: the token, then read-only.
-async fn guard(
-    State(admin): State<Arc<Admin>>,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn guard(State(admin): State<Arc<Admin>>, req: Request, next: Next) -> Response {
     let client = req
         .extensions()
         .get::<ConnectInfo<ClientAddr>>()
@@ -160,7 +162,12 @@ async fn guard(
         .headers()
         .get("x-operator")
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().filter(|c| !c.is_control()).take(64).collect::<String>())
+        .map(|v| {
+            v.chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>()
+        })
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| "admin".into());
     let mut req = req;

@@ -130,7 +130,11 @@ mod tests {
             ..Sample::default()
         };
         let points = rates.per_minute(now);
-        assert_eq!(points.len(), KEPT, "359 intervals kept and the one ending now");
+        assert_eq!(
+            points.len(),
+            KEPT,
+            "359 intervals kept and the one ending now"
+        );
         // 5 every 10 s is 30 a minute; the last interval had 20 in 10 s.
         assert_eq!(points[0].received, 30.0);
         assert_eq!(points.last().unwrap().received, 120.0);

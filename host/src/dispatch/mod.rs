@@ -341,7 +341,9 @@ impl Dispatcher {
                     if attempts.is_some() {
                         out.retries.push(RetryChange::Done(item.id));
                     }
-                    for (delivery, request) in self.deliveries(item.id, &item.dedup_key, n, &actions) {
+                    for (delivery, request) in
+                        self.deliveries(item.id, &item.dedup_key, n, &actions)
+                    {
                         out.deliveries.push(delivery);
                         out.requests.push(request);
                     }

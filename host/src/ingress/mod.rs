@@ -15,9 +15,11 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Query, RawPathParams, Request, State};
-use axum::middleware::Next;
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, MatchedPath, Query, RawPathParams, Request, State,
+};
 use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};

@@ -8,8 +8,8 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 
 use super::manifest::Manifest;
-use crate::metrics::{Series, Value};
 use super::runtime::{LoadedPlugin, Runtime};
+use crate::metrics::{Series, Value};
 
 /// The plugins in the order they run (lexical order of their file names).
 #[derive(Default)]
@@ -50,7 +50,8 @@ impl Snapshot {
             .into_iter()
             .map(|(mut series, value)| {
                 for p in &self.plugins {
-                    series = series.value(vec![("plugin", p.name.to_string())], Value::Int(value(p)));
+                    series =
+                        series.value(vec![("plugin", p.name.to_string())], Value::Int(value(p)));
                 }
                 series
             })

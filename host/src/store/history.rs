@@ -253,15 +253,19 @@ fn matches(n: &Notification, q: &NotificationQuery) -> bool {
             .filter(|w| !w.is_empty())
             .is_none_or(|w| have == Some(w))
     };
-    let wa_id_ok = q.wa_id.as_deref().filter(|w| !w.is_empty()).is_none_or(|w| {
-        n.sender.as_deref() == Some(w)
-            || n.contact_json.as_deref().is_some_and(|c| {
-                serde_json::from_str::<serde_json::Value>(c)
-                    .ok()
-                    .and_then(|v| v.get("wa_id").and_then(|x| x.as_str()).map(|x| x == w))
-                    .unwrap_or(false)
-            })
-    });
+    let wa_id_ok = q
+        .wa_id
+        .as_deref()
+        .filter(|w| !w.is_empty())
+        .is_none_or(|w| {
+            n.sender.as_deref() == Some(w)
+                || n.contact_json.as_deref().is_some_and(|c| {
+                    serde_json::from_str::<serde_json::Value>(c)
+                        .ok()
+                        .and_then(|v| v.get("wa_id").and_then(|x| x.as_str()).map(|x| x == w))
+                        .unwrap_or(false)
+                })
+        });
     eq(&q.id, Some(&n.id))
         && wa_id_ok
         && eq(&q.kind, Some(n.kind.as_str()))
@@ -348,21 +352,22 @@ impl Sqlite {
         let limit = page_limit(q.limit);
         let top: i64 = match q.before {
             Some(b) => b,
-            None => self
-                .inbox
-                .read(|c| c.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM inbox", [], |r| r.get(0)))?,
+            None => self.inbox.read(|c| {
+                c.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM inbox", [], |r| {
+                    r.get(0)
+                })
+            })?,
         };
         let floor = top.saturating_sub(SEARCH_WINDOW);
         // The id (or, for the text query, the words) narrows the rows in SQL; the exact fields
         // are compared on the decoded notification.
-        let needle = q
-            .q
-            .as_deref()
-            .or(q.id.as_deref())
-            .or(q.wa_id.as_deref())
-            .or(q.message_type.as_deref())
-            .filter(|s| !s.is_empty())
-            .map(contains);
+        let needle =
+            q.q.as_deref()
+                .or(q.id.as_deref())
+                .or(q.wa_id.as_deref())
+                .or(q.message_type.as_deref())
+                .filter(|s| !s.is_empty())
+                .map(contains);
         // Rows begin as `encode` writes them: `{"kind":"...","source":"..."`.
         let some = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
         let quoted = |v: String| like_literal(&serde_json::Value::from(v).to_string());
@@ -422,9 +427,9 @@ impl Sqlite {
             last_seen
         } else if floor > 0 {
             // Nothing more in this window: the next page goes on below it.
-            let oldest: Option<i64> = self.inbox.read(|c| {
-                c.query_row("SELECT MIN(id) FROM inbox", [], |r| r.get(0))
-            })?;
+            let oldest: Option<i64> = self
+                .inbox
+                .read(|c| c.query_row("SELECT MIN(id) FROM inbox", [], |r| r.get(0)))?;
             oldest.filter(|&o| o < floor).map(|_| floor)
         } else {
             None
@@ -464,7 +469,10 @@ impl Sqlite {
         })
     }
 
-    pub(super) fn find_deliveries(&self, q: &DeliveryQuery) -> anyhow::Result<Page<DeliveryRecord>> {
+    pub(super) fn find_deliveries(
+        &self,
+        q: &DeliveryQuery,
+    ) -> anyhow::Result<Page<DeliveryRecord>> {
         let state = q.state.as_deref().map(state_code).transpose()?;
         let limit = page_limit(q.limit);
         let sql = format!(
@@ -487,7 +495,9 @@ impl Sqlite {
             )?;
             rows.collect()
         })?;
-        let next = (items.len() == limit).then(|| items.last().map(|d| d.id)).flatten();
+        let next = (items.len() == limit)
+            .then(|| items.last().map(|d| d.id))
+            .flatten();
         Ok(Page { items, next })
     }
 
@@ -612,8 +622,12 @@ impl Sqlite {
 
     pub(super) fn history_since(&self) -> anyhow::Result<Option<i64>> {
         self.inbox.read(|c| {
-            c.query_row("SELECT received_at FROM inbox ORDER BY id LIMIT 1", [], |r| r.get(0))
-                .optional()
+            c.query_row(
+                "SELECT received_at FROM inbox ORDER BY id LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
         })
     }
 
@@ -650,8 +664,18 @@ fn dead_matching(
     const WHERE: &str = "state = 2 AND (?1 IS NULL OR target = ?1) AND (?2 IS NULL OR kind = ?2)
         AND (?3 IS NULL OR finished_at >= ?3) AND (?4 IS NULL OR finished_at < ?4)
         AND (?5 IS NULL OR last_error LIKE ?5 ESCAPE '\\')";
-    let error = filter.error.as_deref().filter(|e| !e.is_empty()).map(contains);
-    let args = params![filter.destination, filter.kind, filter.from, filter.to, error];
+    let error = filter
+        .error
+        .as_deref()
+        .filter(|e| !e.is_empty())
+        .map(contains);
+    let args = params![
+        filter.destination,
+        filter.kind,
+        filter.from,
+        filter.to,
+        error
+    ];
     let count: i64 = c.query_row(
         &format!("SELECT COUNT(*) FROM outbox WHERE {WHERE}"),
         args,
@@ -671,7 +695,7 @@ mod tests {
     use switchboard_sdk::{Kind, Notification};
 
     use super::*;
-    use crate::store::{NewDelivery, NewInboxItem, Storage};
+    use crate::store::{NewDelivery, NewInboxItem};
 
     fn message(id: &str, from: &str, text: &str) -> NewInboxItem {
         let json = format!(
@@ -689,7 +713,10 @@ mod tests {
         let store = crate::store::open(&dir.path().join("db.sqlite")).unwrap();
         store
             .ingest(
-                vec![message("a", "111", "hello 100%"), message("b", "222", "other")],
+                vec![
+                    message("a", "111", "hello 100%"),
+                    message("b", "222", "other"),
+                ],
                 Box::new(|_| {}),
             )
             .await
@@ -728,7 +755,10 @@ mod tests {
             at: now_millis(),
             error: "503: busy".into(),
         };
-        store.record_attempts(vec![(id, retry, tried(503))]).await.unwrap();
+        store
+            .record_attempts(vec![(id, retry, tried(503))])
+            .await
+            .unwrap();
         store
             .record_attempts(vec![(id, DeliveryOutcome::Delivered, tried(200))])
             .await
@@ -737,8 +767,15 @@ mod tests {
         let history = store.deliveries_of(a).unwrap();
         assert_eq!(history.len(), 1);
         let d = &history[0];
-        assert_eq!((d.state.as_str(), d.plugin.as_deref()), ("delivered", Some("echo")));
-        let statuses: Vec<_> = d.attempts.iter().map(|t| (t.status, t.outcome.as_str())).collect();
+        assert_eq!(
+            (d.state.as_str(), d.plugin.as_deref()),
+            ("delivered", Some("echo"))
+        );
+        let statuses: Vec<_> = d
+            .attempts
+            .iter()
+            .map(|t| (t.status, t.outcome.as_str()))
+            .collect();
         assert_eq!(statuses, [(Some(503), "retry"), (Some(200), "delivered")]);
         assert_eq!(d.attempts[0].error.as_deref(), Some("503: busy"));
         assert!(
@@ -748,7 +785,13 @@ mod tests {
         assert_eq!(store.backlog().unwrap().outbox, vec![]);
 
         // Within the retention it stays; past it, it goes.
-        assert_eq!(store.prune_history(now_millis() - 60_000, 10).await.unwrap(), 0);
+        assert_eq!(
+            store
+                .prune_history(now_millis() - 60_000, 10)
+                .await
+                .unwrap(),
+            0
+        );
         assert_eq!(store.prune_history(now_millis() + 1, 10).await.unwrap(), 1);
         assert!(store.deliveries_of(a).unwrap().is_empty());
         store.close().await;

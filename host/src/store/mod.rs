@@ -32,8 +32,8 @@ use anyhow::Context;
 pub use backlog::Backlog;
 use db::Db;
 pub use history::{
-    Attempted, AttemptRecord, AuditRow, DeadFilter, DeliveryQuery, DeliveryRecord, DestinationHealth,
-    NotificationQuery, NotificationSummary, Page, RetryReport,
+    AttemptRecord, Attempted, AuditRow, DeadFilter, DeliveryQuery, DeliveryRecord,
+    DestinationHealth, NotificationQuery, NotificationSummary, Page, RetryReport,
 };
 pub use inbox::{InboxItem, NewInboxItem};
 pub use kv::KvWrite;
@@ -208,8 +208,10 @@ pub trait Storage: Send + std::marker::Sync + 'static {
 
     /// Notifications kept, newest first, matching `query`: at most one page, looking through at
     /// most [`history::SEARCH_WINDOW`] inbox ids; `next` goes on from where it stopped.
-    fn search_notifications(&self, query: &NotificationQuery)
-    -> anyhow::Result<Page<NotificationSummary>>;
+    fn search_notifications(
+        &self,
+        query: &NotificationQuery,
+    ) -> anyhow::Result<Page<NotificationSummary>>;
 
     /// One notification kept, by inbox id.
     fn notification(&self, inbox_id: i64) -> anyhow::Result<Option<InboxItem>>;
