@@ -876,7 +876,7 @@ impl Storage for Postgres {
         let wa_id = wa_id.to_string();
         self.block(move |pool| async move {
             let client = pool.get().await?;
-            sends::one(&**client, &wa_id).await
+            sends::one(&client, &wa_id).await
         })
     }
 
@@ -955,7 +955,7 @@ impl Storage for Postgres {
     fn list_sent(&self, limit: usize) -> anyhow::Result<Vec<super::SentMessage>> {
         self.block(move |pool| async move {
             let client = pool.get().await?;
-            sends::latest(&**client, limit).await
+            sends::latest(&client, limit).await
         })
     }
 }
