@@ -122,6 +122,8 @@ impl Default for Metrics {
             plugin_calls_skipped: Default::default(),
             by_plugin: Default::default(),
             actions_refused: Default::default(),
+            sends_refused: Default::default(),
+            sends_fell_back: Default::default(),
             deliveries_ok: Default::default(),
             deliveries_retried: Default::default(),
             deliveries_dead: Default::default(),

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cluster::Membership;
 use crate::admin::Admin;
+use crate::cluster::Membership;
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::dispatch::{self, Dispatcher};

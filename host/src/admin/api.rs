@@ -152,7 +152,7 @@ async fn timeline(State(admin): State<Arc<Admin>>, Path(inbox_id): Path<i64>) ->
             return Ok(None);
         };
         let deliveries = store.deliveries_of(inbox_id)?;
-        let cursor = store.dispatch_cursor()?;
+        let dispatched = store.dispatched_yet(inbox_id)?;
         let n = &item.notification;
         let plugin_errors: Vec<_> = errors
             .into_iter()
@@ -165,7 +165,7 @@ async fn timeline(State(admin): State<Arc<Admin>>, Path(inbox_id): Path<i64>) ->
             "item": parse(&n.item_json),
             "contact": n.contact_json.as_deref().map(parse),
             "received": { "at": item.received_at, "endpoint": n.source },
-            "dispatched": item.id <= cursor,
+            "dispatched": dispatched,
             "plugin_errors": plugin_errors,
             "deliveries": deliveries,
         })))

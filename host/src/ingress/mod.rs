@@ -157,10 +157,10 @@ async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
     ];
     extra.extend(health::gauges(&app).await);
     extra.extend(snapshot.render_metrics());
-    extra.push(
-        Series::gauge("host_info", "This host's id")
-            .value(vec![("host", app.membership.host().id.clone())], Value::Int(1)),
-    );
+    extra.push(Series::gauge("host_info", "This host's id").value(
+        vec![("host", app.membership.host().id.clone())],
+        Value::Int(1),
+    ));
     extra.push(
         Series::gauge("partitions_held", "Partitions whose lease this host holds")
             .value(vec![], Value::Int(app.membership.held().owned.len() as u64)),

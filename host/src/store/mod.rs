@@ -216,6 +216,9 @@ pub trait Storage: Send + std::marker::Sync + 'static {
     /// One notification kept, by inbox id.
     fn notification(&self, inbox_id: i64) -> anyhow::Result<Option<InboxItem>>;
 
+    /// Whether the notification with inbox id `inbox_id` has been through dispatch.
+    fn dispatched_yet(&self, inbox_id: i64) -> anyhow::Result<bool>;
+
     /// The deliveries made of a notification's plugin actions, with their attempts.
     fn deliveries_of(&self, inbox_id: i64) -> anyhow::Result<Vec<DeliveryRecord>>;
 
@@ -537,6 +540,9 @@ impl Storage for Sqlite {
     }
     fn notification(&self, inbox_id: i64) -> anyhow::Result<Option<InboxItem>> {
         Sqlite::notification(self, inbox_id)
+    }
+    fn dispatched_yet(&self, inbox_id: i64) -> anyhow::Result<bool> {
+        Ok(inbox_id <= self.work.read(inbox::read_cursor)?)
     }
     fn deliveries_of(&self, inbox_id: i64) -> anyhow::Result<Vec<DeliveryRecord>> {
         Sqlite::deliveries_of(self, inbox_id)

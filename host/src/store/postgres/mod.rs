@@ -908,6 +908,16 @@ impl Storage for Postgres {
         })
     }
 
+    fn dispatched_yet(&self, inbox_id: i64) -> anyhow::Result<bool> {
+        self.block(move |pool| async move {
+            let client = pool.get().await?;
+            let row = client
+                .query_opt("SELECT handled FROM inbox WHERE id = $1", &[&inbox_id])
+                .await?;
+            Ok(row.is_some_and(|r| r.get(0)))
+        })
+    }
+
     fn deliveries_of(&self, _inbox_id: i64) -> anyhow::Result<Vec<super::DeliveryRecord>> {
         bail!(NO_HISTORY)
     }

@@ -51,7 +51,10 @@ pub async fn insert_outbox(
         Vec<&str>,
         Vec<&str>,
     ) = Default::default();
+    let (mut inbox_ids, mut plugins) = (Vec::new(), Vec::new());
     for d in &deliveries {
+        inbox_ids.push(d.inbox_id);
+        plugins.push(d.plugin.as_str());
         cols.0.push(d.partition);
         cols.1.push(&d.kind);
         cols.2.push(&d.target);
