@@ -695,7 +695,7 @@ mod tests {
     use switchboard_sdk::{Kind, Notification};
 
     use super::*;
-    use crate::store::{NewDelivery, NewInboxItem};
+    use crate::store::{NewDelivery, NewInboxItem, SOLE};
 
     fn message(id: &str, from: &str, text: &str) -> NewInboxItem {
         let json = format!(
@@ -712,13 +712,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::open(&dir.path().join("db.sqlite")).unwrap();
         store
-            .ingest(
-                vec![
-                    message("a", "111", "hello 100%"),
-                    message("b", "222", "other"),
-                ],
-                Box::new(|_| {}),
-            )
+            .ingest(vec![
+                message("a", "111", "hello 100%"),
+                message("b", "222", "other"),
+            ])
             .await
             .unwrap();
         let found = store
@@ -731,8 +728,10 @@ mod tests {
         let a = found.items[0].inbox_id;
         let rows = store
             .dispatched(
-                a + 1,
+                &SOLE,
+                vec![a, a + 1],
                 vec![NewDelivery {
+                    partition: 0,
                     kind: "forward".into(),
                     target: "sink".into(),
                     lane: "sink/111".into(),
@@ -741,6 +740,7 @@ mod tests {
                     inbox_id: a,
                     plugin: "echo".into(),
                 }],
+                vec![],
                 vec![],
             )
             .await
@@ -756,11 +756,11 @@ mod tests {
             error: "503: busy".into(),
         };
         store
-            .record_attempts(vec![(id, retry, tried(503))])
+            .record_attempts(&SOLE, vec![(id, retry, tried(503))])
             .await
             .unwrap();
         store
-            .record_attempts(vec![(id, DeliveryOutcome::Delivered, tried(200))])
+            .record_attempts(&SOLE, vec![(id, DeliveryOutcome::Delivered, tried(200))])
             .await
             .unwrap();
 
@@ -779,7 +779,7 @@ mod tests {
         assert_eq!(statuses, [(Some(503), "retry"), (Some(200), "delivered")]);
         assert_eq!(d.attempts[0].error.as_deref(), Some("503: busy"));
         assert!(
-            store.pending_deliveries(0, id, 10).unwrap().is_empty(),
+            store.claim_deliveries(&SOLE, 0, id, 10).unwrap().is_empty(),
             "a delivered row is not attempted again"
         );
         assert_eq!(store.backlog().unwrap().outbox, vec![]);
