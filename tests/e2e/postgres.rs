@@ -131,6 +131,16 @@ where
     out
 }
 
+/// Hosts `h1` and `h2` on `url`, forwarding to `sink`, once each holds a share (with their
+/// folders, to keep while they run).
+async fn two_hosts(url: &str, sink: &Fake) -> ([tempfile::TempDir; 2], Server, Server) {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let a = host(dirs[0].path(), "h1", url, sink).await;
+    let b = host(dirs[1].path(), "h2", url, sink).await;
+    balanced(&a, &b).await;
+    (dirs, a, b)
+}
+
 /// Wait until the two hosts hold a share each.
 async fn balanced(a: &Server, b: &Server) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -174,10 +184,7 @@ async fn two_hosts_share_the_work_and_keep_each_customers_order() {
         return;
     };
     let sink = Fake::start().await;
-    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = host(d1.path(), "h1", &url, &sink).await;
-    let b = host(d2.path(), "h2", &url, &sink).await;
-    balanced(&a, &b).await;
+    let (_dirs, a, b) = two_hosts(&url, &sink).await;
 
     let mut acked = HashMap::new();
     post_rounds(&[&a, &b], 20, 0..15, &mut acked).await;
@@ -223,10 +230,7 @@ async fn a_killed_host_is_taken_over_by_the_other() {
         return;
     };
     let sink = Fake::start().await;
-    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = host(d1.path(), "h1", &url, &sink).await;
-    let mut b = host(d2.path(), "h2", &url, &sink).await;
-    balanced(&a, &b).await;
+    let (_dirs, a, mut b) = two_hosts(&url, &sink).await;
 
     let mut acked = HashMap::new();
     post_rounds(&[&a, &b], 20, 0..5, &mut acked).await;
@@ -260,10 +264,7 @@ async fn cut_connections_and_a_postgres_restart_lose_nothing() {
         return;
     };
     let sink = Fake::start().await;
-    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = host(d1.path(), "h1", &url, &sink).await;
-    let b = host(d2.path(), "h2", &url, &sink).await;
-    balanced(&a, &b).await;
+    let (_dirs, a, b) = two_hosts(&url, &sink).await;
 
     let mut acked = HashMap::new();
     post_rounds(&[&a, &b], 10, 0..5, &mut acked).await;

@@ -22,6 +22,26 @@ pub struct NewDelivery {
     pub plugin: String,
 }
 
+impl NewDelivery {
+    /// The row it became, stored at `now` with id `id`.
+    pub fn stored(self, id: i64, now: i64) -> OutboxRow {
+        OutboxRow {
+            id,
+            partition: self.partition,
+            kind: self.kind,
+            target: self.target,
+            lane: self.lane,
+            webhook_id: self.webhook_id,
+            request: self.request,
+            state: OutboxState::Pending,
+            attempts: 0,
+            created_at: now,
+            next_at: now,
+            last_error: None,
+        }
+    }
+}
+
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxState {
@@ -111,20 +131,7 @@ pub fn insert(
             d.inbox_id,
             d.plugin
         ])?;
-        rows.push(OutboxRow {
-            id: txn.last_insert_rowid(),
-            partition: d.partition,
-            kind: d.kind,
-            target: d.target,
-            lane: d.lane,
-            webhook_id: d.webhook_id,
-            request: d.request,
-            state: OutboxState::Pending,
-            attempts: 0,
-            created_at: now,
-            next_at: now,
-            last_error: None,
-        });
+        rows.push(d.stored(txn.last_insert_rowid(), now));
     }
     Ok(rows)
 }

@@ -95,20 +95,7 @@ pub async fn insert_outbox(
     Ok(deliveries
         .into_iter()
         .zip(ids)
-        .map(|(d, id)| OutboxRow {
-            id,
-            partition: d.partition,
-            kind: d.kind,
-            target: d.target,
-            lane: d.lane,
-            webhook_id: d.webhook_id,
-            request: d.request,
-            state: OutboxState::Pending,
-            attempts: 0,
-            created_at: now,
-            next_at: now,
-            last_error: None,
-        })
+        .map(|(d, id)| d.stored(id, now))
         .collect())
 }
 
