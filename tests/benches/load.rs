@@ -15,7 +15,8 @@
 //! `cargo bench -p switchboard-tests --bench load`. `LOAD_N` sets the webhooks per run
 //! (default 20000), `LOAD_CONCURRENCY` the client connections (default 64), `LOAD_PACED_RATE`
 //! the rate of the 5-second paced run. `LOAD_INGEST_ONLY=1` measures burst ingest with no
-//! plugins loaded, so nothing runs behind it.
+//! plugins loaded, so nothing runs behind it. `LOAD_PLUGINS=auto-reply,keyword-router` loads
+//! only those example plugins (all of them by default).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -517,6 +518,19 @@ fn with_fakes(setup: &mut ServerSetup, fakes: &[&Fake; 4]) {
     // The fake Coreapp has no throughput limit: Switchboard's own pace is measured, not
     // WhatsApp's (80 messages/s per number by default).
     setup.extra += "[whatsapp.rates]\nonprem = 1000000\n";
+    // Some of the example plugins only, to compare with a run of an older chain.
+    if let Ok(names) = std::env::var("LOAD_PLUGINS") {
+        setup.example_plugins = false;
+        let dir = setup.plugins_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in names.split(',').map(str::trim) {
+            for ext in ["wasm", "toml"] {
+                let file = format!("{name}.{ext}");
+                std::fs::copy(target_dir().join("plugins").join(&file), dir.join(&file))
+                    .unwrap_or_else(|e| panic!("LOAD_PLUGINS: no example plugin {file}: {e}"));
+            }
+        }
+    }
 }
 
 /// What one backend did: burst ingest, end to end, CPU, memory.

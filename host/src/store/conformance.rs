@@ -92,7 +92,16 @@ async fn claims_and_records(store: Store) {
             &lease,
             ids.clone(),
             vec![delivery(partition, 1), delivery(partition, 2)],
-            vec![set("k", b"v")],
+            // The last write of a key counts, also when one batch writes it several times.
+            vec![
+                set("k", b"v0"),
+                set("gone", b"x"),
+                set("k", b"v"),
+                KvWrite::Delete {
+                    plugin: "p".into(),
+                    key: "gone".into(),
+                },
+            ],
             vec![],
         )
         .await
@@ -112,6 +121,8 @@ async fn claims_and_records(store: Store) {
         Some(&b"v"[..]),
         "key-value writes are committed with it"
     );
+    let gone = blocking(&store, |s| s.kv_reader().unwrap().get("p", "gone").unwrap()).await;
+    assert_eq!(gone, None, "a key set then deleted in one batch is gone");
 
     let top = blocking(&store, |s| s.max_delivery_id().unwrap()).await;
     assert!(top >= rows[1].id);

@@ -5,8 +5,10 @@
 //! customer's keys are written only by the host holding the customer's partition, so reads
 //! see the last write of the keys a batch depends on.
 
+use std::collections::HashMap;
+
 use anyhow::Context;
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::{Object, Pool, Transaction};
 
 use super::super::kv::UsageCache;
 use super::super::{KvWrite, now_millis};
@@ -15,6 +17,9 @@ pub struct Reader {
     pool: Pool,
     handle: tokio::runtime::Handle,
     usage: UsageCache,
+    /// The batch's connection, taken from the pool at its first read and kept until the batch
+    /// ends (the reader is dropped), instead of a pool round for each key.
+    client: Option<Object>,
 }
 
 impl Reader {
@@ -23,37 +28,45 @@ impl Reader {
             pool,
             handle,
             usage,
+            client: None,
         }
     }
 
     /// Run one query on the store's runtime and wait for it (plugin calls block on reads).
     fn query(
-        &self,
+        &mut self,
         sql: &'static str,
         plugin: &str,
         key: Option<&str>,
     ) -> anyhow::Result<Option<tokio_postgres::Row>> {
-        let (pool, plugin, key) = (
+        let (pool, client, plugin, key) = (
             self.pool.clone(),
+            self.client.take(),
             plugin.to_string(),
             key.map(str::to_string),
         );
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.handle.spawn(async move {
             let result = async {
-                let client = pool.get().await?;
+                let client = match client {
+                    Some(client) => client,
+                    None => pool.get().await?,
+                };
                 let stmt = client.prepare_cached(sql).await?;
                 let now = now_millis();
                 let row = match &key {
                     Some(key) => client.query_opt(&stmt, &[&plugin, key, &now]).await?,
                     None => client.query_opt(&stmt, &[&plugin, &now]).await?,
                 };
-                anyhow::Ok(row)
+                anyhow::Ok((row, client))
             }
             .await;
             let _ = tx.send(result);
         });
-        rx.recv().context("the PostgreSQL store stopped")?
+        // A failed read drops its connection: the pool hands a sound one to the next.
+        let (row, client) = rx.recv().context("the PostgreSQL store stopped")??;
+        self.client = Some(client);
+        Ok(row)
     }
 }
 
@@ -93,9 +106,18 @@ impl super::super::KvReader for Reader {
     }
 }
 
-/// Apply key-value writes inside a transaction.
+/// Apply key-value writes inside a transaction: at most two statements for a whole batch (a
+/// round trip per key cost more than the rest of a dispatch batch together). Only the last write
+/// of each key counts; an upsert may not touch one row twice.
 pub async fn apply(txn: &Transaction<'_>, writes: &[KvWrite]) -> anyhow::Result<()> {
+    let mut last: HashMap<(&str, &str), &KvWrite> = HashMap::with_capacity(writes.len());
     for w in writes {
+        let (KvWrite::Set { plugin, key, .. } | KvWrite::Delete { plugin, key }) = w;
+        last.insert((plugin, key), w);
+    }
+    let mut set: (Vec<&str>, Vec<&str>, Vec<&[u8]>, Vec<Option<i64>>) = Default::default();
+    let mut delete: (Vec<&str>, Vec<&str>) = Default::default();
+    for w in last.into_values() {
         match w {
             KvWrite::Set {
                 plugin,
@@ -103,23 +125,36 @@ pub async fn apply(txn: &Transaction<'_>, writes: &[KvWrite]) -> anyhow::Result<
                 value,
                 expires_at,
             } => {
-                let stmt = txn
-                    .prepare_cached(
-                        "INSERT INTO kv (plugin, key, value, expires_at) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (plugin, key) DO UPDATE
-                         SET value = excluded.value, expires_at = excluded.expires_at",
-                    )
-                    .await?;
-                txn.execute(&stmt, &[plugin, key, value, expires_at])
-                    .await?;
+                set.0.push(plugin);
+                set.1.push(key);
+                set.2.push(value);
+                set.3.push(*expires_at);
             }
             KvWrite::Delete { plugin, key } => {
-                let stmt = txn
-                    .prepare_cached("DELETE FROM kv WHERE plugin = $1 AND key = $2")
-                    .await?;
-                txn.execute(&stmt, &[plugin, key]).await?;
+                delete.0.push(plugin);
+                delete.1.push(key);
             }
         }
+    }
+    if !set.0.is_empty() {
+        let stmt = txn
+            .prepare_cached(
+                "INSERT INTO kv (plugin, key, value, expires_at)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bigint[])
+                 ON CONFLICT (plugin, key) DO UPDATE
+                 SET value = excluded.value, expires_at = excluded.expires_at",
+            )
+            .await?;
+        txn.execute(&stmt, &[&set.0, &set.1, &set.2, &set.3]).await?;
+    }
+    if !delete.0.is_empty() {
+        let stmt = txn
+            .prepare_cached(
+                "DELETE FROM kv USING unnest($1::text[], $2::text[]) AS d(plugin, key)
+                 WHERE kv.plugin = d.plugin AND kv.key = d.key",
+            )
+            .await?;
+        txn.execute(&stmt, &[&delete.0, &delete.1]).await?;
     }
     Ok(())
 }
