@@ -389,6 +389,16 @@ where
     bail!("the connection closed")
 }
 
+/// Commit this transaction without waiting for its WAL to reach the disk, as SQLite's lazy
+/// writes do: what dispatch and delivery record is redone after a crash of PostgreSQL that lost
+/// it (at least once), never lost to a crash of a host. Ingest never commits lazily. The WAL is
+/// flushed in order, so such a crash loses only lazy commits after the last synchronous one.
+async fn lazy(txn: &deadpool_postgres::Transaction<'_>) -> anyhow::Result<()> {
+    txn.batch_execute("SET LOCAL synchronous_commit TO OFF")
+        .await?;
+    Ok(())
+}
+
 /// The partitions of `lease` still held under their fences, locked against a take-over until
 /// the transaction ends.
 async fn fenced(
@@ -597,6 +607,7 @@ impl Storage for Postgres {
         self.run(move |pool| async move {
             let mut client = pool.get().await?;
             let txn = client.transaction().await?;
+            lazy(&txn).await?;
             let held = fenced(&txn, &lease).await?;
             if let Some(lost) = lease.iter().find(|o| !held.contains(&o.partition)) {
                 return Err(Fenced {
@@ -755,6 +766,7 @@ impl Storage for Postgres {
         self.run(move |pool| async move {
             let mut client = pool.get().await?;
             let txn = client.transaction().await?;
+            lazy(&txn).await?;
             let held: Vec<i32> = fenced(&txn, &lease).await?.into_iter().collect();
             let dropped = rows::record_outcomes(&txn, &held, outcomes).await?;
             txn.commit().await?;
@@ -865,6 +877,7 @@ impl Storage for Postgres {
         self.run(move |pool| async move {
             let mut client = pool.get().await?;
             let txn = client.transaction().await?;
+            lazy(&txn).await?;
             sends::record(&txn, &sent, &statuses).await?;
             txn.commit().await?;
             Ok(())
