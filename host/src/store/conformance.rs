@@ -52,6 +52,14 @@ fn host(id: &str, ttl: Duration) -> HostInfo {
     HostInfo { id: id.into(), ttl }
 }
 
+/// The lease of host `a`, alone: every partition.
+async fn sole_host(store: &Store) -> Vec<Owned> {
+    store
+        .heartbeat(&host("a", Duration::from_secs(10)))
+        .await
+        .unwrap()
+}
+
 /// Blocking reads run off the async threads, as the engine runs them.
 async fn blocking<T: Send + 'static>(
     store: &Store,
@@ -65,10 +73,7 @@ async fn blocking<T: Send + 'static>(
 
 /// Ingest, dedup, claim, record, deliver, prune: ids never go back.
 async fn claims_and_records(store: Store) {
-    let lease = store
-        .heartbeat(&host("a", Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let lease = sole_host(&store).await;
     assert_eq!(
         lease.len(),
         store.partitions() as usize,
@@ -192,10 +197,7 @@ async fn claims_and_records(store: Store) {
 
 /// Notifications that failed for a reason of the host wait, each customer's oldest first.
 async fn retries_wait_per_customer(store: Store) {
-    let lease = store
-        .heartbeat(&host("a", Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let lease = sole_host(&store).await;
     store
         .ingest(vec![item("x1", "7"), item("x2", "7")])
         .await
@@ -351,10 +353,7 @@ async fn leases_are_shared_and_fenced(store: Store) {
 /// it became, retries of dead letters by filter with their audit, and pruning past the
 /// retention.
 async fn history_is_kept_searched_retried_and_pruned(store: Store) {
-    let lease = store
-        .heartbeat(&host("a", Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let lease = sole_host(&store).await;
     store
         .ingest(vec![
             text("wamid.a", "111", "Hello 100% sure"),
