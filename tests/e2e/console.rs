@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use switchboard_tests::{Fake, Server, ServerSetup, eventually, free_port, http, root, target_dir};
+use switchboard_tests::{
+    Fake, Server, ServerSetup, eventually, free_port, http, postgres_database, root, target_dir,
+};
 
 pub const TOKEN: &str = "console-token-for-tests";
 
@@ -204,6 +206,23 @@ async fn the_console_can_listen_on_an_address_of_its_own() {
 
 #[tokio::test]
 async fn search_timeline_and_retry_of_dead_letters_by_filter() {
+    search_timeline_and_retry(None).await;
+}
+
+/// The same on PostgreSQL: the console reads and changes the shared database alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn search_timeline_and_retry_of_dead_letters_by_filter_on_postgresql() {
+    let _one = crate::postgres::ONE_AT_A_TIME.lock().await;
+    let Some((url, _db)) = postgres_database("the console on PostgreSQL").await else {
+        return;
+    };
+    search_timeline_and_retry(Some(url)).await;
+}
+
+/// Post messages, find them by customer and text, read a timeline (the plugin's forward with
+/// a failed attempt and a good one), and retry dead letters by filter until they arrive; on
+/// the storage at `storage_url` (SQLite's default without).
+async fn search_timeline_and_retry(storage_url: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     // The sink fails the first attempt of each forward with a 503, then accepts; anything
     // saying "refuse" gets a 400 (dead at once) while `refusing` holds.
@@ -223,7 +242,11 @@ async fn search_timeline_and_retry_of_dead_letters_by_filter() {
         }
     })
     .await;
-    let server = setup(dir.path(), &sink, false).start().await;
+    let mut setup = setup(dir.path(), &sink, false);
+    if let Some(url) = storage_url {
+        setup.storage_url = url;
+    }
+    let server = setup.start().await;
     let (status, _) = server
         .post(&message("5511000000001", "wamid.first", "hello there"))
         .await;

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use switchboard_tests::*;
 
-/// The tests of this file one at a time: one restarts PostgreSQL under the others.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The PostgreSQL tests one at a time (this file's and the console's): one restarts PostgreSQL
+/// under the others.
+pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A text message from customer `customer`, numbered `seq` in its id.
 fn message(customer: usize, seq: usize) -> String {

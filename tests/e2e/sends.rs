@@ -548,6 +548,11 @@ async fn a_failed_status_is_joined_to_the_plugins_send_and_listed_with_its_error
     let sink = Fake::start().await;
     let mut world = world(Fake::coreapp().await, "").await;
     world.setup.destinations = vec![("sink".into(), sink.url())];
+    world.setup.extra += "[admin]\ntoken_env = \"SWITCHBOARD_ADMIN_TOKEN\"\n";
+    world.setup.env.push((
+        "SWITCHBOARD_ADMIN_TOKEN".into(),
+        crate::console::TOKEN.into(),
+    ));
     install_sender(
         &world,
         "10-sender",
@@ -599,6 +604,19 @@ async fn a_failed_status_is_joined_to_the_plugins_send_and_listed_with_its_error
     let listed = sends_until(&server, |rows| rows[0]["status"] == "failed").await;
     assert_eq!(listed[0]["error"], "131026 Message undeliverable");
     assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    // The console's timeline of the notification shows the send with its WhatsApp message.
+    let inbox_id = crate::console::find(&server, "wamid.ORDER1").await;
+    let timeline = crate::console::get_ok(&server, &format!("notifications/{inbox_id}")).await;
+    let send = &timeline["deliveries"][0];
+    assert_eq!(send["plugin"], "10-sender", "{timeline}");
+    assert_eq!(send["id"], delivery_id);
+    assert_eq!(
+        send["sent"],
+        json!({ "message_id": wa_id, "status": "failed", "error": "131026 Message undeliverable",
+                "status_at": send["sent"]["status_at"] })
+    );
+    assert!(send["sent"]["status_at"].is_i64());
 }
 
 /// `deliveries sends --json` once `done` holds for it (within [`WAIT`]).

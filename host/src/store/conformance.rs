@@ -12,8 +12,12 @@ use switchboard_sdk::{Kind, Notification};
 use super::*;
 
 fn item(id: &str, sender: &str) -> NewInboxItem {
+    text(id, sender, "hi")
+}
+
+fn text(id: &str, sender: &str, body: &str) -> NewInboxItem {
     let json = format!(
-        r#"{{"from":"{sender}","id":"{id}","timestamp":"1","type":"text","text":{{"body":"hi"}}}}"#
+        r#"{{"from":"{sender}","id":"{id}","timestamp":"1","type":"text","text":{{"body":"{body}"}}}}"#
     );
     let notification = Notification::from_item(Kind::Message, &json, None, "test").unwrap();
     NewInboxItem {
@@ -48,6 +52,14 @@ fn host(id: &str, ttl: Duration) -> HostInfo {
     HostInfo { id: id.into(), ttl }
 }
 
+/// The lease of host `a`, alone: every partition.
+async fn sole_host(store: &Store) -> Vec<Owned> {
+    store
+        .heartbeat(&host("a", Duration::from_secs(10)))
+        .await
+        .unwrap()
+}
+
 /// Blocking reads run off the async threads, as the engine runs them.
 async fn blocking<T: Send + 'static>(
     store: &Store,
@@ -61,10 +73,7 @@ async fn blocking<T: Send + 'static>(
 
 /// Ingest, dedup, claim, record, deliver, prune: ids never go back.
 async fn claims_and_records(store: Store) {
-    let lease = store
-        .heartbeat(&host("a", Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let lease = sole_host(&store).await;
     assert_eq!(
         lease.len(),
         store.partitions() as usize,
@@ -199,10 +208,7 @@ async fn claims_and_records(store: Store) {
 
 /// Notifications that failed for a reason of the host wait, each customer's oldest first.
 async fn retries_wait_per_customer(store: Store) {
-    let lease = store
-        .heartbeat(&host("a", Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let lease = sole_host(&store).await;
     store
         .ingest(vec![item("x1", "7"), item("x2", "7")])
         .await
@@ -354,6 +360,309 @@ async fn leases_are_shared_and_fenced(store: Store) {
     store.close().await;
 }
 
+/// The console's history: searches, each delivery with its attempts and the WhatsApp message
+/// it became, retries of dead letters by filter with their audit, and pruning past the
+/// retention.
+async fn history_is_kept_searched_retried_and_pruned(store: Store) {
+    let lease = sole_host(&store).await;
+    store
+        .ingest(vec![
+            text("wamid.a", "111", "Hello 100% sure"),
+            text("wamid.b", "222", "other"),
+        ])
+        .await
+        .unwrap();
+    let search = |q: NotificationQuery| {
+        let store = store.clone();
+        async move { blocking(&store, move |s| s.search_notifications(&q).unwrap()).await }
+    };
+    let ids = |p: &Page<NotificationSummary>| -> Vec<String> {
+        p.items.iter().map(|n| n.id.clone()).collect()
+    };
+    let by_text = search(NotificationQuery {
+        q: Some("hello 100%".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        ids(&by_text),
+        ["wamid.a"],
+        "any case; the % is matched as itself"
+    );
+    let none = search(NotificationQuery {
+        q: Some("100_".into()),
+        ..Default::default()
+    })
+    .await;
+    assert!(none.items.is_empty(), "the _ is matched as itself");
+    let by_wa_id = search(NotificationQuery {
+        wa_id: Some("222".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(ids(&by_wa_id), ["wamid.b"]);
+    assert_eq!(by_wa_id.items[0].text.as_deref(), Some("other"));
+    let by_id = search(NotificationQuery {
+        id: Some("wamid.a".into()),
+        kind: Some("message".into()),
+        endpoint: Some("test".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(ids(&by_id), ["wamid.a"]);
+    let statuses = search(NotificationQuery {
+        kind: Some("status".into()),
+        ..Default::default()
+    })
+    .await;
+    assert!(statuses.items.is_empty());
+    let first = search(NotificationQuery {
+        limit: Some(1),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(ids(&first), ["wamid.b"], "newest first");
+    let second = search(NotificationQuery {
+        limit: Some(1),
+        before: first.next,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(ids(&second), ["wamid.a"], "the cursor goes on");
+    let a = second.items[0].inbox_id;
+
+    // Three deliveries of a's plugin: a forward that fails once then arrives, a send, and a
+    // forward refused.
+    let l = lease.clone();
+    let claimed = blocking(&store, move |s| s.claim_notifications(&l, 10).unwrap()).await;
+    let p = partition_of(&claimed[0].notification, store.partitions());
+    let made = |n, kind: &str, target: &str| NewDelivery {
+        kind: kind.into(),
+        target: target.into(),
+        inbox_id: a,
+        plugin: "echo".into(),
+        ..delivery(p, n)
+    };
+    let rows = store
+        .dispatched(
+            &lease,
+            claimed.iter().map(|i| i.id).collect(),
+            vec![
+                made(1, "forward", "sink"),
+                made(2, "send", "whatsapp"),
+                made(3, "forward", "sink"),
+            ],
+            vec![],
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (forward, send, refused) = (rows[0].id, rows[1].id, rows[2].id);
+    let tried = |status| Attempted {
+        at: now_millis(),
+        duration_ms: 5,
+        status: Some(status),
+    };
+    let retry = DeliveryOutcome::Retry {
+        at: now_millis(),
+        error: "503: busy".into(),
+    };
+    store
+        .record_attempts(&lease, vec![(forward, retry, tried(503))])
+        .await
+        .unwrap();
+    let dead = DeliveryOutcome::Dead {
+        error: "400: refused by the receiver".into(),
+    };
+    store
+        .record_attempts(
+            &lease,
+            vec![
+                (forward, DeliveryOutcome::Delivered, tried(200)),
+                (send, DeliveryOutcome::Delivered, tried(200)),
+                (refused, dead, tried(400)),
+            ],
+        )
+        .await
+        .unwrap();
+    let sent = SentMessage {
+        wa_id: "wamid.OUT".into(),
+        delivery_id: send,
+        plugin: "echo".into(),
+        notification_id: "wamid.a".into(),
+        recipient: "111".into(),
+        kind: "text".into(),
+        sent_at: now_millis(),
+        status: None,
+        error: None,
+        status_at: None,
+    };
+    let read = SendStatus {
+        wa_id: "wamid.OUT".into(),
+        status: "read".into(),
+        error: None,
+        at: now_millis(),
+    };
+    store.record_sent(vec![sent], vec![read]).await.unwrap();
+
+    let history = blocking(&store, move |s| s.deliveries_of(a).unwrap()).await;
+    assert_eq!(history.len(), 3);
+    let d = &history[0];
+    assert_eq!(
+        (d.state.as_str(), d.plugin.as_deref(), d.inbox_id),
+        ("delivered", Some("echo"), Some(a))
+    );
+    let attempts: Vec<_> = d
+        .attempts
+        .iter()
+        .map(|t| (t.status, t.outcome.as_str()))
+        .collect();
+    assert_eq!(attempts, [(Some(503), "retry"), (Some(200), "delivered")]);
+    assert_eq!(d.attempts[0].error.as_deref(), Some("503: busy"));
+    assert_eq!(d.sent, None, "a forward is no send");
+    let s = history[1]
+        .sent
+        .as_ref()
+        .expect("the send's WhatsApp message");
+    assert_eq!(
+        (s.message_id.as_str(), s.status.as_deref()),
+        ("wamid.OUT", Some("read"))
+    );
+    assert_eq!(history[2].state, "dead");
+    assert_eq!(
+        history[2].last_error.as_deref(),
+        Some("400: refused by the receiver")
+    );
+    let l = lease.clone();
+    let pending = blocking(&store, move |s| {
+        s.claim_deliveries(&l, 0, i64::MAX, 10).unwrap()
+    })
+    .await;
+    assert!(pending.is_empty(), "delivered rows are not attempted again");
+    assert_eq!(store.backlog().unwrap().outbox, vec![]);
+
+    let find = |q: DeliveryQuery| {
+        let store = store.clone();
+        async move { blocking(&store, move |s| s.find_deliveries(&q).unwrap()).await }
+    };
+    let delivered = find(DeliveryQuery {
+        state: Some("delivered".into()),
+        ..Default::default()
+    })
+    .await;
+    let found: Vec<i64> = delivered.items.iter().map(|d| d.id).collect();
+    assert_eq!(found, [send, forward], "newest first");
+    let page = find(DeliveryQuery {
+        destination: Some("sink".into()),
+        limit: Some(1),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(page.items[0].id, refused);
+    let page = find(DeliveryQuery {
+        destination: Some("sink".into()),
+        before: page.next,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        page.items.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [forward]
+    );
+    assert_eq!(page.next, None);
+    let dead_letters = find(DeliveryQuery {
+        state: Some("dead".into()),
+        kind: Some("forward".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(dead_letters.items.len(), 1);
+    assert_eq!(dead_letters.items[0].attempts[0].status, Some(400));
+
+    let since = now_millis() - 3_600_000;
+    let health = blocking(&store, move |s| s.destination_health(since).unwrap()).await;
+    let sink = health.iter().find(|h| h.destination == "sink").unwrap();
+    assert_eq!((sink.delivered, sink.dead, sink.pending), (1, 1, 0));
+    let wa = health.iter().find(|h| h.destination == "whatsapp").unwrap();
+    assert_eq!((wa.delivered, wa.dead), (1, 0));
+
+    // A dry run counts; a run puts the dead letter back, pending in its partition, and says
+    // who did it.
+    let filter = DeadFilter {
+        destination: Some("sink".into()),
+        error: Some("REFUSED".into()),
+        ..Default::default()
+    };
+    let dry = store
+        .retry_dead_matching(filter.clone(), true, 10, "tester".into())
+        .await
+        .unwrap();
+    assert_eq!((dry.matched, dry.retried, dry.ids), (1, 0, vec![refused]));
+    assert!(
+        blocking(&store, |s| s.audit_log(10).unwrap())
+            .await
+            .is_empty()
+    );
+    let other = DeadFilter {
+        kind: Some("send".into()),
+        ..Default::default()
+    };
+    let none = store
+        .retry_dead_matching(other, true, 10, "tester".into())
+        .await
+        .unwrap();
+    assert_eq!(none.matched, 0);
+    let run = store
+        .retry_dead_matching(filter, false, 10, "tester".into())
+        .await
+        .unwrap();
+    assert_eq!((run.matched, run.retried, run.ids), (1, 1, vec![refused]));
+    let audit = blocking(&store, |s| s.audit_log(10).unwrap()).await;
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (
+            audit[0].who.as_str(),
+            audit[0].action.as_str(),
+            audit[0].count
+        ),
+        ("tester", "retry-dead", 1)
+    );
+    assert!(audit[0].detail.contains("REFUSED"), "{}", audit[0].detail);
+    let l = lease.clone();
+    let top = blocking(&store, |s| s.max_delivery_id().unwrap()).await;
+    let revived = blocking(&store, move |s| {
+        s.claim_deliveries(&l, top, top, 10).unwrap()
+    })
+    .await;
+    assert_eq!(revived.iter().map(|r| r.id).collect::<Vec<_>>(), [refused]);
+    assert_eq!(revived[0].partition, p, "in its partition");
+    assert_eq!(store.backlog().unwrap().dead, 0);
+
+    // Within the retention the history stays; past it, the finished rows and the audit go,
+    // and what is pending stays.
+    assert_eq!(
+        store
+            .prune_history(now_millis() - 60_000, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.prune_history(now_millis() + 1, 10).await.unwrap(), 3);
+    let left = blocking(&store, move |s| s.deliveries_of(a).unwrap()).await;
+    assert_eq!(left.iter().map(|d| d.id).collect::<Vec<_>>(), [refused]);
+    assert!(
+        blocking(&store, |s| s.audit_log(10).unwrap())
+            .await
+            .is_empty()
+    );
+    assert!(
+        blocking(&store, |s| s.history_since().unwrap())
+            .await
+            .is_some()
+    );
+    store.close().await;
+}
+
 /// A fresh PostgreSQL database for one test, dropped with the guard; `None` (and a line saying
 /// why) when no server answers.
 pub fn postgres_database() -> Option<(String, DropDatabase)> {
@@ -443,7 +752,11 @@ macro_rules! both_backends {
     };
 }
 
-both_backends!(claims_and_records, retries_wait_per_customer);
+both_backends!(
+    claims_and_records,
+    retries_wait_per_customer,
+    history_is_kept_searched_retried_and_pruned
+);
 
 mod shared {
     /// Hosts starting at once against a fresh database apply each migration once.

@@ -6,13 +6,16 @@
 //! to the row (`attempt_log`, one JSON object a line) rather than written as rows of their own:
 //! no write per webhook is added. Every read is bounded (a window of ids, a `LIMIT`) and runs
 //! on a read connection, never on a writer.
+//!
+//! The types and the helpers that are not SQL are shared with PostgreSQL
+//! (`postgres/history.rs`), so that both backends answer alike.
 
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use switchboard_sdk::Notification;
 
 use super::inbox::decode;
-use super::{DeliveryOutcome, InboxItem, Sqlite, Sync, now_millis};
+use super::{DeliveryOutcome, InboxItem, SentMessage, Sqlite, Sync, now_millis};
 
 /// What a delivery attempt was, beside its outcome.
 #[derive(Debug, Clone, Copy, Default)]
@@ -104,6 +107,16 @@ pub struct Page<T> {
     pub next: Option<i64>,
 }
 
+impl Page<DeliveryRecord> {
+    /// A page of at most `limit` deliveries, newest first: a full one goes on below its last.
+    pub(super) fn of_deliveries(items: Vec<DeliveryRecord>, limit: usize) -> Self {
+        let next = (items.len() == limit)
+            .then(|| items.last().map(|d| d.id))
+            .flatten();
+        Page { items, next }
+    }
+}
+
 /// A search of the deliveries.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,6 +145,16 @@ pub struct DeadFilter {
     pub to: Option<i64>,
     /// Text in the last error (e.g. `503`).
     pub error: Option<String>,
+}
+
+impl DeadFilter {
+    /// The `LIKE` pattern of the text sought in the last error, if any.
+    pub(super) fn error_pattern(&self) -> Option<String> {
+        self.error
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            .map(contains)
+    }
 }
 
 /// What a retry by filter did (or, dry, would do).
@@ -175,6 +198,20 @@ pub struct DeliveryRecord {
     /// What is sent, as stored (see `delivery::Request`).
     pub request: serde_json::Value,
     pub attempts: Vec<AttemptRecord>,
+    /// For a send, in a notification's timeline: the WhatsApp message it became.
+    pub sent: Option<SentSummary>,
+}
+
+/// The WhatsApp message a delivered send became, and the last status WhatsApp reported for it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SentSummary {
+    /// The id WhatsApp gave the message.
+    pub message_id: String,
+    /// `sent`, `delivered`, `read` or `failed`; none before the first status.
+    pub status: Option<String>,
+    /// For `failed`: WhatsApp's error code and title.
+    pub error: Option<String>,
+    pub status_at: Option<i64>,
 }
 
 /// How one destination fares.
@@ -200,9 +237,9 @@ pub const SEARCH_WINDOW: i64 = 100_000;
 /// Longest error kept in an attempt record, in bytes.
 const ERROR_KEPT: usize = 300;
 /// An attempt log past this size gets no more records (a row retried for days).
-const LOG_KEPT: i64 = 16_000;
+pub(super) const LOG_KEPT: i64 = 16_000;
 
-fn page_limit(limit: Option<usize>) -> usize {
+pub(super) fn page_limit(limit: Option<usize>) -> usize {
     limit.unwrap_or(50).clamp(1, MAX_PAGE)
 }
 
@@ -214,7 +251,7 @@ fn state_name(state: i64) -> &'static str {
     }
 }
 
-fn state_code(name: &str) -> anyhow::Result<i64> {
+pub(super) fn state_code(name: &str) -> anyhow::Result<i64> {
     Ok(match name {
         "pending" => 0,
         "delivered" => 1,
@@ -273,30 +310,203 @@ fn matches(n: &Notification, q: &NotificationQuery) -> bool {
         && eq(&q.endpoint, Some(&n.source))
 }
 
-const DELIVERY_COLUMNS: &str = "id, inbox_id, plugin, kind, target, webhook_id, state, created_at, next_at, finished_at, last_error, request, attempt_log";
+/// The columns [`delivery_record`] reads, on both backends.
+pub(super) const DELIVERY_COLUMNS: &str = "id, inbox_id, plugin, kind, target, webhook_id, CAST(state AS BIGINT), created_at, next_at, finished_at, last_error, request, attempt_log";
 
-fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRecord> {
-    let request: String = r.get(11)?;
-    let log: Option<String> = r.get(12)?;
+/// A delivery read by [`DELIVERY_COLUMNS`], through the row's getters of integers and texts.
+pub(super) fn delivery_record<E>(
+    int: impl Fn(usize) -> Result<Option<i64>, E>,
+    text: impl Fn(usize) -> Result<Option<String>, E>,
+) -> Result<DeliveryRecord, E> {
+    let request = text(11)?.unwrap_or_default();
     Ok(DeliveryRecord {
-        id: r.get(0)?,
-        inbox_id: r.get(1)?,
-        plugin: r.get(2)?,
-        kind: r.get(3)?,
-        destination: r.get(4)?,
-        webhook_id: r.get(5)?,
-        state: state_name(r.get(6)?).to_string(),
-        created_at: r.get(7)?,
-        next_at: r.get(8)?,
-        finished_at: r.get(9)?,
-        last_error: r.get(10)?,
+        id: int(0)?.unwrap_or_default(),
+        inbox_id: int(1)?,
+        plugin: text(2)?,
+        kind: text(3)?.unwrap_or_default(),
+        destination: text(4)?.unwrap_or_default(),
+        webhook_id: text(5)?.unwrap_or_default(),
+        state: state_name(int(6)?.unwrap_or_default()).to_string(),
+        created_at: int(7)?.unwrap_or_default(),
+        next_at: int(8)?.unwrap_or_default(),
+        finished_at: int(9)?,
+        last_error: text(10)?,
         request: serde_json::from_str(&request).unwrap_or(serde_json::Value::String(request)),
-        attempts: log
+        attempts: text(12)?
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect(),
+        sent: None,
     })
+}
+
+fn delivery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRecord> {
+    delivery_record(|i| r.get(i), |i| r.get(i))
+}
+
+/// Each delivery that was a send gets its WhatsApp message (the latest, if it was sent twice).
+pub(super) fn attach_sends(deliveries: &mut [DeliveryRecord], sent: &[SentMessage]) {
+    for d in deliveries {
+        d.sent = sent
+            .iter()
+            .filter(|s| s.delivery_id == d.id)
+            .max_by_key(|s| s.sent_at)
+            .map(|s| SentSummary {
+                message_id: s.wa_id.clone(),
+                status: s.status.clone(),
+                error: s.error.clone(),
+                status_at: s.status_at,
+            });
+    }
+}
+
+/// What one attempt's outcome writes to its row.
+pub(super) struct Recorded {
+    pub state: i16,
+    pub next_at: i64,
+    pub finished_at: Option<i64>,
+    pub error: Option<String>,
+    /// The line appended to the row's `attempt_log`.
+    pub line: String,
+}
+
+impl Recorded {
+    pub(super) fn of(outcome: &DeliveryOutcome, attempted: &Attempted, now: i64) -> Recorded {
+        let (state, next_at, finished_at, error, name) = match outcome {
+            DeliveryOutcome::Delivered => (1, now, Some(now), None, "delivered"),
+            DeliveryOutcome::Retry { at, error } => (0, *at, None, Some(error), "retry"),
+            DeliveryOutcome::Dead { error } => (2, now, Some(now), Some(error), "dead"),
+        };
+        let record = AttemptRecord {
+            at: attempted.at,
+            duration_ms: attempted.duration_ms,
+            status: attempted.status,
+            outcome: name.into(),
+            error: error.map(|e| truncated(e, ERROR_KEPT)),
+        };
+        Recorded {
+            state,
+            next_at,
+            finished_at,
+            error: error.cloned(),
+            line: serde_json::to_string(&record).unwrap_or_default() + "\n",
+        }
+    }
+}
+
+/// A search of the inbox as both backends run it: the rows of a window of ids, narrowed in SQL
+/// by `LIKE` patterns, then compared field by field once decoded.
+pub(super) struct Search<'a> {
+    pub query: &'a NotificationQuery,
+    pub limit: usize,
+    /// Rows read at most: those failing the exact fields are dropped after, so more than a page.
+    pub fetch: usize,
+    /// Anywhere in the row: the text query, or else the id, the wa_id or the message type.
+    pub needle: Option<String>,
+    /// The row's start, as `encode` writes it (`{"kind":"...","source":"..."`): kind and endpoint.
+    pub head: Option<String>,
+}
+
+impl<'a> Search<'a> {
+    pub(super) fn new(q: &'a NotificationQuery) -> Search<'a> {
+        let limit = page_limit(q.limit);
+        let needle =
+            q.q.as_deref()
+                .or(q.id.as_deref())
+                .or(q.wa_id.as_deref())
+                .or(q.message_type.as_deref())
+                .filter(|s| !s.is_empty())
+                .map(contains);
+        let some = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        let quoted = |v: String| like_literal(&serde_json::Value::from(v).to_string());
+        let head = match (some(&q.kind), some(&q.endpoint)) {
+            (None, None) => None,
+            (kind, source) => Some(format!(
+                "{{\"kind\":{},\"source\":{}%",
+                kind.map_or("%".into(), quoted),
+                source.map_or("%".into(), quoted),
+            )),
+        };
+        Search {
+            query: q,
+            limit,
+            fetch: limit * 20,
+            needle,
+            head,
+        }
+    }
+
+    /// The window of inbox ids to look through, `[floor, top)`: below the cursor, or else
+    /// from the newest id kept down.
+    pub(super) fn window(&self, newest: Option<i64>) -> (i64, i64) {
+        let top = self.query.before.unwrap_or(newest.unwrap_or(0) + 1);
+        (top, top.saturating_sub(SEARCH_WINDOW))
+    }
+
+    /// The page made of `rows` (id, received_at, dedup_key, notification; newest first) read
+    /// from the window above `floor`; `oldest` is the lowest inbox id kept.
+    pub(super) fn page(
+        &self,
+        rows: Vec<(i64, i64, String, String)>,
+        floor: i64,
+        oldest: Option<i64>,
+    ) -> Page<NotificationSummary> {
+        let read_all = rows.len() < self.fetch;
+        let mut items = Vec::new();
+        let mut last_seen = None;
+        for (id, received_at, dedup_key, json) in rows {
+            last_seen = Some(id);
+            let Ok(notification) = decode(&json) else {
+                continue;
+            };
+            if !matches(&notification, self.query) {
+                continue;
+            }
+            items.push(NotificationSummary::of(&InboxItem {
+                id,
+                received_at,
+                dedup_key,
+                notification,
+            }));
+            if items.len() == self.limit {
+                break;
+            }
+        }
+        let next = if items.len() == self.limit || !read_all {
+            last_seen
+        } else {
+            // Nothing more in this window: the next page goes on below it, if anything is kept
+            // there.
+            oldest.filter(|&o| o < floor).map(|_| floor)
+        };
+        Page { items, next }
+    }
+}
+
+/// The lowest and the highest inbox id kept (both backends).
+pub(super) const INBOX_IDS: &str =
+    "SELECT (SELECT MIN(id) FROM inbox), (SELECT MAX(id) FROM inbox)";
+
+/// Rows of a destination's health: (destination, what, count, oldest pending), `what` being
+/// 0 pending, 1 delivered, 2 dead, 3 retrying.
+pub(super) fn health(rows: Vec<(String, i64, i64, Option<i64>)>) -> Vec<DestinationHealth> {
+    use std::collections::BTreeMap;
+    let mut by: BTreeMap<String, DestinationHealth> = BTreeMap::new();
+    for (target, what, n, oldest) in rows {
+        let h = by.entry(target.clone()).or_default();
+        h.destination = target;
+        match what {
+            0 => {
+                h.pending = n as u64;
+                h.oldest_pending_at = oldest;
+            }
+            1 => h.delivered = n as u64,
+            2 => h.dead = n as u64,
+            _ => h.retrying = n as u64,
+        }
+    }
+    by.into_values().collect()
 }
 
 impl Sqlite {
@@ -319,24 +529,16 @@ impl Sqlite {
                          WHERE id = ?1",
                     )?;
                     for (id, outcome, attempted) in &outcomes {
-                        let (state, next_at, finished, error, name) = match outcome {
-                            DeliveryOutcome::Delivered => (1, now, Some(now), None, "delivered"),
-                            DeliveryOutcome::Retry { at, error } => {
-                                (0, *at, None, Some(error.as_str()), "retry")
-                            }
-                            DeliveryOutcome::Dead { error } => {
-                                (2, now, Some(now), Some(error.as_str()), "dead")
-                            }
-                        };
-                        let record = AttemptRecord {
-                            at: attempted.at,
-                            duration_ms: attempted.duration_ms,
-                            status: attempted.status,
-                            outcome: name.into(),
-                            error: error.map(|e| truncated(e, ERROR_KEPT)),
-                        };
-                        let line = serde_json::to_string(&record).unwrap_or_default() + "\n";
-                        stmt.execute(params![id, state, next_at, finished, error, line, LOG_KEPT])?;
+                        let r = Recorded::of(outcome, attempted, now);
+                        stmt.execute(params![
+                            id,
+                            r.state,
+                            r.next_at,
+                            r.finished_at,
+                            r.error,
+                            r.line,
+                            LOG_KEPT
+                        ])?;
                     }
                     Ok(())
                 },
@@ -349,36 +551,11 @@ impl Sqlite {
         &self,
         q: &NotificationQuery,
     ) -> anyhow::Result<Page<NotificationSummary>> {
-        let limit = page_limit(q.limit);
-        let top: i64 = match q.before {
-            Some(b) => b,
-            None => self.inbox.read(|c| {
-                c.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM inbox", [], |r| {
-                    r.get(0)
-                })
-            })?,
-        };
-        let floor = top.saturating_sub(SEARCH_WINDOW);
-        // The id (or, for the text query, the words) narrows the rows in SQL; the exact fields
-        // are compared on the decoded notification.
-        let needle =
-            q.q.as_deref()
-                .or(q.id.as_deref())
-                .or(q.wa_id.as_deref())
-                .or(q.message_type.as_deref())
-                .filter(|s| !s.is_empty())
-                .map(contains);
-        // Rows begin as `encode` writes them: `{"kind":"...","source":"..."`.
-        let some = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
-        let quoted = |v: String| like_literal(&serde_json::Value::from(v).to_string());
-        let head = match (some(&q.kind), some(&q.endpoint)) {
-            (None, None) => None,
-            (kind, source) => Some(format!(
-                "{{\"kind\":{},\"source\":{}%",
-                kind.map_or("%".into(), quoted),
-                source.map_or("%".into(), quoted),
-            )),
-        };
+        let search = Search::new(q);
+        let (oldest, newest): (Option<i64>, Option<i64>) = self
+            .inbox
+            .read(|c| c.query_row(INBOX_IDS, [], |r| Ok((r.get(0)?, r.get(1)?))))?;
+        let (top, floor) = search.window(newest);
         let rows: Vec<(i64, i64, String, String)> = self.inbox.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id, received_at, dedup_key, notification FROM inbox
@@ -393,48 +570,15 @@ impl Sqlite {
                     floor,
                     q.from.unwrap_or(0),
                     q.to.unwrap_or(i64::MAX),
-                    needle,
-                    // Rows failing the exact fields are dropped after: read more than a page.
-                    (limit * 20) as i64,
-                    head
+                    search.needle,
+                    search.fetch as i64,
+                    search.head
                 ],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?;
             rows.collect()
         })?;
-        let read_all = rows.len() < limit * 20;
-        let mut items = Vec::new();
-        let mut last_seen = None;
-        for (id, received_at, dedup_key, json) in rows {
-            last_seen = Some(id);
-            let Ok(notification) = decode(&json) else {
-                continue;
-            };
-            if !matches(&notification, q) {
-                continue;
-            }
-            items.push(NotificationSummary::of(&InboxItem {
-                id,
-                received_at,
-                dedup_key,
-                notification,
-            }));
-            if items.len() == limit {
-                break;
-            }
-        }
-        let next = if items.len() == limit || !read_all {
-            last_seen
-        } else if floor > 0 {
-            // Nothing more in this window: the next page goes on below it.
-            let oldest: Option<i64> = self
-                .inbox
-                .read(|c| c.query_row("SELECT MIN(id) FROM inbox", [], |r| r.get(0)))?;
-            oldest.filter(|&o| o < floor).map(|_| floor)
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        Ok(search.page(rows, floor, oldest))
     }
 
     pub(super) fn notification(&self, inbox_id: i64) -> anyhow::Result<Option<InboxItem>> {
@@ -462,11 +606,14 @@ impl Sqlite {
         let sql = format!(
             "SELECT {DELIVERY_COLUMNS} FROM outbox WHERE inbox_id = ?1 ORDER BY id LIMIT {MAX_PAGE}"
         );
-        self.work.read(|c| {
+        let mut deliveries: Vec<DeliveryRecord> = self.work.read(|c| {
             let mut stmt = c.prepare_cached(&sql)?;
             let rows = stmt.query_map([inbox_id], delivery_row)?;
             rows.collect()
-        })
+        })?;
+        let ids: Vec<i64> = deliveries.iter().map(|d| d.id).collect();
+        attach_sends(&mut deliveries, &self.sent_by_deliveries(&ids)?);
+        Ok(deliveries)
     }
 
     pub(super) fn find_deliveries(
@@ -495,10 +642,7 @@ impl Sqlite {
             )?;
             rows.collect()
         })?;
-        let next = (items.len() == limit)
-            .then(|| items.last().map(|d| d.id))
-            .flatten();
-        Ok(Page { items, next })
+        Ok(Page::of_deliveries(items, limit))
     }
 
     pub(super) async fn retry_dead_matching(
@@ -567,57 +711,17 @@ impl Sqlite {
     }
 
     pub(super) fn destination_health(&self, since: i64) -> anyhow::Result<Vec<DestinationHealth>> {
-        use std::collections::BTreeMap;
-        let mut by: BTreeMap<String, DestinationHealth> = BTreeMap::new();
-        let counts: Vec<(String, i64, i64, Option<i64>)> = self.work.read(|c| {
-            let mut out = Vec::new();
-            for (sql, col) in [
-                (
-                    "SELECT target, COUNT(*) FROM outbox WHERE state = 1 AND finished_at >= ?1 GROUP BY target",
-                    1,
-                ),
-                (
-                    "SELECT target, COUNT(*) FROM outbox WHERE state = 2 AND finished_at >= ?1 GROUP BY target",
-                    2,
-                ),
-                (
-                    "SELECT target, COUNT(*) FROM outbox WHERE state = 0 AND attempts > 0 AND ?1 IS NOT NULL GROUP BY target",
-                    3,
-                ),
-            ] {
-                let mut stmt = c.prepare_cached(sql)?;
-                let rows = stmt.query_map([since], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
-                for row in rows {
-                    let (target, n) = row?;
-                    out.push((target, col, n, None));
-                }
-            }
+        let rows = self.work.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT target, COUNT(*), MIN(created_at) FROM outbox WHERE state = 0 GROUP BY target",
+                "SELECT target, 1, COUNT(*), NULL FROM outbox WHERE state = 1 AND finished_at >= ?1 GROUP BY target
+                 UNION ALL SELECT target, 2, COUNT(*), NULL FROM outbox WHERE state = 2 AND finished_at >= ?1 GROUP BY target
+                 UNION ALL SELECT target, 3, COUNT(*), NULL FROM outbox WHERE state = 0 AND attempts > 0 GROUP BY target
+                 UNION ALL SELECT target, 0, COUNT(*), MIN(created_at) FROM outbox WHERE state = 0 GROUP BY target",
             )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<i64>>(2)?))
-            })?;
-            for row in rows {
-                let (target, n, oldest) = row?;
-                out.push((target, 0, n, oldest));
-            }
-            Ok(out)
+            let rows = stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect()
         })?;
-        for (target, col, n, oldest) in counts {
-            let h = by.entry(target.clone()).or_default();
-            h.destination = target;
-            match col {
-                0 => {
-                    h.pending = n as u64;
-                    h.oldest_pending_at = oldest;
-                }
-                1 => h.delivered = n as u64,
-                2 => h.dead = n as u64,
-                _ => h.retrying = n as u64,
-            }
-        }
-        Ok(by.into_values().collect())
+        Ok(health(rows))
     }
 
     pub(super) fn history_since(&self) -> anyhow::Result<Option<i64>> {
@@ -664,11 +768,7 @@ fn dead_matching(
     const WHERE: &str = "state = 2 AND (?1 IS NULL OR target = ?1) AND (?2 IS NULL OR kind = ?2)
         AND (?3 IS NULL OR finished_at >= ?3) AND (?4 IS NULL OR finished_at < ?4)
         AND (?5 IS NULL OR last_error LIKE ?5 ESCAPE '\\')";
-    let error = filter
-        .error
-        .as_deref()
-        .filter(|e| !e.is_empty())
-        .map(contains);
+    let error = filter.error_pattern();
     let args = params![
         filter.destination,
         filter.kind,
@@ -688,112 +788,4 @@ fn dead_matching(
         .query_map(args, |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<i64>>>()?;
     Ok((count as usize, ids))
-}
-
-#[cfg(test)]
-mod tests {
-    use switchboard_sdk::{Kind, Notification};
-
-    use super::*;
-    use crate::store::{NewDelivery, NewInboxItem, SOLE};
-
-    fn message(id: &str, from: &str, text: &str) -> NewInboxItem {
-        let json = format!(
-            r#"{{"from":"{from}","id":"{id}","timestamp":"1","type":"text","text":{{"body":"{text}"}}}}"#
-        );
-        NewInboxItem {
-            dedup_key: format!("m:{id}"),
-            notification: Notification::from_item(Kind::Message, &json, None, "default").unwrap(),
-        }
-    }
-
-    #[tokio::test]
-    async fn delivered_rows_keep_their_attempts_until_the_history_is_pruned() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::open(&dir.path().join("db.sqlite")).unwrap();
-        store
-            .ingest(vec![
-                message("a", "111", "hello 100%"),
-                message("b", "222", "other"),
-            ])
-            .await
-            .unwrap();
-        let found = store
-            .search_notifications(&NotificationQuery {
-                q: Some("100%".into()),
-                ..Default::default()
-            })
-            .unwrap();
-        assert_eq!(found.items.len(), 1, "the % is matched as itself");
-        let a = found.items[0].inbox_id;
-        let rows = store
-            .dispatched(
-                &SOLE,
-                vec![a, a + 1],
-                vec![NewDelivery {
-                    partition: 0,
-                    kind: "forward".into(),
-                    target: "sink".into(),
-                    lane: "sink/111".into(),
-                    webhook_id: "w1".into(),
-                    request: "{}".into(),
-                    inbox_id: a,
-                    plugin: "echo".into(),
-                }],
-                vec![],
-                vec![],
-            )
-            .await
-            .unwrap();
-        let id = rows[0].id;
-        let tried = |status| Attempted {
-            at: now_millis(),
-            duration_ms: 5,
-            status: Some(status),
-        };
-        let retry = DeliveryOutcome::Retry {
-            at: now_millis(),
-            error: "503: busy".into(),
-        };
-        store
-            .record_attempts(&SOLE, vec![(id, retry, tried(503))])
-            .await
-            .unwrap();
-        store
-            .record_attempts(&SOLE, vec![(id, DeliveryOutcome::Delivered, tried(200))])
-            .await
-            .unwrap();
-
-        let history = store.deliveries_of(a).unwrap();
-        assert_eq!(history.len(), 1);
-        let d = &history[0];
-        assert_eq!(
-            (d.state.as_str(), d.plugin.as_deref()),
-            ("delivered", Some("echo"))
-        );
-        let statuses: Vec<_> = d
-            .attempts
-            .iter()
-            .map(|t| (t.status, t.outcome.as_str()))
-            .collect();
-        assert_eq!(statuses, [(Some(503), "retry"), (Some(200), "delivered")]);
-        assert_eq!(d.attempts[0].error.as_deref(), Some("503: busy"));
-        assert!(
-            store.claim_deliveries(&SOLE, 0, id, 10).unwrap().is_empty(),
-            "a delivered row is not attempted again"
-        );
-        assert_eq!(store.backlog().unwrap().outbox, vec![]);
-
-        // Within the retention it stays; past it, it goes.
-        assert_eq!(
-            store
-                .prune_history(now_millis() - 60_000, 10)
-                .await
-                .unwrap(),
-            0
-        );
-        assert_eq!(store.prune_history(now_millis() + 1, 10).await.unwrap(), 1);
-        assert!(store.deliveries_of(a).unwrap().is_empty());
-        store.close().await;
-    }
 }

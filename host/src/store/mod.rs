@@ -33,7 +33,7 @@ pub use backlog::Backlog;
 use db::Db;
 pub use history::{
     AttemptRecord, Attempted, AuditRow, DeadFilter, DeliveryQuery, DeliveryRecord,
-    DestinationHealth, NotificationQuery, NotificationSummary, Page, RetryReport,
+    DestinationHealth, NotificationQuery, NotificationSummary, Page, RetryReport, SentSummary,
 };
 pub use inbox::{InboxItem, NewInboxItem};
 pub use kv::KvWrite;

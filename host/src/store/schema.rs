@@ -157,6 +157,10 @@ CREATE TABLE admin_audit (
     count  INTEGER NOT NULL
 );
 "#,
+    // A notification's timeline shows the WhatsApp message each of its sends became.
+    r#"
+CREATE INDEX sent_message_delivery ON sent_message(delivery_id);
+"#,
 ];
 
 /// The inbox database: accepted notifications and dedup keys.

@@ -124,6 +124,21 @@ impl Sqlite {
         })
     }
 
+    /// The sends recorded for the deliveries `ids` (at most [`super::history::MAX_PAGE`]).
+    pub(super) fn sent_by_deliveries(&self, ids: &[i64]) -> anyhow::Result<Vec<SentMessage>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks = vec!["?"; ids.len()].join(", ");
+        self.work.read(|conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {COLUMNS} FROM sent_message WHERE delivery_id IN ({marks})"
+            ))?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(ids), row)?;
+            rows.collect()
+        })
+    }
+
     pub(super) fn list_sent(&self, limit: usize) -> anyhow::Result<Vec<SentMessage>> {
         self.work.read(|conn| {
             let mut stmt = conn.prepare(&format!(

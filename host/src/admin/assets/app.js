@@ -175,6 +175,13 @@ function event(kind, at, ...children) {
   return el("div", { class: "event " + kind }, el("div", { class: "when" }, when(at)), ...children);
 }
 
+// The WhatsApp message a send became, and the last status WhatsApp reported for it.
+function sentMessage(m) {
+  return el("div", { class: "sent-message" }, "WhatsApp message ", el("code", {}, m.message_id), ": ",
+    m.status ? el("span", { class: "sent-status status-" + m.status }, m.status) : "no status yet",
+    m.status_at ? " at " + when(m.status_at) : "", m.error ? " — " + m.error : "");
+}
+
 async function loadTimeline(inboxId) {
   state.timelineId = inboxId;
   for (const r of $("results").tBodies[0].rows) r.classList.toggle("selected", r.dataset.inboxId === String(inboxId));
@@ -196,7 +203,7 @@ async function loadTimeline(inboxId) {
     events.push(event("plugin-action", d.created_at,
       el("div", {}, el("strong", {}, "Plugin " + (d.plugin || "?") + ": " + d.kind), " to ", el("code", {}, d.destination),
         " — ", el("span", { class: "delivery-state state-" + d.state }, d.state), d.attempts.length ? "" : " (no attempt yet)"),
-      attempts));
+      attempts, ...(d.sent ? [sentMessage(d.sent)] : [])));
   }
   if (!t.deliveries.length && t.dispatched) events.push(el("p", { class: "muted" }, "No plugin asked for a delivery."));
   box.replaceChildren(el("h2", {}, "Timeline of " + n.kind + " " + n.id), ...events,

@@ -15,6 +15,7 @@
 //! Every call runs on this store's own runtime, so the pool's connections live there whoever
 //! calls: async callers await it, blocking callers wait for it.
 
+mod history;
 mod kv;
 mod rows;
 pub mod schema;
@@ -32,14 +33,12 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use super::inbox::{decode, encode};
 use super::lease::{Cluster, Fenced, HostInfo, HostRow, Owned, PartitionRow, SchemaStatus};
 use super::{
-    Backlog, DeliveryOutcome, InboxItem, KvReader, KvWrite, NewDelivery, NewInboxItem, OutboxRow,
-    RetryChange, RetryRow, RetryState, Storage, now_millis, partition_of,
+    Attempted, AuditRow, Backlog, DeadFilter, DeliveryOutcome, DeliveryQuery, DeliveryRecord,
+    DestinationHealth, InboxItem, KvReader, KvWrite, NewDelivery, NewInboxItem, NotificationQuery,
+    NotificationSummary, OutboxRow, Page, RetryChange, RetryReport, RetryRow, RetryState, Storage,
+    now_millis, partition_of,
 };
 use schema::PARTITIONS;
-
-/// What the console's history reads answer on PostgreSQL, which does not keep delivery
-/// history yet (delivered rows go at once, attempts are not logged).
-const NO_HISTORY: &str = "the console's delivery history is kept on SQLite only for now; on PostgreSQL use `switchboard deliveries list` and `cluster status`";
 
 /// Group commits of ingest in progress at once at most.
 const COMMITTERS: usize = 4;
@@ -171,6 +170,57 @@ impl Postgres {
             .spawn(f(self.pool.clone()))
             .await
             .context("a PostgreSQL call panicked")?
+    }
+
+    /// Record outcomes, fenced by `lease` (see `rows::record_outcomes`).
+    async fn record(
+        &self,
+        lease: &[Owned],
+        outcomes: Vec<(i64, DeliveryOutcome, Option<Attempted>)>,
+    ) -> anyhow::Result<()> {
+        let lease = lease.to_vec();
+        self.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            let txn = client.transaction().await?;
+            lazy(&txn).await?;
+            let held: Vec<i32> = fenced(&txn, &lease).await?.into_iter().collect();
+            let dropped = rows::record_outcomes(&txn, &held, outcomes).await?;
+            txn.commit().await?;
+            if dropped > 0 {
+                tracing::info!(
+                    dropped,
+                    "delivery outcomes of partitions taken over were dropped; their new owner attempts them"
+                );
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Run a pruning job unless another host is pruning (then nothing is pruned).
+    async fn pruning<F>(
+        &self,
+        job: impl FnOnce(deadpool_postgres::Client) -> F + Send + 'static,
+    ) -> anyhow::Result<usize>
+    where
+        F: Future<Output = (deadpool_postgres::Client, anyhow::Result<usize>)> + Send + 'static,
+    {
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            let locked: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&PRUNE_LOCK])
+                .await?
+                .get(0);
+            if !locked {
+                return Ok(0);
+            }
+            let (client, result) = job(client).await;
+            client
+                .execute("SELECT pg_advisory_unlock($1)", &[&PRUNE_LOCK])
+                .await?;
+            result
+        })
+        .await
     }
 
     fn releasing(&self) -> HashSet<i32> {
@@ -762,23 +812,8 @@ impl Storage for Postgres {
         lease: &[Owned],
         outcomes: Vec<(i64, DeliveryOutcome)>,
     ) -> anyhow::Result<()> {
-        let lease = lease.to_vec();
-        self.run(move |pool| async move {
-            let mut client = pool.get().await?;
-            let txn = client.transaction().await?;
-            lazy(&txn).await?;
-            let held: Vec<i32> = fenced(&txn, &lease).await?.into_iter().collect();
-            let dropped = rows::record_outcomes(&txn, &held, outcomes).await?;
-            txn.commit().await?;
-            if dropped > 0 {
-                tracing::info!(
-                    dropped,
-                    "delivery outcomes of partitions taken over were dropped; their new owner attempts them"
-                );
-            }
-            Ok(())
-        })
-        .await
+        let outcomes = outcomes.into_iter().map(|(id, o)| (id, o, None)).collect();
+        self.record(lease, outcomes).await
     }
 
     fn list_deliveries(&self, dead: bool, limit: usize) -> anyhow::Result<Vec<OutboxRow>> {
@@ -821,21 +856,9 @@ impl Storage for Postgres {
     }
 
     async fn prune(&self, before: i64, seen_before: i64) -> anyhow::Result<usize> {
-        self.run(move |pool| async move {
-            let client = pool.get().await?;
-            let locked: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&PRUNE_LOCK])
-                .await?
-                .get(0);
-            if !locked {
-                // Another host is pruning.
-                return Ok(0);
-            }
+        self.pruning(move |client| async move {
             let result = prune(&client, before, seen_before).await;
-            client
-                .execute("SELECT pg_advisory_unlock($1)", &[&PRUNE_LOCK])
-                .await?;
-            result
+            (client, result)
         })
         .await
     }
@@ -893,11 +916,27 @@ impl Storage for Postgres {
         })
     }
 
+    async fn record_attempts(
+        &self,
+        lease: &[Owned],
+        outcomes: Vec<(i64, DeliveryOutcome, Attempted)>,
+    ) -> anyhow::Result<()> {
+        let outcomes = outcomes
+            .into_iter()
+            .map(|(id, o, a)| (id, o, Some(a)))
+            .collect();
+        self.record(lease, outcomes).await
+    }
+
     fn search_notifications(
         &self,
-        _query: &super::NotificationQuery,
-    ) -> anyhow::Result<super::Page<super::NotificationSummary>> {
-        bail!(NO_HISTORY)
+        query: &NotificationQuery,
+    ) -> anyhow::Result<Page<NotificationSummary>> {
+        let query = query.clone();
+        self.block(move |pool| async move {
+            let client = pool.get().await?;
+            history::search(&client, &query).await
+        })
     }
 
     fn notification(&self, inbox_id: i64) -> anyhow::Result<Option<InboxItem>> {
@@ -931,48 +970,74 @@ impl Storage for Postgres {
         })
     }
 
-    fn deliveries_of(&self, _inbox_id: i64) -> anyhow::Result<Vec<super::DeliveryRecord>> {
-        bail!(NO_HISTORY)
+    fn deliveries_of(&self, inbox_id: i64) -> anyhow::Result<Vec<DeliveryRecord>> {
+        self.block(move |pool| async move {
+            let client = pool.get().await?;
+            history::deliveries_of(&client, inbox_id).await
+        })
     }
 
-    fn find_deliveries(
-        &self,
-        _query: &super::DeliveryQuery,
-    ) -> anyhow::Result<super::Page<super::DeliveryRecord>> {
-        bail!(NO_HISTORY)
+    fn find_deliveries(&self, query: &DeliveryQuery) -> anyhow::Result<Page<DeliveryRecord>> {
+        let query = query.clone();
+        self.block(move |pool| async move {
+            let client = pool.get().await?;
+            history::find_deliveries(&client, &query).await
+        })
     }
 
     async fn retry_dead_matching(
         &self,
-        _filter: super::DeadFilter,
-        _dry_run: bool,
-        _limit: usize,
-        _who: String,
-    ) -> anyhow::Result<super::RetryReport> {
-        bail!(NO_HISTORY)
+        filter: DeadFilter,
+        dry_run: bool,
+        limit: usize,
+        who: String,
+    ) -> anyhow::Result<RetryReport> {
+        let stored = self.stored.clone();
+        self.run(move |pool| async move {
+            let mut client = pool.get().await?;
+            if dry_run {
+                let (matched, ids) = history::dead_matching(&client, &filter, limit, false).await?;
+                return Ok(RetryReport {
+                    matched,
+                    retried: 0,
+                    ids,
+                });
+            }
+            let report = history::retry_dead_matching(&mut client, &filter, limit, &who).await?;
+            // Whichever host holds their partitions attempts them.
+            stored.notify_one();
+            Ok(report)
+        })
+        .await
     }
 
-    fn audit_log(&self, _limit: usize) -> anyhow::Result<Vec<super::AuditRow>> {
-        bail!(NO_HISTORY)
+    fn audit_log(&self, limit: usize) -> anyhow::Result<Vec<AuditRow>> {
+        self.block(move |pool| async move {
+            let client = pool.get().await?;
+            history::audit_log(&client, limit).await
+        })
     }
 
-    fn destination_health(&self, _since: i64) -> anyhow::Result<Vec<super::DestinationHealth>> {
-        bail!(NO_HISTORY)
+    fn destination_health(&self, since: i64) -> anyhow::Result<Vec<DestinationHealth>> {
+        self.block(move |pool| async move {
+            let client = pool.get().await?;
+            history::destination_health(&client, since).await
+        })
     }
 
     fn history_since(&self) -> anyhow::Result<Option<i64>> {
         self.block(|pool| async move {
             let client = pool.get().await?;
-            let row = client
-                .query_one("SELECT min(received_at) FROM inbox", &[])
-                .await?;
-            Ok(row.get(0))
+            history::history_since(&client).await
         })
     }
 
-    async fn prune_history(&self, _before: i64, _limit: usize) -> anyhow::Result<usize> {
-        // Delivered rows are removed at once on PostgreSQL: no history to prune.
-        Ok(0)
+    async fn prune_history(&self, before: i64, limit: usize) -> anyhow::Result<usize> {
+        self.pruning(move |client| async move {
+            let result = history::prune(&client, before, limit).await;
+            (client, result)
+        })
+        .await
     }
 
     fn list_sent(&self, limit: usize) -> anyhow::Result<Vec<super::SentMessage>> {

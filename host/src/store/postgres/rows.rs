@@ -2,12 +2,13 @@
 
 use deadpool_postgres::{GenericClient, Transaction};
 
+use super::super::history::{LOG_KEPT, Recorded};
 use super::super::inbox::{decode, encode};
 use super::super::lease::Cluster;
 use super::super::outbox::OutboxState;
 use super::super::{
-    DeliveryOutcome, NewDelivery, OutboxRow, RetryChange, RetryRow, RetryState, now_millis,
-    partition_of,
+    Attempted, DeliveryOutcome, NewDelivery, OutboxRow, RetryChange, RetryRow, RetryState,
+    now_millis, partition_of,
 };
 use super::{PARTITIONS, host_row, partition_row};
 
@@ -100,60 +101,59 @@ pub async fn insert_outbox(
 }
 
 /// Apply outcomes to the rows of partitions in `held`; returns how many were dropped for
-/// belonging to other partitions.
+/// belonging to other partitions. With what the attempt was, it is appended to the row's
+/// attempt log and a delivered row stays, as delivered (the history); without, a delivered
+/// row goes.
 pub async fn record_outcomes(
     txn: &Transaction<'_>,
     held: &[i32],
-    outcomes: Vec<(i64, DeliveryOutcome)>,
+    outcomes: Vec<(i64, DeliveryOutcome, Option<Attempted>)>,
 ) -> anyhow::Result<usize> {
     let now = now_millis();
-    let (mut delivered, mut retry, mut dead) =
-        (Vec::new(), (vec![], vec![], vec![]), (vec![], vec![]));
     let total = outcomes.len();
-    for (id, outcome) in outcomes {
-        match outcome {
-            DeliveryOutcome::Delivered => delivered.push(id),
-            DeliveryOutcome::Retry { at, error } => {
-                retry.0.push(id);
-                retry.1.push(at);
-                retry.2.push(error);
-            }
-            DeliveryOutcome::Dead { error } => {
-                dead.0.push(id);
-                dead.1.push(error);
-            }
+    let mut gone = Vec::new();
+    let mut rows: (Vec<i64>, Vec<i16>, Vec<i64>, Vec<Option<i64>>) = Default::default();
+    let (mut errors, mut lines) = (Vec::new(), Vec::new());
+    for (id, outcome, attempted) in outcomes {
+        if attempted.is_none() && matches!(outcome, DeliveryOutcome::Delivered) {
+            gone.push(id);
+            continue;
         }
+        let r = Recorded::of(&outcome, &attempted.unwrap_or_default(), now);
+        rows.0.push(id);
+        rows.1.push(r.state);
+        rows.2.push(r.next_at);
+        rows.3.push(r.finished_at);
+        errors.push(r.error);
+        lines.push(attempted.map(|_| r.line));
     }
     let mut done = 0;
-    if !delivered.is_empty() {
+    if !gone.is_empty() {
         let stmt = txn
             .prepare_cached("DELETE FROM outbox WHERE id = ANY($1) AND partition = ANY($2)")
             .await?;
-        done += txn.execute(&stmt, &[&delivered, &held]).await?;
+        done += txn.execute(&stmt, &[&gone, &held]).await?;
     }
-    if !retry.0.is_empty() {
+    if !rows.0.is_empty() {
         let stmt = txn
             .prepare_cached(
-                "UPDATE outbox o SET attempts = o.attempts + 1, next_at = t.at, last_error = t.error,
-                        revived = false
-                 FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS t(id, at, error)
-                 WHERE o.id = t.id AND o.partition = ANY($4)",
+                "UPDATE outbox o SET state = t.state, attempts = o.attempts + 1, next_at = t.next_at,
+                        finished_at = t.finished_at, last_error = t.error, revived = false,
+                        attempt_log = CASE WHEN t.line IS NULL OR length(o.attempt_log) > $8::bigint
+                            THEN o.attempt_log ELSE COALESCE(o.attempt_log, '') || t.line END
+                 FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::text[],
+                             $6::text[]) AS t(id, state, next_at, finished_at, error, line)
+                 WHERE o.id = t.id AND o.partition = ANY($7)",
             )
             .await?;
         done += txn
-            .execute(&stmt, &[&retry.0, &retry.1, &retry.2, &held])
-            .await?;
-    }
-    if !dead.0.is_empty() {
-        let stmt = txn
-            .prepare_cached(
-                "UPDATE outbox o SET state = 2, attempts = o.attempts + 1, finished_at = $3,
-                        last_error = t.error, revived = false
-                 FROM unnest($1::bigint[], $2::text[]) AS t(id, error)
-                 WHERE o.id = t.id AND o.partition = ANY($4)",
+            .execute(
+                &stmt,
+                &[
+                    &rows.0, &rows.1, &rows.2, &rows.3, &errors, &lines, &held, &LOG_KEPT,
+                ],
             )
             .await?;
-        done += txn.execute(&stmt, &[&dead.0, &dead.1, &now, &held]).await?;
     }
     Ok(total.saturating_sub(done as usize))
 }

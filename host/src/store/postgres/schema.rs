@@ -95,6 +95,22 @@ pub const MIGRATIONS: &[&str] = &[
     // 3: each delivery names its notification and plugin.
     "ALTER TABLE outbox ADD COLUMN inbox_id bigint, ADD COLUMN plugin text;
      CREATE INDEX outbox_inbox ON outbox (inbox_id)",
+    // 4: history for the operator console (see `store/history.rs`): delivered rows stay
+    // (state 1) until the retention, each attempt appended to its row's `attempt_log` in the
+    // update that records it; changes made through the console are recorded. Claims keep to
+    // the pending rows by `outbox_pending` (partial, state 0).
+    "ALTER TABLE outbox ADD COLUMN attempt_log text;
+     CREATE INDEX outbox_delivered ON outbox (finished_at) INCLUDE (target) WHERE state = 1;
+     CREATE TABLE admin_audit (
+        id bigserial PRIMARY KEY,
+        at bigint NOT NULL,
+        who text NOT NULL,
+        action text NOT NULL,
+        detail text NOT NULL,
+        count bigint NOT NULL
+     );
+     CREATE INDEX admin_audit_at ON admin_audit (at);
+     CREATE INDEX sent_message_delivery ON sent_message (delivery_id)",
 ];
 
 /// The versions applied, in order.

@@ -89,6 +89,23 @@ pub async fn one(client: &impl GenericClient, wa_id: &str) -> anyhow::Result<Opt
     Ok(rows.first().map(row))
 }
 
+/// The sends recorded for the deliveries `ids`.
+pub async fn by_deliveries(
+    client: &impl GenericClient,
+    ids: &[i64],
+) -> anyhow::Result<Vec<SentMessage>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            &format!("SELECT {COLUMNS} FROM sent_message WHERE delivery_id = ANY($1)"),
+            &[&ids],
+        )
+        .await?;
+    Ok(rows.iter().map(row).collect())
+}
+
 pub async fn latest(client: &impl GenericClient, limit: usize) -> anyhow::Result<Vec<SentMessage>> {
     let rows = client
         .query(
