@@ -95,6 +95,9 @@ pub const MIGRATIONS: &[&str] = &[
     // 3: each delivery names its notification and plugin.
     "ALTER TABLE outbox ADD COLUMN inbox_id bigint, ADD COLUMN plugin text;
      CREATE INDEX outbox_inbox ON outbox (inbox_id)",
+    // 4: each business number's next free moment to send, shared by the hosts that pace it
+    // (Unix ms; see `delivery/pacing.rs`).
+    "CREATE TABLE pacing (number text PRIMARY KEY, next_at bigint NOT NULL)",
 ];
 
 /// The versions applied, in order.
