@@ -232,7 +232,9 @@ impl<P: Plugin> Harness<P> {
 fn as_sent(n: &Notification, send: &Send) -> Result<Send, String> {
     send.validate().map_err(|e| format!("invalid: {e}"))?;
     if send.needs_open_window() && !n.window_open {
-        return send.fallback_send().ok_or_else(|| "window-closed".to_string());
+        return send
+            .fallback_send()
+            .ok_or_else(|| "window-closed".to_string());
     }
     Ok(send.clone())
 }
@@ -319,8 +321,11 @@ mod tests {
         let open = h.notifications(TEXT).unwrap().remove(0);
         let actions = vec![
             Action::send(
-                Send::text("5511987650001", "Your order shipped")
-                    .or_template(Send::template("5511987650001", "order_shipped", "en_US")),
+                Send::text("5511987650001", "Your order shipped").or_template(Send::template(
+                    "5511987650001",
+                    "order_shipped",
+                    "en_US",
+                )),
             ),
             Action::send(Send::text("5511987650001", "no fallback")),
         ];
@@ -332,7 +337,11 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].to_cloud()["template"]["name"], "order_shipped");
         let sent = h.sends(&open, &actions);
-        assert_eq!(sent.len(), 2, "the window is open: the texts go as they are");
+        assert_eq!(
+            sent.len(),
+            2,
+            "the window is open: the texts go as they are"
+        );
         assert!(sent.iter().all(|s| s.to_cloud()["type"] == "text"));
     }
 

@@ -367,18 +367,27 @@ async fn a_closed_window_refuses_a_free_form_send_or_sends_a_fallback_template()
     );
     assert!(eventually(WAIT, || server.log().contains("window-closed")).await);
     let posted = messages_posted(&world.coreapp);
-    let template = |name: &str| posted.iter().find(|b| b["template"]["name"] == name).cloned();
+    let template = |name: &str| {
+        posted
+            .iter()
+            .find(|b| b["template"]["name"] == name)
+            .cloned()
+    };
     assert_eq!(
         template("order_shipped"),
-        Some(json!({"recipient_type":"individual","to":BRUNO,"type":"template","template":{
+        Some(
+            json!({"recipient_type":"individual","to":BRUNO,"type":"template","template":{
             "namespace":NAMESPACE,"name":"order_shipped","language":{"policy":"deterministic","code":"en_US"},
-            "components":[{"type":"body","parameters":[{"type":"text","text":"5531"}]}]}})),
+            "components":[{"type":"body","parameters":[{"type":"text","text":"5531"}]}]}})
+        ),
         "{posted:?}"
     );
     assert_eq!(
         template("shipping_update"),
-        Some(json!({"recipient_type":"individual","to":BRUNO,"type":"template","template":{
-            "namespace":NAMESPACE,"name":"shipping_update","language":{"policy":"deterministic","code":"en_US"}}})),
+        Some(
+            json!({"recipient_type":"individual","to":BRUNO,"type":"template","template":{
+            "namespace":NAMESPACE,"name":"shipping_update","language":{"policy":"deterministic","code":"en_US"}}})
+        ),
         "{posted:?}"
     );
     assert_eq!(server.metric("sends_refused_total").await, 1);

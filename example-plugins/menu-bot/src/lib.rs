@@ -299,7 +299,11 @@ mod tests {
         let mut n = h.notifications(&greeting()).unwrap().remove(0);
         let actions = h.handle(&n).unwrap();
         let [sent] = h.sends(&n, &actions).try_into().unwrap();
-        assert_eq!(sent.to_cloud()["interactive"]["type"], "list", "the window is open");
+        assert_eq!(
+            sent.to_cloud()["interactive"]["type"],
+            "list",
+            "the window is open"
+        );
         // Closed by the time the host checks: the menu's fallback goes instead.
         n.window_open = false;
         n.window_until = None;

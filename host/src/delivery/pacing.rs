@@ -157,11 +157,13 @@ impl Shared {
             let slots = ((rate * BLOCK.as_secs_f64()) as u32).max(1);
             let span = (f64::from(slots) * 1000.0 / rate).ceil() as i64;
             let start = now.max(block.not_before);
-            let reserved =
-                tokio::time::timeout(RESERVE_TIMEOUT, self.store.reserve_pacing(number, start, span))
-                    .await
-                    .map_err(|_| anyhow::anyhow!("no answer in {RESERVE_TIMEOUT:?}"))
-                    .and_then(|r| r);
+            let reserved = tokio::time::timeout(
+                RESERVE_TIMEOUT,
+                self.store.reserve_pacing(number, start, span),
+            )
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer in {RESERVE_TIMEOUT:?}"))
+            .and_then(|r| r);
             match reserved {
                 Ok(at) => {
                     if let Ok(mut failed) = self.failed_at.lock()

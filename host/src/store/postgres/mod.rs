@@ -884,7 +884,9 @@ impl Storage for Postgres {
                      RETURNING next_at - $3::bigint",
                 )
                 .await?;
-            let row = client.query_one(&reserve, &[&number, &now, &span_ms]).await?;
+            let row = client
+                .query_one(&reserve, &[&number, &now, &span_ms])
+                .await?;
             Ok(row.get(0))
         })
         .await
