@@ -37,7 +37,7 @@ pub struct Metrics {
     pub actions_refused: AtomicU64,
     /// Typed sends refused before they were queued (invalid, window closed, not granted).
     pub sends_refused: AtomicU64,
-    /// Sends replaced by the plugin's fallback template because the window was closed.
+    /// Sends replaced by a fallback template because the window was closed.
     pub sends_fell_back: AtomicU64,
     pub deliveries_ok: AtomicU64,
     pub deliveries_retried: AtomicU64,
@@ -326,7 +326,7 @@ impl Metrics {
             ),
             (
                 "sends_fell_back",
-                "Sends replaced by the plugin's fallback template: the customer's window was closed",
+                "Sends replaced by a fallback template: the customer's window was closed",
                 &self.sends_fell_back,
             ),
             (

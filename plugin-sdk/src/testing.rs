@@ -24,6 +24,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::send::Send;
 use crate::{Action, Config, Notification, Plugin, split};
 
 /// A log level, as the host sees it.
@@ -172,20 +173,28 @@ impl<P: Plugin> Harness<P> {
     }
 
     /// Why the host would refuse each typed send of `actions` made while handling `n`, by the
-    /// action's index: a WhatsApp limit it breaks, or a closed window (when the plugin's
-    /// manifest sets no fallback template). The host sends the others.
+    /// action's index: a WhatsApp limit it breaks, or a closed window (when neither the send
+    /// nor the plugin's manifest has a fallback template). The host sends the others.
     pub fn refusals(&self, n: &Notification, actions: &[Action]) -> Vec<(usize, String)> {
         actions
             .iter()
             .enumerate()
             .filter_map(|(i, a)| match a {
-                Action::Send(send) => match send.validate() {
-                    Err(e) => Some((i, format!("invalid: {e}"))),
-                    Ok(()) if send.needs_open_window() && !n.window_open => {
-                        Some((i, "window-closed".to_string()))
-                    }
-                    Ok(()) => None,
-                },
+                Action::Send(send) => as_sent(n, send).err().map(|e| (i, e)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The typed sends of `actions` made while handling `n` as the host sends them, in order:
+    /// a send that needs the customer's window while it is closed becomes its fallback
+    /// template ([`Draft::or_template`](crate::send::Draft::or_template)); refused ones
+    /// ([`Harness::refusals`]) are left out.
+    pub fn sends(&self, n: &Notification, actions: &[Action]) -> Vec<Send> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(send) => as_sent(n, send).ok(),
                 _ => None,
             })
             .collect()
@@ -218,6 +227,18 @@ impl<P: Plugin> Harness<P> {
     }
 }
 
+/// What the host makes of `send` for `n`: the send, its fallback template when the window is
+/// closed, or the reason it is refused.
+fn as_sent(n: &Notification, send: &Send) -> Result<Send, String> {
+    send.validate().map_err(|e| format!("invalid: {e}"))?;
+    if send.needs_open_window() && !n.window_open {
+        return send
+            .fallback_send()
+            .ok_or_else(|| "window-closed".to_string());
+    }
+    Ok(send.clone())
+}
+
 /// Each notification with its customer's window, as the host reports it: a message opens it at
 /// the fake host's clock, other kinds see the window of the customer's last message.
 fn with_windows(mut notifications: Vec<Notification>) -> Vec<Notification> {
@@ -242,7 +263,6 @@ fn with_windows(mut notifications: Vec<Notification>) -> Vec<Notification> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::send::Send;
     use crate::whatsapp::Message;
 
     /// Counts messages in the store, then fails on a text "fail"; sends text to the sender.
@@ -292,6 +312,37 @@ mod tests {
             vec![(0, "window-closed".to_string())]
         );
         assert_eq!(h.refusals(&message, &text), vec![]);
+    }
+
+    #[test]
+    fn a_closed_window_sends_the_sends_fallback_template_instead() {
+        let h = Harness::<Counter>::new(serde_json::json!({})).unwrap();
+        let closed = h.notifications(STATUS).unwrap().remove(0);
+        let open = h.notifications(TEXT).unwrap().remove(0);
+        let actions = vec![
+            Action::send(
+                Send::text("5511987650001", "Your order shipped").or_template(Send::template(
+                    "5511987650001",
+                    "order_shipped",
+                    "en_US",
+                )),
+            ),
+            Action::send(Send::text("5511987650001", "no fallback")),
+        ];
+        assert_eq!(
+            h.refusals(&closed, &actions),
+            vec![(1, "window-closed".to_string())]
+        );
+        let sent = h.sends(&closed, &actions);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].to_cloud()["template"]["name"], "order_shipped");
+        let sent = h.sends(&open, &actions);
+        assert_eq!(
+            sent.len(),
+            2,
+            "the window is open: the texts go as they are"
+        );
+        assert!(sent.iter().all(|s| s.to_cloud()["type"] == "text"));
     }
 
     #[test]

@@ -28,12 +28,11 @@ fn message(customer: usize, seq: usize) -> String {
     .to_string()
 }
 
-/// Start a host on `url` in `dir`, forwarding every notification to `sink`.
-async fn host(dir: &Path, id: &str, url: &str, sink: &Fake) -> Server {
-    let mut setup = ServerSetup::echo(dir, sink);
+/// Start host `id` of `setup` on `url`.
+async fn host(mut setup: ServerSetup, id: &str, url: &str) -> Server {
     // Its own application name, so that a test can cut this host's connections only.
     setup.storage_url = format!("{url}?application_name={id}");
-    setup.extra = format!("[cluster]\nhost_id = \"{id}\"\nlease_ttl = \"2s\"\n");
+    setup.extra += &format!("\n[cluster]\nhost_id = \"{id}\"\nlease_ttl = \"2s\"\n");
     setup.start().await
 }
 
@@ -132,12 +131,20 @@ where
     out
 }
 
-/// Hosts `h1` and `h2` on `url`, forwarding to `sink`, once each holds a share (with their
-/// folders, to keep while they run).
+/// Hosts `h1` and `h2` on `url`, forwarding every notification to `sink`, once each holds a
+/// share (with their folders, to keep while they run).
 async fn two_hosts(url: &str, sink: &Fake) -> ([tempfile::TempDir; 2], Server, Server) {
+    two_hosts_of(url, |dir| ServerSetup::echo(dir, sink)).await
+}
+
+/// [`two_hosts`], each set up by `setup` in its folder.
+async fn two_hosts_of(
+    url: &str,
+    setup: impl Fn(&Path) -> ServerSetup,
+) -> ([tempfile::TempDir; 2], Server, Server) {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let a = host(dirs[0].path(), "h1", url, sink).await;
-    let b = host(dirs[1].path(), "h2", url, sink).await;
+    let a = host(setup(dirs[0].path()), "h1", url).await;
+    let b = host(setup(dirs[1].path()), "h2", url).await;
     balanced(&a, &b).await;
     (dirs, a, b)
 }
@@ -222,6 +229,70 @@ async fn two_hosts_share_the_work_and_keep_each_customers_order() {
     let cluster = b.get_json("/cluster").await;
     assert_eq!(cluster["this_host"], "h2");
     assert_eq!(cluster["partitions"].as_array().unwrap().len(), 32);
+}
+
+/// A business number's rate holds across the hosts together: each host's sends of the number
+/// take their turn with the other's, rather than each host sending at the full rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hosts_pace_one_business_number_at_its_rate_together() {
+    const RATE: f64 = 10.0;
+    const SENDS: usize = 30;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some((url, _db)) = postgres_database("two_hosts_pace_one_business_number").await else {
+        return;
+    };
+    let coreapp = Fake::coreapp().await;
+    let (_dirs, a, b) = two_hosts_of(&url, |dir| {
+        let mut setup = ServerSetup::new(dir);
+        setup.example_plugins = false;
+        setup.coreapp = Some(coreapp.url());
+        setup.extra = format!("[whatsapp.rates]\nonprem = {RATE}\n");
+        std::fs::create_dir_all(setup.plugins_dir()).unwrap();
+        // Answers every message with a text to its sender.
+        install(
+            &setup.plugins_dir(),
+            "answer",
+            &test_plugin("misbehave-v2.wasm"),
+            "[config]\nmode = \"send\"\nsends_json = '[{\"message\":{\"text\":{\"body\":\"Thanks\"}}}]'\n\
+             [permissions]\nreply = true\n[subscribe]\nkinds = [\"message\"]\n",
+        );
+        setup
+    })
+    .await;
+
+    // One message from each of SENDS customers, spread over both hosts' partitions.
+    let mut acked = HashMap::new();
+    post_rounds(&[&a, &b], SENDS, 0..1, &mut acked).await;
+    assert_eq!(acked.len(), SENDS, "all acknowledged");
+    let sent = || {
+        coreapp
+            .received_on("/v1/messages")
+            .into_iter()
+            .filter(|r| r.method == axum::http::Method::POST)
+            .map(|r| r.at)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || sent().len() >= SENDS).await,
+        "{} of {SENDS} sent:\n{}\n{}",
+        sent().len(),
+        a.log(),
+        b.log()
+    );
+    let dispatched = (
+        a.metric("notifications_dispatched_total").await,
+        b.metric("notifications_dispatched_total").await,
+    );
+    assert!(dispatched.0 > 0 && dispatched.1 > 0, "{dispatched:?}");
+    let times = sent();
+    let (first, last) = (times.iter().min().unwrap(), times.iter().max().unwrap());
+    let span = *last - *first;
+    // Each host alone at the rate would take about half as long.
+    let least = Duration::from_secs_f64((SENDS - 1) as f64 / RATE - 0.2);
+    assert!(
+        span >= least,
+        "{SENDS} sends at {RATE}/s over two hosts took {span:?}, less than {least:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

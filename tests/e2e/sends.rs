@@ -333,7 +333,7 @@ fn status_for(recipient: &str, id: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_closed_window_refuses_a_free_form_send_or_sends_the_fallback_template() {
+async fn a_closed_window_refuses_a_free_form_send_or_sends_a_fallback_template() {
     const BRUNO: &str = "5511987650077";
     let world = world(Fake::coreapp().await, "").await;
     let text = [Send::text("", "Your order shipped").build()];
@@ -345,38 +345,67 @@ async fn a_closed_window_refuses_a_free_form_send_or_sends_the_fallback_template
         "[sends.window_fallback]\nname = \"order_shipped\"\nlanguage = \"en_US\"\nbody = [\"5531\"]\n",
     );
     install_sender(&world, "b-plain", &text, "\"status\"", "");
+    // Its send's own fallback wins over its manifest's.
+    let own = [Send::text("", "Your order shipped")
+        .or_template(Send::template("", "shipping_update", "en_US"))
+        .build()];
+    install_sender(
+        &world,
+        "c-own",
+        &own,
+        "\"status\"",
+        "[sends.window_fallback]\nname = \"order_shipped\"\nlanguage = \"en_US\"\n",
+    );
     let server = world.setup.start().await;
 
     // Bruno never wrote: his window is closed.
     server.post(&status_for(BRUNO, "gBEG.status.1")).await;
     assert!(
-        eventually(WAIT, || messages_posted(&world.coreapp).len() == 1).await,
+        eventually(WAIT, || messages_posted(&world.coreapp).len() == 2).await,
         "{}",
         server.log()
     );
     assert!(eventually(WAIT, || server.log().contains("window-closed")).await);
+    let posted = messages_posted(&world.coreapp);
+    let template = |name: &str| {
+        posted
+            .iter()
+            .find(|b| b["template"]["name"] == name)
+            .cloned()
+    };
     assert_eq!(
-        messages_posted(&world.coreapp)[0],
-        json!({"recipient_type":"individual","to":BRUNO,"type":"template","template":{
+        template("order_shipped"),
+        Some(
+            json!({"recipient_type":"individual","to":BRUNO,"type":"template","template":{
             "namespace":NAMESPACE,"name":"order_shipped","language":{"policy":"deterministic","code":"en_US"},
             "components":[{"type":"body","parameters":[{"type":"text","text":"5531"}]}]}})
+        ),
+        "{posted:?}"
+    );
+    assert_eq!(
+        template("shipping_update"),
+        Some(
+            json!({"recipient_type":"individual","to":BRUNO,"type":"template","template":{
+            "namespace":NAMESPACE,"name":"shipping_update","language":{"policy":"deterministic","code":"en_US"}}})
+        ),
+        "{posted:?}"
     );
     assert_eq!(server.metric("sends_refused_total").await, 1);
-    assert_eq!(server.metric("sends_fell_back_total").await, 1);
+    assert_eq!(server.metric("sends_fell_back_total").await, 2);
 
-    // Once he writes, the window is open and both plugins' texts go out as they are.
+    // Once he writes, the window is open and the plugins' texts go out as they are.
     server
         .post(&text_message("wamid.BRUNO1").replace(ANA, BRUNO))
         .await;
     server.post(&status_for(BRUNO, "gBEG.status.2")).await;
     assert!(
-        eventually(WAIT, || messages_posted(&world.coreapp).len() == 3).await,
+        eventually(WAIT, || messages_posted(&world.coreapp).len() == 5).await,
         "{}",
         server.log()
     );
     let posted = messages_posted(&world.coreapp);
     assert!(
-        posted[1..]
+        posted[2..]
             .iter()
             .all(|b| b["type"] == "text" && b["to"] == BRUNO),
         "{posted:?}"

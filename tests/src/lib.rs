@@ -109,6 +109,8 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 impl Received {
@@ -266,6 +268,7 @@ async fn record(
         path: uri.path().to_string(),
         headers,
         body,
+        at: Instant::now(),
     };
     let respond = state.respond.lock().unwrap().clone();
     let (status, body) = respond(&r);

@@ -1,6 +1,7 @@
 //! `menu-bot`: answers a greeting with a menu (a list, or reply buttons for up to three
 //! options), routes the customer's choice to the destination of that option, and when the
-//! customer's 24-hour window has closed sends an approved template instead.
+//! customer's 24-hour window has closed sends an approved template instead (the menu's
+//! fallback template, which the host sends in its place).
 //!
 //! Built for contract 0.2.0: it uses typed sends and the window the host reports.
 //!
@@ -11,11 +12,11 @@
 //! - `options`: `[[config.options]]` tables of `id`, `title`, optional `description`, and the
 //!   `destination` the choice is forwarded to;
 //! - `confirm`: the text sent back once a choice is routed (optional);
-//! - `template` and `template_language`: the template sent when the window is closed (when a
-//!   menu send of this plugin failed for the window, for one).
+//! - `template` and `template_language`: the template sent when the window is closed: the
+//!   menu's fallback, and the answer to a menu of this plugin that failed for the window.
 
 use serde::Deserialize;
-use switchboard_sdk::send::{Row, Section, Send};
+use switchboard_sdk::send::{Draft, Row, Section, Send, Template};
 use switchboard_sdk::whatsapp::{Message, Status};
 use switchboard_sdk::{Action, Config, Kind, Notification, Plugin};
 
@@ -145,26 +146,20 @@ impl MenuBot {
         if !greeted {
             return vec![];
         }
-        vec![Action::send(self.menu_or_template(n, from))]
+        vec![Action::send(self.menu(from))]
     }
 
-    /// The menu, or the template when the customer's window is closed.
-    fn menu_or_template(&self, n: &Notification, to: &str) -> Send {
-        if n.window_open {
-            self.menu(to)
-        } else {
-            self.template(to)
-        }
-    }
-
+    /// The menu, with the template as its fallback: the host sends the template instead if
+    /// the customer's window is closed when it checks.
     fn menu(&self, to: &str) -> Send {
+        let fallback = self.template(to);
         match self.s.style {
             Style::Buttons => {
                 let mut draft = Send::buttons(to, &self.s.body);
                 for o in &self.s.options {
                     draft = draft.button(&o.id, &o.title);
                 }
-                draft.build()
+                draft.or_template(fallback).build()
             }
             Style::List => {
                 let mut section = Section::untitled();
@@ -177,13 +172,14 @@ impl MenuBot {
                 }
                 Send::list(to, &self.s.body, &self.s.button)
                     .section(section)
+                    .or_template(fallback)
                     .build()
             }
         }
     }
 
-    fn template(&self, to: &str) -> Send {
-        Send::template(to, &self.s.template, &self.s.template_language).build()
+    fn template(&self, to: &str) -> Draft<Template> {
+        Send::template(to, &self.s.template, &self.s.template_language)
     }
 
     /// Forward the choice to its option's destination, and confirm it to the customer.
@@ -301,14 +297,20 @@ mod tests {
     fn a_closed_window_gets_the_template() {
         let h = Harness::<MenuBot>::new(config("list")).unwrap();
         let mut n = h.notifications(&greeting()).unwrap().remove(0);
+        let actions = h.handle(&n).unwrap();
+        let [sent] = h.sends(&n, &actions).try_into().unwrap();
+        assert_eq!(
+            sent.to_cloud()["interactive"]["type"],
+            "list",
+            "the window is open"
+        );
+        // Closed by the time the host checks: the menu's fallback goes instead.
         n.window_open = false;
         n.window_until = None;
-        let actions = h.handle(&n).unwrap();
-        let [Action::Send(send)] = actions.as_slice() else {
-            panic!("{actions:?}")
-        };
-        assert!(!send.needs_open_window());
-        assert_eq!(send.to_cloud()["template"]["name"], "welcome_back");
+        assert_eq!(h.refusals(&n, &actions), vec![]);
+        let [sent] = h.sends(&n, &actions).try_into().unwrap();
+        assert!(!sent.needs_open_window());
+        assert_eq!(sent.to_cloud()["template"]["name"], "welcome_back");
         // Its own menu failed for the window: re-engage with the template.
         let mut failed = h.notifications(FAILED).unwrap().remove(0);
         assert_eq!(h.handle(&failed).unwrap(), vec![], "not its send");

@@ -97,11 +97,15 @@ impl Delivery {
             .collect::<anyhow::Result<_>>()?;
         // Rows already stored are found by the outbox scan; later ones are handed over.
         let upto = store.max_delivery_id()?;
+        let pacer = pacing::Pacer::new(
+            config.whatsapp.as_ref(),
+            store.shared().then(|| store.clone()),
+        );
         Ok(Arc::new(Delivery {
             store,
             metrics,
             http,
-            pacer: pacing::Pacer::new(config.whatsapp.as_ref()),
+            pacer,
             sends: Default::default(),
             whatsapp,
             budget,

@@ -10,7 +10,6 @@ use switchboard_sdk::send::{ApiError, Outcome, classify, recipient_backoff};
 use switchboard_sdk::{Kind, Notification, SentBy};
 use tokio::sync::mpsc;
 
-use super::pacing::Pacer;
 use super::queue::Attempt;
 use super::{Delivery, Request};
 use crate::http_client::{Response, snippet};
@@ -41,7 +40,7 @@ impl Delivery {
         };
         let number = via.number(config);
         if paced {
-            let wait = self.pacer.reserve(&number);
+            let wait = self.pacer.reserve(&number).await;
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
             }
@@ -73,7 +72,7 @@ impl Delivery {
                 .delivered(attempt.task.id, request, &response.body);
         }
         let status = result.as_ref().ok().map(|r| r.status.as_u16());
-        let outcome = self.classify_whatsapp(attempt, &self.pacer, &number, result);
+        let outcome = self.classify_whatsapp(attempt, &number, result).await;
         (outcome, status)
     }
 
@@ -82,10 +81,9 @@ impl Delivery {
         &self.sends
     }
 
-    fn classify_whatsapp(
+    async fn classify_whatsapp(
         &self,
         attempt: &Attempt,
-        pacer: &Pacer,
         number: &str,
         result: anyhow::Result<Response>,
     ) -> DeliveryOutcome {
@@ -106,7 +104,7 @@ impl Delivery {
             },
             Outcome::PaceDown { retry_after, .. } => {
                 let pause = retry_after.unwrap_or(THROUGHPUT_PAUSE);
-                pacer.slow_down(number, pause);
+                self.pacer.slow_down(number, pause).await;
                 self.retry(
                     attempt,
                     format!("{} (throughput: number {number} paced down)", described()),
@@ -128,7 +126,7 @@ impl Delivery {
                     "WhatsApp's spam-rate limit: sends from this number are paused for {SPAM_PAUSE:?}; \
                      check the number's quality rating"
                 );
-                pacer.slow_down(number, SPAM_PAUSE);
+                self.pacer.slow_down(number, SPAM_PAUSE).await;
                 self.retry(attempt, described(), Some(SPAM_PAUSE))
             }
             Outcome::Retry { after } => self.retry(attempt, described(), after),

@@ -472,7 +472,7 @@ impl Dispatcher {
                         Ok(queued) => {
                             if queued.fell_back {
                                 self.metrics.inc(&self.metrics.sends_fell_back);
-                                tracing::info!(%plugin, to = send.to, "send replaced by the plugin's fallback template: the customer's window is closed");
+                                tracing::info!(%plugin, to = send.to, "send replaced by its fallback template: the customer's window is closed");
                             }
                             (delivery::WHATSAPP, queued.request)
                         }

@@ -85,8 +85,8 @@ impl std::fmt::Display for Refusal {
             Refusal::Invalid(e) => write!(f, "invalid: {e}"),
             Refusal::WindowClosed => f.write_str(
                 "window-closed: the customer has not written in the last 24 hours, and only \
-                 templates may be sent then (set [sends.window_fallback] in the plugin's .toml \
-                 to send a template instead)",
+                 templates may be sent then (give the send a fallback template, or set \
+                 [sends.window_fallback] in the plugin's .toml, to send a template instead)",
             ),
         }
     }
@@ -100,8 +100,8 @@ pub struct Queued {
 }
 
 /// The request of `send` by `plugin` while it handled `n`, through `via`: checked against
-/// WhatsApp's limits and the customer's window (a closed window sends `fallback` instead, when
-/// given), and rendered for the API.
+/// WhatsApp's limits and the customer's window (a closed window sends the send's own fallback
+/// template instead, or else the plugin's `fallback`, when given), and rendered for the API.
 pub fn request(
     config: &Config,
     via: &Via,
@@ -114,10 +114,10 @@ pub fn request(
     let mut fell_back = false;
     let fallback_send;
     let send = if send.needs_open_window() && !n.window_open {
-        let Some(fallback) = fallback else {
-            return Err(Refusal::WindowClosed);
-        };
-        fallback_send = fallback_template(&send.to, fallback);
+        fallback_send = send
+            .fallback_send()
+            .or_else(|| fallback.map(|f| fallback_template(&send.to, f)))
+            .ok_or(Refusal::WindowClosed)?;
         fallback_send.validate().map_err(Refusal::Invalid)?;
         fell_back = true;
         &fallback_send
@@ -171,5 +171,78 @@ fn kind(message: &OutgoingMessage) -> &'static str {
         OutgoingMessage::Reaction(_) => "reaction",
         OutgoingMessage::Raw(_) => "raw",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TO: &str = "5511987650001";
+
+    /// The template name of a queued send, or its type when it is not a template.
+    fn sent(queued: Result<Queued, Refusal>) -> (String, bool) {
+        let queued = queued.unwrap_or_else(|e| panic!("refused: {e}"));
+        let Request::Send { body, .. } = &queued.request else {
+            panic!("not a send")
+        };
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        let what = body["template"]["name"]
+            .as_str()
+            .or(body["type"].as_str())
+            .unwrap_or_default();
+        (what.to_string(), queued.fell_back)
+    }
+
+    #[test]
+    fn a_closed_window_sends_the_sends_own_fallback_before_the_plugins() {
+        let config: Config = toml::from_str("[server]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        let via = Via::Cloud {
+            phone_number_id: Some("106540352242922".into()),
+        };
+        let item = format!(
+            r#"{{"from":"{TO}","id":"m1","timestamp":"1","type":"text","text":{{"body":"hi"}}}}"#
+        );
+        let mut n = Notification::from_item(Kind::Message, &item, None, "test").unwrap();
+        n.window_open = false;
+        let plugins = FallbackTemplate {
+            name: "plugin_wide".into(),
+            language: "en_US".into(),
+            namespace: None,
+            body: vec![],
+        };
+        let plain = Send::text(TO, "Your order shipped").build();
+        let own = Send::text(TO, "Your order shipped")
+            .or_template(Send::template(TO, "order_shipped", "en_US"))
+            .build();
+        let queue = |n: &Notification, send: &Send, fallback: Option<&FallbackTemplate>| {
+            request(&config, &via, n, "p", send, fallback)
+        };
+
+        assert_eq!(
+            sent(queue(&n, &own, Some(&plugins))),
+            ("order_shipped".into(), true),
+            "the send's own fallback wins"
+        );
+        assert_eq!(sent(queue(&n, &own, None)), ("order_shipped".into(), true));
+        assert_eq!(
+            sent(queue(&n, &plain, Some(&plugins))),
+            ("plugin_wide".into(), true)
+        );
+        assert!(matches!(
+            queue(&n, &plain, None),
+            Err(Refusal::WindowClosed)
+        ));
+        // A broken fallback is refused even while the window is open.
+        let broken = Send::text(TO, "hi")
+            .or_template(Send::template(TO, "", "en_US"))
+            .build();
+        n.window_open = true;
+        assert!(matches!(queue(&n, &broken, None), Err(Refusal::Invalid(_))));
+        assert_eq!(
+            sent(queue(&n, &own, Some(&plugins))),
+            ("text".into(), false),
+            "an open window sends the text"
+        );
     }
 }

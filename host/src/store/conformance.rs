@@ -663,6 +663,45 @@ async fn history_is_kept_searched_retried_and_pruned(store: Store) {
     store.close().await;
 }
 
+/// Two hosts reserving one number's sending time at once get spans that do not overlap, one
+/// after the other from the first; a pause holds back the next reservation of either.
+async fn pacing_reservations_are_disjoint(a: Store, b: Store) {
+    const SPAN: i64 = 50;
+    let now = now_millis();
+    let reservations = (0..40).map(|i| {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move { store.reserve_pacing("n", now, SPAN).await.unwrap() })
+    });
+    let mut starts = Vec::new();
+    for r in reservations.collect::<Vec<_>>() {
+        starts.push(r.await.unwrap());
+    }
+    starts.sort_unstable();
+    let expected: Vec<i64> = (0..40).map(|i| now + i * SPAN).collect();
+    assert_eq!(starts, expected, "disjoint and back to back");
+    assert_eq!(
+        b.reserve_pacing("other", now, SPAN).await.unwrap(),
+        now,
+        "numbers are independent"
+    );
+    let until = now + 3_600_000;
+    a.pause_pacing("n", until).await.unwrap();
+    assert_eq!(b.reserve_pacing("n", now, SPAN).await.unwrap(), until);
+    a.pause_pacing("n", now).await.unwrap();
+    assert_eq!(
+        a.reserve_pacing("n", now, SPAN).await.unwrap(),
+        until + SPAN,
+        "a shorter pause changes nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pacing_reservations_are_disjoint_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("db.sqlite")).unwrap();
+    pacing_reservations_are_disjoint(store.clone(), store).await;
+}
+
 /// A fresh PostgreSQL database for one test, dropped with the guard; `None` (and a line saying
 /// why) when no server answers.
 pub fn postgres_database() -> Option<(String, DropDatabase)> {
@@ -793,5 +832,21 @@ mod shared {
                 .unwrap()
                 .unwrap();
         super::leases_are_shared_and_fenced(store).await;
+    }
+
+    /// Two stores on one database, as two hosts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pacing_reservations_are_disjoint() {
+        let Some((url, _drop)) = super::postgres_database() else {
+            return;
+        };
+        let connect = |url: String| {
+            tokio::task::spawn_blocking(move || super::connect(&url, 4, super::Opener::Server))
+        };
+        let a = connect(url.clone()).await.unwrap().unwrap();
+        let b = connect(url).await.unwrap().unwrap();
+        super::pacing_reservations_are_disjoint(a.clone(), b.clone()).await;
+        a.close().await;
+        b.close().await;
     }
 }

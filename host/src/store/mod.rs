@@ -191,6 +191,17 @@ pub trait Storage: Send + std::marker::Sync + 'static {
     /// The latest delivered sends with their last status, newest first, at most `limit`.
     fn list_sent(&self, limit: usize) -> anyhow::Result<Vec<SentMessage>>;
 
+    // ---- Pacing shared by the hosts (`delivery/pacing.rs`) ----
+
+    /// Reserve `span_ms` of the business number `number`'s sending time for this host: the
+    /// span starts at the number's next free moment, or at `now` if that has passed (Unix ms),
+    /// and no other reservation overlaps it. Returns when it starts.
+    async fn reserve_pacing(&self, number: &str, now: i64, span_ms: i64) -> anyhow::Result<i64>;
+
+    /// No reservation of `number` starts before `until` (Unix ms): WhatsApp said the number
+    /// is over its throughput.
+    async fn pause_pacing(&self, number: &str, until: i64) -> anyhow::Result<()>;
+
     // What the operator console reads and changes (`admin/`). Reads are bounded (a window of
     // ids, a limit) and run on read connections.
 
@@ -525,6 +536,20 @@ impl Storage for Sqlite {
     fn list_sent(&self, limit: usize) -> anyhow::Result<Vec<SentMessage>> {
         Sqlite::list_sent(self, limit)
     }
+    // One host: the reservations live in memory (the server paces in process and does not
+    // call these; they keep the trait's meaning for the conformance suite).
+    async fn reserve_pacing(&self, number: &str, now: i64, span_ms: i64) -> anyhow::Result<i64> {
+        let mut next = self.pacing.lock().unwrap_or_else(|e| e.into_inner());
+        let at = next.get(number).copied().unwrap_or(now).max(now);
+        next.insert(number.to_string(), at + span_ms);
+        Ok(at)
+    }
+    async fn pause_pacing(&self, number: &str, until: i64) -> anyhow::Result<()> {
+        let mut next = self.pacing.lock().unwrap_or_else(|e| e.into_inner());
+        let at = next.entry(number.to_string()).or_insert(until);
+        *at = (*at).max(until);
+        Ok(())
+    }
     async fn record_attempts(
         &self,
         _lease: &[Owned],
@@ -587,6 +612,8 @@ pub struct Sqlite {
     kv_usage: kv::UsageCache,
     /// Fresh notifications on their way from ingest to the next claim.
     handoff: Arc<inbox::Handoff>,
+    /// Each business number's next free moment to send (see [`Storage::reserve_pacing`]).
+    pacing: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl Sqlite {
@@ -618,6 +645,7 @@ impl Sqlite {
             server_lock: None,
             kv_usage: Default::default(),
             handoff: Default::default(),
+            pacing: Default::default(),
         })
     }
 

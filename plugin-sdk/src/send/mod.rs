@@ -52,6 +52,10 @@ pub struct Send {
     /// The message id this one quotes (`context.message_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
+    /// The template the host sends instead when the message needs the customer's 24-hour
+    /// window and it is closed (see [`Draft::or_template`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Template>,
 }
 
 /// What a [`Send`] carries.
@@ -722,6 +726,7 @@ pub struct Reaction {
 pub struct Draft<M> {
     to: String,
     reply_to: Option<String>,
+    fallback: Option<Template>,
     message: M,
 }
 
@@ -730,6 +735,7 @@ impl<M: Into<OutgoingMessage>> Draft<M> {
         Draft {
             to: to.into(),
             reply_to: None,
+            fallback: None,
             message,
         }
     }
@@ -747,13 +753,44 @@ impl<M: Into<OutgoingMessage>> Draft<M> {
         self
     }
 
+    /// Send the template `fallback` instead, to the same customer, if the customer's 24-hour
+    /// window is closed when the host checks it (only templates may be sent then). It wins over
+    /// the plugin's `[sends.window_fallback]`; the template's own recipient is not used. Without
+    /// either, such a send is refused (`window-closed`).
+    ///
+    /// ```
+    /// use switchboard_sdk::send::{Send, TemplateParameter};
+    ///
+    /// let to = "5511987650001";
+    /// let send = Send::text(to, "Your order 5531 shipped today.")
+    ///     .or_template(
+    ///         Send::template(to, "order_shipped", "en_US").body([TemplateParameter::text("5531")]),
+    ///     )
+    ///     .build();
+    /// assert!(send.validate().is_ok());
+    /// // Inside the window the text goes; outside it, the template.
+    /// assert_eq!(send.fallback_send().unwrap().to_cloud()["template"]["name"], "order_shipped");
+    /// ```
+    pub fn or_template(mut self, fallback: impl Into<Template>) -> Self {
+        self.fallback = Some(fallback.into());
+        self
+    }
+
     /// The finished [`Send`]. It is not checked yet: see [`Send::validate`].
     pub fn build(self) -> Send {
         Send {
             to: self.to,
             message: self.message.into(),
             reply_to: self.reply_to,
+            fallback: self.fallback,
         }
+    }
+}
+
+/// The template of a template draft (its recipient aside), for [`Draft::or_template`].
+impl From<Draft<Template>> for Template {
+    fn from(draft: Draft<Template>) -> Self {
+        draft.message
     }
 }
 
@@ -795,7 +832,16 @@ impl Send {
             to: to.into(),
             message: message.into(),
             reply_to: None,
+            fallback: None,
         }
+    }
+
+    /// The send of this send's fallback template ([`Draft::or_template`]) to its recipient,
+    /// if it has one: what the host sends when [`Send::needs_open_window`] and the customer's
+    /// window is closed.
+    pub fn fallback_send(&self) -> Option<Send> {
+        let template = self.fallback.clone()?;
+        Some(Send::new(self.to.clone(), template))
     }
 
     /// Whether WhatsApp takes this send only inside the customer's 24-hour window: everything

@@ -527,6 +527,26 @@ fn only_templates_go_outside_the_window() {
     }
 }
 
+#[test]
+fn a_fallback_template_goes_to_the_same_recipient_and_is_checked_as_a_template() {
+    let send = Send::buttons(TO, "Pick one")
+        .button("a", "A")
+        .or_template(Send::template("someone else", "welcome_back", "en_US"))
+        .build();
+    assert_eq!(send.validate(), Ok(()));
+    let fallback = send.fallback_send().unwrap();
+    assert_eq!(fallback.to, TO);
+    assert!(!fallback.needs_open_window());
+    assert_eq!(fallback.to_cloud()["template"]["name"], "welcome_back");
+    assert_eq!(Send::text(TO, "hi").build().fallback_send(), None);
+    let unnamed = Send::text(TO, "hi")
+        .or_template(Send::template(TO, " ", "en_US"))
+        .build();
+    assert!(unnamed.validate().is_err(), "{unnamed:?}");
+    let back: Send = serde_json::from_value(serde_json::to_value(&send).unwrap()).unwrap();
+    assert_eq!(back, send);
+}
+
 // ---- rendering: the exact body of every kind on both APIs ----
 
 /// The send's bodies: On-Premises (with namespace `ns-default`) and Cloud.
@@ -1206,6 +1226,12 @@ fn the_0_2_0_contract_has_typed_sends_windows_and_a_failing_kv_set() {
             }],
         })),
         reply_to: Some("wamid.Q".into()),
+        fallback: Some(wit::Template {
+            name: "hello".into(),
+            language: "en_US".into(),
+            namespace: None,
+            components: vec![],
+        }),
     });
     assert!(matches!(send, wit::Action::Send(_)));
     let media = wit::OutgoingMessage::Media(wit::Media {
@@ -1245,6 +1271,11 @@ fn every_kind() -> Vec<Send> {
         Send::text(TO, "Hi https://a.example")
             .preview_url(true)
             .reply_to("wamid.Q")
+            .or_template(
+                Send::template(TO, "hello", "en_US")
+                    .namespace("ns-2")
+                    .body([TemplateParameter::text("Ana")]),
+            )
             .build(),
         Send::template(TO, "order_update", "pt_BR")
             .namespace("ns-1")

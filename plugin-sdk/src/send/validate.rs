@@ -200,8 +200,8 @@ impl fmt::Display for SendError {
 impl std::error::Error for SendError {}
 
 impl Send {
-    /// Check the send against WhatsApp's limits ([`limits`]); the first problem
-    /// found is the error.
+    /// Check the send against WhatsApp's limits ([`limits`]), and its fallback template if it
+    /// has one; the first problem found is the error.
     ///
     /// ```
     /// use switchboard_sdk::send::{Send, SendError};
@@ -218,6 +218,9 @@ impl Send {
             if matches!(self.message, OutgoingMessage::Reaction(_)) {
                 return Err(SendError::ReplyToNotAllowed);
             }
+        }
+        if let Some(fallback) = &self.fallback {
+            check_template(fallback)?;
         }
         match &self.message {
             OutgoingMessage::Text(text) => text_field(&text.body, "text body", limits::TEXT_BODY),

@@ -15,11 +15,17 @@ use super::{
 };
 use super::{ComponentKind, TemplateParameter};
 
-pub fn send(to: String, message: OutgoingMessage, reply_to: Option<String>) -> Send {
+pub fn send(
+    to: String,
+    message: OutgoingMessage,
+    reply_to: Option<String>,
+    fallback: Option<Template>,
+) -> Send {
     Send {
         to,
         message,
         reply_to,
+        fallback,
     }
 }
 
@@ -252,6 +258,14 @@ macro_rules! __send_wire {
                 };
                 c::component(kind, c.parameters.into_iter().map(parameter).collect())
             }
+            fn template(t: $w::Template) -> $crate::send::Template {
+                c::template(
+                    t.name,
+                    t.language,
+                    t.namespace,
+                    t.components.into_iter().map(component).collect(),
+                )
+            }
             fn interactive(i: $w::Interactive) -> Interactive {
                 match i {
                     $w::Interactive::Buttons(b) => Interactive::Buttons(c::buttons(
@@ -309,12 +323,7 @@ macro_rules! __send_wire {
                 $w::OutgoingMessage::Text(t) => {
                     OutgoingMessage::Text(c::text(t.body, t.preview_url))
                 }
-                $w::OutgoingMessage::Template(t) => OutgoingMessage::Template(c::template(
-                    t.name,
-                    t.language,
-                    t.namespace,
-                    t.components.into_iter().map(component).collect(),
-                )),
+                $w::OutgoingMessage::Template(t) => OutgoingMessage::Template(template(t)),
                 $w::OutgoingMessage::Interactive(i) => OutgoingMessage::Interactive(interactive(i)),
                 $w::OutgoingMessage::Media(m) => OutgoingMessage::Media(c::media(
                     match m.kind {
@@ -359,7 +368,7 @@ macro_rules! __send_wire {
                 }
                 $w::OutgoingMessage::Raw(raw) => OutgoingMessage::Raw(c::json(raw)),
             };
-            c::send(s.to, message, s.reply_to)
+            c::send(s.to, message, s.reply_to, s.fallback.map(template))
         }
 
         /// The contract's form of a send, for the plugins after the one that made it. A kind
@@ -430,17 +439,20 @@ macro_rules! __send_wire {
                     parameters: c.parameters.into_iter().map(parameter).collect(),
                 }
             }
+            fn template(t: $crate::send::Template) -> $w::Template {
+                $w::Template {
+                    name: t.name,
+                    language: t.language,
+                    namespace: t.namespace,
+                    components: t.components.into_iter().map(component).collect(),
+                }
+            }
             let message = match s.message {
                 OutgoingMessage::Text(t) => $w::OutgoingMessage::Text($w::Text {
                     body: t.body,
                     preview_url: t.preview_url,
                 }),
-                OutgoingMessage::Template(t) => $w::OutgoingMessage::Template($w::Template {
-                    name: t.name,
-                    language: t.language,
-                    namespace: t.namespace,
-                    components: t.components.into_iter().map(component).collect(),
-                }),
+                OutgoingMessage::Template(t) => $w::OutgoingMessage::Template(template(t)),
                 OutgoingMessage::Interactive(Interactive::Buttons(b)) => {
                     $w::OutgoingMessage::Interactive($w::Interactive::Buttons($w::Buttons {
                         header: b.header.map(header),
@@ -559,13 +571,14 @@ macro_rules! __send_wire {
                 }),
                 OutgoingMessage::Raw(raw) => $w::OutgoingMessage::Raw(c::json_text(&raw)),
                 other => $w::OutgoingMessage::Raw(c::json_text(
-                    &c::send(String::new(), other, None).to_cloud(),
+                    &c::send(String::new(), other, None, None).to_cloud(),
                 )),
             };
             $w::Send {
                 to: s.to,
                 message,
                 reply_to: s.reply_to,
+                fallback: s.fallback.map(template),
             }
         }
     };

@@ -908,6 +908,42 @@ impl Storage for Postgres {
         .await
     }
 
+    async fn reserve_pacing(&self, number: &str, now: i64, span_ms: i64) -> anyhow::Result<i64> {
+        let number = number.to_string();
+        self.run(move |pool| async move {
+            let client = pool.get().await?;
+            let reserve = client
+                .prepare_cached(
+                    "INSERT INTO pacing (number, next_at) VALUES ($1, $2::bigint + $3::bigint)
+                     ON CONFLICT (number)
+                     DO UPDATE SET next_at = GREATEST(pacing.next_at, $2::bigint) + $3::bigint
+                     RETURNING next_at - $3::bigint",
+                )
+                .await?;
+            let row = client
+                .query_one(&reserve, &[&number, &now, &span_ms])
+                .await?;
+            Ok(row.get(0))
+        })
+        .await
+    }
+
+    async fn pause_pacing(&self, number: &str, until: i64) -> anyhow::Result<()> {
+        let number = number.to_string();
+        self.run(move |pool| async move {
+            pool.get()
+                .await?
+                .execute(
+                    "INSERT INTO pacing (number, next_at) VALUES ($1, $2)
+                     ON CONFLICT (number) DO UPDATE SET next_at = GREATEST(pacing.next_at, $2)",
+                    &[&number, &until],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
     fn sent_message(&self, wa_id: &str) -> anyhow::Result<Option<super::SentMessage>> {
         let wa_id = wa_id.to_string();
         self.block(move |pool| async move {

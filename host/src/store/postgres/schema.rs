@@ -111,6 +111,9 @@ pub const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX admin_audit_at ON admin_audit (at);
      CREATE INDEX sent_message_delivery ON sent_message (delivery_id)",
+    // 5: each business number's next free moment to send, shared by the hosts that pace it
+    // (Unix ms; see `delivery/pacing.rs`).
+    "CREATE TABLE pacing (number text PRIMARY KEY, next_at bigint NOT NULL)",
 ];
 
 /// The versions applied, in order.
