@@ -4,11 +4,13 @@
 //!
 //! With several hosts on one database ([`Storage::shared`](crate::store::Storage::shared)),
 //! the rate is the number's across all of them: each host reserves the number's sending time
-//! from the database ([`Storage::reserve_pacing`](crate::store::Storage::reserve_pacing)) in
-//! blocks of slots covering about [`BLOCK`], so a high rate costs one round trip per block,
-//! not per send. When the database does not answer, the host paces alone for a while.
+//! from the database ([`Storage::reserve_pacing`](crate::store::Storage::reserve_pacing)): one
+//! slot for each send waiting at that moment, up to [`BLOCK`] of them, so a busy number costs
+//! one round trip per batch of sends, not per send, and no slot is reserved that no send takes.
+//! When the database does not answer, the host paces alone for a while.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +19,7 @@ use anyhow::bail;
 use crate::config::WhatsAppConfig;
 use crate::store::{Store, now_millis};
 
-/// How much of a number's sending time a host reserves at once.
+/// The most of a number's sending time a host reserves at once.
 const BLOCK: Duration = Duration::from_millis(50);
 /// The longest wait for a reservation before this send is paced by this host alone.
 const RESERVE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -64,7 +66,7 @@ impl Pacer {
             next: Mutex::new(HashMap::new()),
             shared: shared.map(|store| Shared {
                 store,
-                blocks: Mutex::new(HashMap::new()),
+                numbers: Mutex::new(HashMap::new()),
                 failed_at: Mutex::new(None),
             }),
         }
@@ -115,14 +117,23 @@ impl Pacer {
 /// Pacing across the hosts that share the store.
 struct Shared {
     store: Store,
-    /// Each number's slots reserved and not used yet; a number's reservations are made one at
-    /// a time, in the order its sends asked.
-    blocks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Block>>>>,
+    numbers: Mutex<HashMap<String, Arc<Number>>>,
     /// When a reservation last failed.
     failed_at: Mutex<Option<Instant>>,
 }
 
-/// A number's reserved slots not used yet.
+/// One number's pacing on this host.
+#[derive(Default)]
+struct Number {
+    /// Sends asking for a slot now. A reservation takes one slot for each (up to a block), so
+    /// no reserved slot goes unused: unused slots would hold back every host.
+    waiting: AtomicU32,
+    /// Slots reserved and not taken yet; the sends take them one at a time, in the order they
+    /// asked.
+    block: tokio::sync::Mutex<Block>,
+}
+
+/// A number's reserved slots not taken yet.
 #[derive(Default)]
 struct Block {
     /// The next slot, Unix ms.
@@ -134,12 +145,29 @@ struct Block {
     not_before: i64,
 }
 
+/// Counts a send as waiting for its slot until it is dropped (also when its future is).
+struct Waiting<'a>(&'a AtomicU32);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicU32) -> Waiting<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Shared {
     /// The next slot of `number` at `rate`, Unix ms; `None` when the database did not answer
     /// (lately), and the caller paces alone.
     async fn slot(&self, number: &str, rate: f64) -> Option<i64> {
-        let block = self.block(number)?;
-        let mut block = block.lock().await;
+        let pacing = self.number(number)?;
+        let _waiting = Waiting::new(&pacing.waiting);
+        let mut block = pacing.block.lock().await;
         // Checked once it is this send's turn: the sends that waited behind a failed
         // reservation do not wait for one each.
         if self
@@ -151,10 +179,10 @@ impl Shared {
             return None;
         }
         let now = now_millis();
-        // A slot an interval in the past goes with the rest of its block: the number is not
-        // busy, and slots used late would go out bunched together.
-        if block.left == 0 || block.next < (now as f64) - block.interval {
-            let slots = ((rate * BLOCK.as_secs_f64()) as u32).max(1);
+        if block.left == 0 {
+            // A slot for each send waiting now (this one too), up to a block.
+            let most = ((rate * BLOCK.as_secs_f64()) as u32).max(1);
+            let slots = pacing.waiting.load(Ordering::Relaxed).clamp(1, most);
             let span = (f64::from(slots) * 1000.0 / rate).ceil() as i64;
             let start = now.max(block.not_before);
             let reserved = tokio::time::timeout(
@@ -198,10 +226,10 @@ impl Shared {
     /// No slot of `number` before `until` (Unix ms), on any host: the slots this host holds
     /// are dropped, and the shared row is pushed.
     async fn pause(&self, number: &str, until: i64) {
-        let Some(block) = self.block(number) else {
+        let Some(pacing) = self.number(number) else {
             return;
         };
-        let mut block = block.lock().await;
+        let mut block = pacing.block.lock().await;
         *block = Block {
             not_before: until.max(block.not_before),
             ..Block::default()
@@ -217,9 +245,9 @@ impl Shared {
         }
     }
 
-    fn block(&self, number: &str) -> Option<Arc<tokio::sync::Mutex<Block>>> {
-        let mut blocks = self.blocks.lock().ok()?;
-        Some(blocks.entry(number.to_string()).or_default().clone())
+    fn number(&self, number: &str) -> Option<Arc<Number>> {
+        let mut numbers = self.numbers.lock().ok()?;
+        Some(numbers.entry(number.to_string()).or_default().clone())
     }
 }
 
@@ -271,5 +299,29 @@ mod tests {
         assert!(waits[5] > Duration::from_millis(450), "{waits:?}");
         a.slow_down("n", Duration::from_secs(5)).await;
         assert!(b.reserve("n").await > Duration::from_secs(4));
+    }
+
+    #[tokio::test]
+    async fn sends_below_the_rate_are_not_held_back_by_slots_nobody_took() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(&dir.path().join("db.sqlite")).unwrap();
+        let config: WhatsAppConfig = toml::from_str("rate = 80.0").unwrap();
+        let pacer = Arc::new(Pacer::new(Some(&config), Some(store)));
+        // One send every 30 ms, at 80/s (a slot every 12.5 ms): none waits. Reserving a whole
+        // block of 50 ms for each would push every next one later and later.
+        for i in 0..6 {
+            let wait = pacer.reserve("n").await;
+            assert!(wait < Duration::from_millis(10), "send {i} waited {wait:?}");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        // A burst of 20 at once is still spread over 19 intervals.
+        let mut burst = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let pacer = pacer.clone();
+            burst.spawn(async move { pacer.reserve("n").await });
+        }
+        let waits = burst.join_all().await;
+        let longest = waits.iter().max().copied().unwrap_or_default();
+        assert!(longest > Duration::from_millis(200), "{waits:?}");
     }
 }

@@ -145,7 +145,8 @@ pub async fn apply(txn: &Transaction<'_>, writes: &[KvWrite]) -> anyhow::Result<
                  SET value = excluded.value, expires_at = excluded.expires_at",
             )
             .await?;
-        txn.execute(&stmt, &[&set.0, &set.1, &set.2, &set.3]).await?;
+        txn.execute(&stmt, &[&set.0, &set.1, &set.2, &set.3])
+            .await?;
     }
     if !delete.0.is_empty() {
         let stmt = txn
