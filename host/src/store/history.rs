@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_sdk::Notification;
 
 use super::inbox::decode;
+use super::outbox::REVIVE;
 use super::{DeliveryOutcome, InboxItem, SentMessage, Sqlite, Sync, now_millis};
 
 /// What a delivery attempt was, beside its outcome.
@@ -668,10 +669,7 @@ impl Sqlite {
                 move |txn| {
                     let (matched, ids) = dead_matching(txn, &filter, limit)?;
                     let now = now_millis();
-                    let mut revive = txn.prepare_cached(
-                        "UPDATE outbox SET state = 0, revived = 1, next_at = ?1, created_at = ?1,
-                            finished_at = NULL WHERE state = 2 AND id = ?2",
-                    )?;
+                    let mut revive = txn.prepare_cached(&format!("{REVIVE} AND id = ?2"))?;
                     for id in &ids {
                         revive.execute(params![now, id])?;
                     }

@@ -89,6 +89,10 @@ pub enum DeliveryOutcome {
     Dead { error: String },
 }
 
+/// Put dead rows back in the queue, due at `?1`, with a fresh retry horizon; revived, so that
+/// a claim finds them whatever their id. Callers add the rows (`AND id = ?2`).
+pub(super) const REVIVE: &str = "UPDATE outbox SET state = 0, revived = 1, next_at = ?1, created_at = ?1, finished_at = NULL WHERE state = 2";
+
 const COLUMNS: &str =
     "id, kind, target, lane, webhook_id, request, state, attempts, created_at, next_at, last_error";
 
@@ -214,19 +218,19 @@ impl Sqlite {
     /// Put dead deliveries back in the queue, due now, with a fresh retry horizon: the one with
     /// `id`, or all of them. Returns how many.
     pub(super) async fn retry_dead(&self, id: Option<i64>) -> anyhow::Result<usize> {
-        self.work.writer.write(Sync::Durable, move |txn| {
-            let now = now_millis();
-            match id {
-                Some(id) => txn.execute(
-                    "UPDATE outbox SET state = 0, revived = 1, next_at = ?1, created_at = ?1, finished_at = NULL WHERE state = 2 AND id = ?2",
-                    params![now, id],
-                ),
-                None => txn.execute(
-                    "UPDATE outbox SET state = 0, revived = 1, next_at = ?1, created_at = ?1, finished_at = NULL WHERE state = 2",
-                    params![now],
-                ),
-            }
-        }, |n| n)
-        .await
+        self.work
+            .writer
+            .write(
+                Sync::Durable,
+                move |txn| {
+                    let now = now_millis();
+                    match id {
+                        Some(id) => txn.execute(&format!("{REVIVE} AND id = ?2"), params![now, id]),
+                        None => txn.execute(REVIVE, params![now]),
+                    }
+                },
+                |n| n,
+            )
+            .await
     }
 }

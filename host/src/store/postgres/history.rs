@@ -11,6 +11,7 @@ use super::super::history::{
     attach_sends, delivery_record, health, page_limit, state_code,
 };
 use super::super::now_millis;
+use super::rows::REVIVE;
 use super::sends;
 
 fn delivery_row(r: &tokio_postgres::Row) -> anyhow::Result<DeliveryRecord> {
@@ -154,13 +155,8 @@ pub async fn retry_dead_matching(
     let txn = client.transaction().await?;
     let (matched, ids) = dead_matching(&txn, filter, limit, true).await?;
     let now = now_millis();
-    txn.execute(
-        "UPDATE outbox SET state = 0, revived = true, next_at = $1, created_at = $1,
-                finished_at = NULL
-         WHERE state = 2 AND id = ANY($2)",
-        &[&now, &ids],
-    )
-    .await?;
+    txn.execute(&format!("{REVIVE} AND id = ANY($2)"), &[&now, &ids])
+        .await?;
     let detail = serde_json::to_string(filter).unwrap_or_default();
     txn.execute(
         "INSERT INTO admin_audit (at, who, action, detail, count)

@@ -835,9 +835,7 @@ impl Storage for Postgres {
             let client = pool.get().await?;
             let n = client
                 .execute(
-                    "UPDATE outbox SET state = 0, revived = true, next_at = $1, created_at = $1,
-                            finished_at = NULL
-                     WHERE state = 2 AND ($2::bigint IS NULL OR id = $2)",
+                    &format!("{} AND ($2::bigint IS NULL OR id = $2)", rows::REVIVE),
                     &[&now_millis(), &id],
                 )
                 .await?;

@@ -12,6 +12,12 @@ use super::super::{
 };
 use super::{PARTITIONS, host_row, partition_row};
 
+/// Put dead rows back in the queue, due at `$1`, with a fresh retry horizon; revived, so that
+/// their partition's owner claims them whatever their id. Callers add the rows (`AND ...`).
+pub const REVIVE: &str =
+    "UPDATE outbox SET state = 0, revived = true, next_at = $1, created_at = $1,
+    finished_at = NULL WHERE state = 2";
+
 pub const OUTBOX_COLUMNS: &str = "id, partition, kind, target, lane, webhook_id, request, state, attempts, created_at, next_at, last_error";
 
 pub fn outbox_row(r: &tokio_postgres::Row) -> OutboxRow {
