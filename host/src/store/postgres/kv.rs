@@ -115,8 +115,9 @@ pub async fn apply(txn: &Transaction<'_>, writes: &[KvWrite]) -> anyhow::Result<
         let (KvWrite::Set { plugin, key, .. } | KvWrite::Delete { plugin, key }) = w;
         last.insert((plugin, key), w);
     }
-    let mut set: (Vec<&str>, Vec<&str>, Vec<&[u8]>, Vec<Option<i64>>) = Default::default();
-    let mut delete: (Vec<&str>, Vec<&str>) = Default::default();
+    // Columns of the sets, and of the deletes.
+    let (mut plugins, mut keys, mut values, mut expiries) = (vec![], vec![], vec![], vec![]);
+    let (mut gone_plugins, mut gone_keys) = (vec![], vec![]);
     for w in last.into_values() {
         match w {
             KvWrite::Set {
@@ -125,18 +126,18 @@ pub async fn apply(txn: &Transaction<'_>, writes: &[KvWrite]) -> anyhow::Result<
                 value,
                 expires_at,
             } => {
-                set.0.push(plugin);
-                set.1.push(key);
-                set.2.push(value);
-                set.3.push(*expires_at);
+                plugins.push(plugin.as_str());
+                keys.push(key.as_str());
+                values.push(value.as_slice());
+                expiries.push(*expires_at);
             }
             KvWrite::Delete { plugin, key } => {
-                delete.0.push(plugin);
-                delete.1.push(key);
+                gone_plugins.push(plugin.as_str());
+                gone_keys.push(key.as_str());
             }
         }
     }
-    if !set.0.is_empty() {
+    if !plugins.is_empty() {
         let stmt = txn
             .prepare_cached(
                 "INSERT INTO kv (plugin, key, value, expires_at)
@@ -145,17 +146,17 @@ pub async fn apply(txn: &Transaction<'_>, writes: &[KvWrite]) -> anyhow::Result<
                  SET value = excluded.value, expires_at = excluded.expires_at",
             )
             .await?;
-        txn.execute(&stmt, &[&set.0, &set.1, &set.2, &set.3])
+        txn.execute(&stmt, &[&plugins, &keys, &values, &expiries])
             .await?;
     }
-    if !delete.0.is_empty() {
+    if !gone_plugins.is_empty() {
         let stmt = txn
             .prepare_cached(
                 "DELETE FROM kv USING unnest($1::text[], $2::text[]) AS d(plugin, key)
                  WHERE kv.plugin = d.plugin AND kv.key = d.key",
             )
             .await?;
-        txn.execute(&stmt, &[&delete.0, &delete.1]).await?;
+        txn.execute(&stmt, &[&gone_plugins, &gone_keys]).await?;
     }
     Ok(())
 }
