@@ -21,6 +21,9 @@ type Entry = Option<(Vec<u8>, Option<i64>)>;
 #[derive(Default)]
 pub struct KvOverlay {
     values: HashMap<(String, String), Entry>,
+    /// What the database held for the keys read so far in this batch: a key is read once (a
+    /// write first reads the old value, to count the plugin's usage).
+    read: HashMap<(String, String), Entry>,
     writes: Vec<KvWrite>,
     reader: Option<Box<dyn KvReader>>,
     /// Each plugin's keys and bytes as the batch left them, read at its first write.
@@ -30,13 +33,22 @@ pub struct KvOverlay {
 impl KvOverlay {
     /// The value a plugin sees for `key`: the overlay first, then the database.
     pub fn get(&mut self, db: &Store, plugin: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        match self.values.get(&(plugin.to_string(), key.to_string())) {
-            Some(Some((value, expires))) if expires.is_none_or(|e| e > now_millis()) => {
-                Ok(Some(value.clone()))
+        let id = (plugin.to_string(), key.to_string());
+        let entry = match self.values.get(&id).or_else(|| self.read.get(&id)) {
+            Some(entry) => entry,
+            None => {
+                let value = self.reader(db)?.get(plugin, key)?;
+                // The reader returns live values only: kept without an expiry, a value read
+                // stays for the batch, which ends within the key's time to live or so.
+                self.read.entry(id).or_insert(value.map(|v| (v, None)))
             }
-            Some(_) => Ok(None),
-            None => self.reader(db)?.get(plugin, key),
-        }
+        };
+        Ok(match entry {
+            Some((value, expires)) if expires.is_none_or(|e| e > now_millis()) => {
+                Some(value.clone())
+            }
+            _ => None,
+        })
     }
 
     fn reader(&mut self, db: &Store) -> anyhow::Result<&mut Box<dyn KvReader>> {
@@ -109,6 +121,7 @@ impl KvOverlay {
     /// (the next read sees what was committed since).
     pub fn take_writes(&mut self) -> Vec<KvWrite> {
         self.values.clear();
+        self.read.clear();
         if let Some(reader) = self.reader.as_mut() {
             for (plugin, usage) in &self.usage {
                 reader.note_usage(plugin, *usage);
@@ -238,6 +251,48 @@ mod tests {
         overlay.take_writes();
         assert_eq!(overlay.get(&db, "p", "k").unwrap(), Some(b"2".to_vec()));
         assert_eq!(overlay.get(&db, "p", "mine").unwrap(), Some(b"1".to_vec()));
+        db.close().await;
+    }
+
+    /// A reader that counts its reads of `k`, which holds `v`.
+    struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl KvReader for Counting {
+        fn get(&mut self, _: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok((key == "k").then(|| b"v".to_vec()))
+        }
+        fn usage(&mut self, _: &str) -> anyhow::Result<(u64, u64)> {
+            Ok((0, 0))
+        }
+        fn note_usage(&mut self, _: &str, _: (u64, u64)) {}
+    }
+
+    #[tokio::test]
+    async fn a_batch_reads_each_key_from_the_database_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store::open(&dir.path().join("db.sqlite")).unwrap();
+        let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut overlay = KvOverlay {
+            reader: Some(Box::new(Counting(reads.clone()))),
+            ..Default::default()
+        };
+        for _ in 0..3 {
+            assert_eq!(overlay.get(&db, "p", "k").unwrap(), Some(b"v".to_vec()));
+            assert_eq!(overlay.get(&db, "p", "absent").unwrap(), None);
+        }
+        assert_eq!(
+            reads.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "a value and an absence, each read once"
+        );
+        // A rollback drops writes, not what the database holds.
+        let mark = overlay.mark();
+        overlay.apply(vec![set("k", b"mine")]);
+        assert_eq!(overlay.get(&db, "p", "k").unwrap(), Some(b"mine".to_vec()));
+        overlay.rollback(mark);
+        assert_eq!(overlay.get(&db, "p", "k").unwrap(), Some(b"v".to_vec()));
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 2);
         db.close().await;
     }
 
