@@ -75,7 +75,11 @@ pub struct MenuBot {
 
 impl Plugin for MenuBot {
     fn init(config: Config) -> Result<Self, String> {
-        let s: Settings = config.parse()?;
+        let mut s: Settings = config.parse()?;
+        // Compared with each message's text in lower case: lowered once here, not per message.
+        for g in &mut s.greetings {
+            *g = g.trim().to_lowercase();
+        }
         if s.options.is_empty() {
             return Err("`options` must list at least one option".into());
         }
@@ -141,7 +145,7 @@ impl MenuBot {
         };
         let greeted = n.text.as_deref().is_some_and(|t| {
             let t = t.trim().to_lowercase();
-            self.s.greetings.iter().any(|g| g.to_lowercase() == t)
+            self.s.greetings.iter().any(|g| *g == t)
         });
         if !greeted {
             return vec![];
@@ -265,6 +269,18 @@ mod tests {
             "Support"
         );
         assert_eq!(h.handle_body(TEXT).unwrap(), vec![], "not a greeting");
+    }
+
+    #[test]
+    fn configured_greetings_match_in_any_case() {
+        let mut c = config("list");
+        c["greetings"] = json!([" OLÁ ", "Bom dia"]);
+        let h = Harness::<MenuBot>::new(c).unwrap();
+        for (text, menu) in [("olá", true), ("BOM DIA ", true), (" Hello ", false)] {
+            let body = greeting().replace(" Hello ", text);
+            let actions = h.handle_body(&body).unwrap();
+            assert_eq!(actions.len(), usize::from(menu), "{text:?}: {actions:?}");
+        }
     }
 
     #[test]
