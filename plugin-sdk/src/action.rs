@@ -4,6 +4,9 @@ use crate::send::Send;
 
 /// Something a plugin asks the host to do. The host carries actions out after the whole plugin
 /// chain has run, durably and with retries.
+// A call returns a few actions: a boxed `Send` would save little and make plugins match through
+// a `Box`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Action {

@@ -44,7 +44,10 @@ impl Plugin for AutoReply {
         if settings.text.trim().is_empty() {
             return Err("`text` must not be empty".into());
         }
-        if settings.once_per_hours.is_some_and(|h| !(h > 0.0)) {
+        if settings
+            .once_per_hours
+            .is_some_and(|h| h.is_nan() || h <= 0.0)
+        {
             return Err("`once_per_hours` must be a positive number of hours".into());
         }
         let plugin = AutoReply { settings };

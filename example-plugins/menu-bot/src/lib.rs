@@ -145,7 +145,7 @@ impl MenuBot {
         };
         let greeted = n.text.as_deref().is_some_and(|t| {
             let t = t.trim().to_lowercase();
-            self.s.greetings.iter().any(|g| *g == t)
+            self.s.greetings.contains(&t)
         });
         if !greeted {
             return vec![];

@@ -22,8 +22,8 @@ impl Snapshot {
     /// Each plugin's quarantine and budget counters, for `/metrics`.
     pub fn render_metrics(&self) -> Vec<Series> {
         use std::sync::atomic::Ordering;
-        // (series, value of a plugin)
-        let families: [(Series, fn(&LoadedPlugin) -> u64); 3] = [
+        type Family = (Series, fn(&LoadedPlugin) -> u64);
+        let families: [Family; 3] = [
             (
                 Series::gauge(
                     "plugin_quarantined",

@@ -44,7 +44,10 @@ pub const USAGE_RECOUNT: Duration = Duration::from_secs(30);
 
 /// Each plugin's usage (keys, bytes) and when it was last counted.
 #[derive(Clone, Default)]
-pub struct UsageCache(Arc<Mutex<HashMap<String, ((u64, u64), Instant)>>>);
+pub struct UsageCache(Arc<Mutex<HashMap<String, Counted>>>);
+
+/// A plugin's keys and bytes, and when they were counted.
+type Counted = ((u64, u64), Instant);
 
 impl UsageCache {
     /// A plugin's usage, unless it is due to be counted again.

@@ -28,6 +28,8 @@ pub struct RetryRow {
 }
 
 /// A change to the waiting notifications, committed with the outcome of a dispatch batch.
+// Few are made (one per failed notification), so a boxed row would save nothing worth it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum RetryChange {
     /// Add the row, or replace it (the same `inbox_id`).

@@ -53,6 +53,9 @@ const PRUNE_LOCK: i64 = 0x5357_4254_5052_4e45;
 /// Rows per pruning statement: small, so that no statement holds back vacuum for long.
 const PRUNE_BATCH: i64 = 1000;
 
+/// What wakes the dispatcher and delivery when another host stored work.
+type Wakers = Arc<Mutex<Vec<Arc<dyn Fn() + Send + Sync>>>>;
+
 /// The PostgreSQL store.
 pub struct Postgres {
     pool: Pool,
@@ -61,7 +64,7 @@ pub struct Postgres {
     ingest: mpsc::Sender<IngestJob>,
     /// Set when work was stored; the notifier sends one wake-up for any number of them.
     stored: Arc<Notify>,
-    wakers: Arc<Mutex<Vec<Arc<dyn Fn() + Send + Sync>>>>,
+    wakers: Wakers,
     /// Partitions this host is giving up: not worked on, released at the next heartbeat.
     releasing: Mutex<HashSet<i32>>,
     kv_usage: super::kv::UsageCache,
@@ -127,7 +130,7 @@ impl Postgres {
             .with_context(|| format!("cannot set up the database at {}", redact(url)))?;
         let (ingest, jobs) = mpsc::channel(4096);
         let stored = Arc::new(Notify::new());
-        let wakers: Arc<Mutex<Vec<Arc<dyn Fn() + Send + Sync>>>> = Default::default();
+        let wakers: Wakers = Default::default();
         let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
         for _ in 0..COMMITTERS {
             handle.spawn(committer(pool.clone(), jobs.clone(), stored.clone()));
@@ -383,11 +386,7 @@ async fn notifier(pool: Pool, stored: Arc<Notify>) {
 
 /// Listen for wake-ups on a connection of its own, reconnecting when it is lost; every
 /// (re)connection wakes too, for what was stored meanwhile.
-async fn listener(
-    config: tokio_postgres::Config,
-    tls: Tls,
-    wakers: Arc<Mutex<Vec<Arc<dyn Fn() + Send + Sync>>>>,
-) {
+async fn listener(config: tokio_postgres::Config, tls: Tls, wakers: Wakers) {
     let wake = move || {
         let wakers = wakers.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for w in wakers {

@@ -50,25 +50,16 @@ pub async fn insert_outbox(
         return Ok(Vec::new());
     }
     let now = now_millis();
-    let mut cols: (
-        Vec<i32>,
-        Vec<&str>,
-        Vec<&str>,
-        Vec<&str>,
-        Vec<&str>,
-        Vec<&str>,
-    ) = Default::default();
-    let (mut inbox_ids, mut plugins) = (Vec::new(), Vec::new());
-    for d in &deliveries {
-        inbox_ids.push(d.inbox_id);
-        plugins.push(d.plugin.as_str());
-        cols.0.push(d.partition);
-        cols.1.push(&d.kind);
-        cols.2.push(&d.target);
-        cols.3.push(&d.lane);
-        cols.4.push(&d.webhook_id);
-        cols.5.push(&d.request);
-    }
+    let column = |f: fn(&NewDelivery) -> &str| deliveries.iter().map(f).collect::<Vec<_>>();
+    let partitions: Vec<i32> = deliveries.iter().map(|d| d.partition).collect();
+    let inbox_ids: Vec<i64> = deliveries.iter().map(|d| d.inbox_id).collect();
+    let (kinds, targets, lanes) = (
+        column(|d| &d.kind),
+        column(|d| &d.target),
+        column(|d| &d.lane),
+    );
+    let (webhook_ids, requests) = (column(|d| &d.webhook_id), column(|d| &d.request));
+    let plugins = column(|d| &d.plugin);
     let stmt = txn
         .prepare_cached(
             "INSERT INTO outbox (partition, kind, target, lane, webhook_id, request, created_at, next_at,
@@ -86,7 +77,15 @@ pub async fn insert_outbox(
         .query(
             &stmt,
             &[
-                &cols.0, &cols.1, &cols.2, &cols.3, &cols.4, &cols.5, &now, &inbox_ids, &plugins,
+                &partitions,
+                &kinds,
+                &targets,
+                &lanes,
+                &webhook_ids,
+                &requests,
+                &now,
+                &inbox_ids,
+                &plugins,
             ],
         )
         .await?;
