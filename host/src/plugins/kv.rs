@@ -211,6 +211,9 @@ pub fn lookup(writes: &[KvWrite], plugin: &str, key: &str) -> Option<Option<Vec<
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
     use crate::store;
 
@@ -255,11 +258,11 @@ mod tests {
     }
 
     /// A reader that counts its reads of `k`, which holds `v`.
-    struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+    struct Counting(Arc<AtomicUsize>);
 
     impl KvReader for Counting {
         fn get(&mut self, _: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.fetch_add(1, Ordering::SeqCst);
             Ok((key == "k").then(|| b"v".to_vec()))
         }
         fn usage(&mut self, _: &str) -> anyhow::Result<(u64, u64)> {
@@ -272,7 +275,7 @@ mod tests {
     async fn a_batch_reads_each_key_from_the_database_once() {
         let dir = tempfile::tempdir().unwrap();
         let db = store::open(&dir.path().join("db.sqlite")).unwrap();
-        let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reads = Arc::new(AtomicUsize::new(0));
         let mut overlay = KvOverlay {
             reader: Some(Box::new(Counting(reads.clone()))),
             ..Default::default()
@@ -282,7 +285,7 @@ mod tests {
             assert_eq!(overlay.get(&db, "p", "absent").unwrap(), None);
         }
         assert_eq!(
-            reads.load(std::sync::atomic::Ordering::SeqCst),
+            reads.load(Ordering::SeqCst),
             2,
             "a value and an absence, each read once"
         );
@@ -292,7 +295,7 @@ mod tests {
         assert_eq!(overlay.get(&db, "p", "k").unwrap(), Some(b"mine".to_vec()));
         overlay.rollback(mark);
         assert_eq!(overlay.get(&db, "p", "k").unwrap(), Some(b"v".to_vec()));
-        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(reads.load(Ordering::SeqCst), 2);
         db.close().await;
     }
 

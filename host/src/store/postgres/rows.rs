@@ -117,18 +117,19 @@ pub async fn record_outcomes(
     let now = now_millis();
     let total = outcomes.len();
     let mut gone = Vec::new();
-    let mut rows: (Vec<i64>, Vec<i16>, Vec<i64>, Vec<Option<i64>>) = Default::default();
-    let (mut errors, mut lines) = (Vec::new(), Vec::new());
+    // Columns of the rows updated.
+    let (mut ids, mut states, mut next_ats) = (vec![], vec![], vec![]);
+    let (mut finished_ats, mut errors, mut lines) = (vec![], vec![], vec![]);
     for (id, outcome, attempted) in outcomes {
         if attempted.is_none() && matches!(outcome, DeliveryOutcome::Delivered) {
             gone.push(id);
             continue;
         }
         let r = Recorded::of(&outcome, &attempted.unwrap_or_default(), now);
-        rows.0.push(id);
-        rows.1.push(r.state);
-        rows.2.push(r.next_at);
-        rows.3.push(r.finished_at);
+        ids.push(id);
+        states.push(r.state);
+        next_ats.push(r.next_at);
+        finished_ats.push(r.finished_at);
         errors.push(r.error);
         lines.push(attempted.map(|_| r.line));
     }
@@ -139,7 +140,7 @@ pub async fn record_outcomes(
             .await?;
         done += txn.execute(&stmt, &[&gone, &held]).await?;
     }
-    if !rows.0.is_empty() {
+    if !ids.is_empty() {
         let stmt = txn
             .prepare_cached(
                 "UPDATE outbox o SET state = t.state, attempts = o.attempts + 1, next_at = t.next_at,
@@ -155,7 +156,14 @@ pub async fn record_outcomes(
             .execute(
                 &stmt,
                 &[
-                    &rows.0, &rows.1, &rows.2, &rows.3, &errors, &lines, &held, &LOG_KEPT,
+                    &ids,
+                    &states,
+                    &next_ats,
+                    &finished_ats,
+                    &errors,
+                    &lines,
+                    &held,
+                    &LOG_KEPT,
                 ],
             )
             .await?;
