@@ -37,6 +37,11 @@ pub mod log {
 }
 
 /// The plugin's own persistent key-value store. Keys of one plugin are invisible to the others.
+///
+/// A customer's notifications are handled one at a time, in order, so keys named after the
+/// customer (`format!("seen/{}", n.sender)`) always read the customer's last write. Different
+/// customers are handled at once (by several threads, or hosts): a key they share reads the last
+/// committed write, and the last write wins.
 pub mod kv {
     use super::imp;
     use std::time::Duration;
