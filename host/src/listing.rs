@@ -243,39 +243,6 @@ pub fn notifications_json(rows: &[RetryRow]) -> Value {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_read_as_rfc3339_with_an_age() {
-        let at = 1_764_621_065_000; // 2025-12-01T20:31:05Z
-        assert_eq!(rfc3339(at), "2025-12-01T20:31:05Z");
-        assert_eq!(when(at, at + 185_000), "2025-12-01 20:31:05Z (3m ago)");
-        assert_eq!(when(at, at - 20_000), "2025-12-01 20:31:05Z (in 20s)");
-        assert_eq!(
-            when(at, at + 3 * 86_400_000),
-            "2025-12-01 20:31:05Z (3d ago)"
-        );
-        assert_eq!(when(at, at + 7_200_000), "2025-12-01 20:31:05Z (2h ago)");
-    }
-
-    #[test]
-    fn columns_are_aligned_and_rows_stay_on_one_line() {
-        let out = table(
-            &["ID", "NAME", "NOTE"],
-            &[
-                vec!["1".into(), "a-long-name".into(), "x".into()],
-                vec!["200".into(), "b".into(), "two\nlines".into()],
-            ],
-        );
-        assert_eq!(
-            out,
-            "ID   NAME         NOTE\n1    a-long-name  x\n200  b            two lines\n"
-        );
-    }
-}
-
 /// `deliveries sends` as a table.
 pub fn sends_table(rows: &[SentMessage], now: i64) -> String {
     let cells: Vec<Vec<String>> = rows
@@ -327,4 +294,37 @@ pub fn sends_json(rows: &[SentMessage]) -> Value {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_rfc3339_with_an_age() {
+        let at = 1_764_621_065_000; // 2025-12-01T20:31:05Z
+        assert_eq!(rfc3339(at), "2025-12-01T20:31:05Z");
+        assert_eq!(when(at, at + 185_000), "2025-12-01 20:31:05Z (3m ago)");
+        assert_eq!(when(at, at - 20_000), "2025-12-01 20:31:05Z (in 20s)");
+        assert_eq!(
+            when(at, at + 3 * 86_400_000),
+            "2025-12-01 20:31:05Z (3d ago)"
+        );
+        assert_eq!(when(at, at + 7_200_000), "2025-12-01 20:31:05Z (2h ago)");
+    }
+
+    #[test]
+    fn columns_are_aligned_and_rows_stay_on_one_line() {
+        let out = table(
+            &["ID", "NAME", "NOTE"],
+            &[
+                vec!["1".into(), "a-long-name".into(), "x".into()],
+                vec!["200".into(), "b".into(), "two\nlines".into()],
+            ],
+        );
+        assert_eq!(
+            out,
+            "ID   NAME         NOTE\n1    a-long-name  x\n200  b            two lines\n"
+        );
+    }
 }

@@ -670,7 +670,11 @@ async fn compiled_code_is_kept_only_for_loaded_versions() {
     };
     let server = setup.start().await;
     let a = format!("{}.cwasm", hash(&test_plugin("misbehave.wasm")));
-    assert_eq!(cached(), [a.clone()], "at start, only the version loaded");
+    assert_eq!(
+        cached(),
+        std::slice::from_ref(&a),
+        "at start, only the version loaded"
+    );
 
     install(
         &plugins,

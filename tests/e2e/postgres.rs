@@ -118,10 +118,10 @@ async fn post_rounds(
     }
 }
 
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
-    F: Send + 'static,
 {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();
     let mut out = Vec::new();
@@ -366,7 +366,7 @@ async fn cut_connections_and_a_postgres_restart_lose_nothing() {
 fn restart_postgres() -> Result<(), String> {
     let versions =
         std::fs::read_dir("/etc/postgresql").map_err(|e| format!("/etc/postgresql: {e}"))?;
-    for v in versions.flatten() {
+    if let Some(v) = versions.flatten().next() {
         let version = v.file_name().to_string_lossy().into_owned();
         let status = std::process::Command::new("pg_ctlcluster")
             .args(["--skip-systemctl-redirect", &version, "main", "restart"])
