@@ -320,7 +320,8 @@ pub struct StorageConfig {
     /// (add `?sslmode=require` for TLS) for several hosts sharing one database.
     #[serde(default = "default_storage_url")]
     pub url: String,
-    /// PostgreSQL connections per host at most.
+    /// PostgreSQL connections per host at most. Dispatch runs a large batch in up to one group
+    /// per 4 connections (at most 4 groups).
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// Where the compiled plugins are cached; by default beside the SQLite database, or

@@ -311,7 +311,10 @@ impl Dispatcher {
         items: &[(InboxItem, Option<i64>)],
         waiting: &HashSet<String>,
     ) -> BatchOutcome {
-        let groups = (items.len() / MIN_GROUP).clamp(1, GROUPS);
+        // A group may hold two pooled connections at once (its reader, and a read of sends):
+        // the groups take at most half of a PostgreSQL pool, so ingest and delivery keep theirs.
+        let most = (self.config.storage.pool_size / 4).clamp(1, GROUPS);
+        let groups = (items.len() / MIN_GROUP).clamp(1, most);
         if groups == 1 {
             return self.dispatch_group(items.iter(), waiting);
         }
