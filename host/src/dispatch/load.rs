@@ -6,9 +6,13 @@ use std::time::{Duration, Instant};
 use crate::store;
 
 /// Webhooks waiting for the inbox's commit from which ingress counts as busy: well below
-/// capacity a few wait for each commit; in a burst, about one per sender's connection.
+/// capacity a few wait for each commit; in a burst, about one per sender's connection. This is
+/// for the whole cluster: a host of several behind a load balancer gets its share of the
+/// webhooks, and counts as busy at its share of this (see [`Load::set_share`]).
 const BUSY: usize = 16;
-/// How long ingress stays busy after it last had [`BUSY`] webhooks waiting: in a burst the
+/// The least a host's threshold goes down to, however many hosts share the load.
+const MIN_BUSY: usize = 4;
+/// How long ingress stays busy after it last had its threshold of webhooks waiting: in a burst the
 /// count drops for moments (after each commit, or while the senders are slow to send more).
 const BUSY_FOR: Duration = Duration::from_millis(10);
 /// The longest dispatch waits for a burst to pass, counted from the arrival of the oldest
@@ -19,6 +23,8 @@ const MAX_HOLD: Duration = Duration::from_secs(2);
 pub struct Load {
     /// Webhooks waiting for the inbox's commit.
     storing: AtomicUsize,
+    /// This host's threshold: [`BUSY`], or its share of it.
+    busy_at: AtomicUsize,
     /// Until when (in microseconds since `epoch`) ingress counts as busy.
     busy_until: AtomicU64,
     epoch: Instant,
@@ -28,6 +34,7 @@ impl Default for Load {
     fn default() -> Load {
         Load {
             storing: AtomicUsize::new(0),
+            busy_at: AtomicUsize::new(BUSY),
             busy_until: AtomicU64::new(0),
             epoch: Instant::now(),
         }
@@ -35,9 +42,25 @@ impl Default for Load {
 }
 
 impl Load {
+    /// This host holds `held` of the cluster's `partitions`. Hosts hold even shares, one per
+    /// live host, and a load balancer in front gives each about the same share of the
+    /// webhooks: the threshold is scaled by it, so that ingress counts as busy at the same load
+    /// of the cluster whatever the number of hosts. Without it, two hosts under a burst would
+    /// each see half the webhooks waiting, under the threshold, and dispatch beside the burst
+    /// (on PostgreSQL, in its backends at normal priority, whatever the dispatcher's).
+    pub fn set_share(&self, held: usize, partitions: u32) {
+        let at = (BUSY * held).div_ceil(partitions.max(1) as usize);
+        self.busy_at
+            .store(at.clamp(MIN_BUSY, BUSY), Ordering::Relaxed);
+    }
+
+    fn busy_at(&self) -> usize {
+        self.busy_at.load(Ordering::Relaxed)
+    }
+
     /// Count a webhook as waiting for the inbox's commit while the guard lives.
     pub fn storing(&self) -> Storing<'_> {
-        if self.storing.fetch_add(1, Ordering::Relaxed) + 1 >= BUSY {
+        if self.storing.fetch_add(1, Ordering::Relaxed) + 1 >= self.busy_at() {
             self.mark_busy();
         }
         Storing(self)
@@ -67,7 +90,7 @@ impl Load {
     }
 
     fn busy(&self) -> bool {
-        self.storing.load(Ordering::Relaxed) >= BUSY
+        self.storing.load(Ordering::Relaxed) >= self.busy_at()
             || self.now() < self.busy_until.load(Ordering::Relaxed)
     }
 }
@@ -77,7 +100,7 @@ pub struct Storing<'a>(&'a Load);
 
 impl Drop for Storing<'_> {
     fn drop(&mut self) {
-        if self.0.storing.fetch_sub(1, Ordering::Relaxed) >= BUSY {
+        if self.0.storing.fetch_sub(1, Ordering::Relaxed) >= self.0.busy_at() {
             self.0.mark_busy();
         }
     }
@@ -116,5 +139,36 @@ mod tests {
         assert!(load.busy());
         std::thread::sleep(BUSY_FOR + Duration::from_millis(5));
         assert!(load.yield_to_ingress(ago(Duration::ZERO)).is_zero());
+    }
+
+    #[test]
+    fn a_host_of_several_counts_as_busy_at_its_share_of_the_cluster_threshold() {
+        let load = Load::default();
+        // Half the partitions: one host of two.
+        load.set_share(16, 32);
+        let some: Vec<_> = (0..BUSY / 2 - 1).map(|_| load.storing()).collect();
+        assert!(!load.busy(), "under half the threshold is not busy");
+        let half = load.storing();
+        assert!(
+            load.busy(),
+            "half the cluster's threshold makes one host of two busy"
+        );
+        drop((some, half));
+
+        // Alone again (every partition, or SQLite's one): the whole threshold.
+        std::thread::sleep(BUSY_FOR + Duration::from_millis(5));
+        load.set_share(32, 32);
+        let some: Vec<_> = (0..BUSY - 1).map(|_| load.storing()).collect();
+        assert!(!load.busy(), "a host alone needs the whole threshold");
+        drop(some);
+
+        // Many hosts: never below the floor.
+        std::thread::sleep(BUSY_FOR + Duration::from_millis(5));
+        load.set_share(1, 32);
+        let few: Vec<_> = (0..MIN_BUSY - 1).map(|_| load.storing()).collect();
+        assert!(!load.busy(), "the threshold stays at {MIN_BUSY} at least");
+        let one_more = load.storing();
+        assert!(load.busy());
+        drop((few, one_more));
     }
 }

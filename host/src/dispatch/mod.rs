@@ -106,6 +106,9 @@ impl Dispatcher {
         let mut retries = Retries::default();
         loop {
             let held = self.membership.held();
+            inbox
+                .load
+                .set_share(held.owned.len(), self.store.partitions());
             if held.generation != retries.generation {
                 // Other partitions: their waiting notifications are read afresh.
                 retries = Retries {
