@@ -143,15 +143,16 @@ async fn claims_and_records(store: Store) {
     );
 
     store
-        .record_outcomes(
+        .record_attempts(
             &lease,
             vec![
-                (rows[0].id, DeliveryOutcome::Delivered),
+                (rows[0].id, DeliveryOutcome::Delivered, Attempted::default()),
                 (
                     rows[1].id,
                     DeliveryOutcome::Dead {
                         error: "410: gone".into(),
                     },
+                    Attempted::default(),
                 ),
             ],
         )
@@ -332,7 +333,10 @@ async fn leases_are_shared_and_fenced(store: Store) {
         .await
         .unwrap();
     store
-        .record_outcomes(&kept, vec![(rows[0].id, DeliveryOutcome::Delivered)])
+        .record_attempts(
+            &kept,
+            vec![(rows[0].id, DeliveryOutcome::Delivered, Attempted::default())],
+        )
         .await
         .unwrap();
     let l = all_b.clone();

@@ -515,7 +515,7 @@ impl Sqlite {
         &self,
         outcomes: Vec<(i64, DeliveryOutcome, Attempted)>,
     ) -> anyhow::Result<()> {
-        // Lazy, like `record_outcomes`: lost to a power cut means one more attempt.
+        // Lazy, like `dispatched`: lost to a power cut means one more attempt.
         self.work
             .writer
             .write(

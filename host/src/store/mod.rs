@@ -136,15 +136,6 @@ pub trait Storage: Send + std::marker::Sync + 'static {
     /// Fail unless the database can be reached and read afresh (for readiness).
     fn probe(&self) -> anyhow::Result<()>;
 
-    /// Record the outcomes of attempts, fenced by `lease`: outcomes of partitions no longer
-    /// held are dropped (the new owner attempts those rows again). A delivered row goes. Like
-    /// `dispatched`, may be lost to a power cut (one more attempt), never to a crash.
-    async fn record_outcomes(
-        &self,
-        lease: &[Owned],
-        outcomes: Vec<(i64, DeliveryOutcome)>,
-    ) -> anyhow::Result<()>;
-
     /// Deliveries for operators: the dead ones, or all pending.
     fn list_deliveries(&self, dead: bool, limit: usize) -> anyhow::Result<Vec<OutboxRow>>;
 
@@ -178,7 +169,7 @@ pub trait Storage: Send + std::marker::Sync + 'static {
     /// Record delivered sends with their WhatsApp message ids, and the statuses WhatsApp
     /// reported for sends (a status of an unknown id is ignored; a status never goes back to an
     /// earlier stage, and `failed` stays). Records older than 30 days go. Like
-    /// `record_outcomes`, may be lost to a power cut, never to a crash.
+    /// `record_attempts`, may be lost to a power cut, never to a crash.
     async fn record_sent(
         &self,
         sent: Vec<SentMessage>,
@@ -205,17 +196,16 @@ pub trait Storage: Send + std::marker::Sync + 'static {
     // What the operator console reads and changes (`admin/`). Reads are bounded (a window of
     // ids, a limit) and run on read connections.
 
-    /// [`Storage::record_outcomes`], keeping each attempt (when, how long, the status answered)
-    /// in the delivery's history; a delivered row stays, as delivered, until
-    /// [`Storage::prune_history`]. The default keeps no history.
+    /// Record the outcomes of attempts, fenced by `lease`: outcomes of partitions no longer
+    /// held are dropped (the new owner attempts those rows again). Each attempt (when, how
+    /// long, the status answered) goes into the delivery's history; a delivered row stays, as
+    /// delivered, until [`Storage::prune_history`]. Like `dispatched`, may be lost to a power
+    /// cut (one more attempt), never to a crash.
     async fn record_attempts(
         &self,
         lease: &[Owned],
         outcomes: Vec<(i64, DeliveryOutcome, Attempted)>,
-    ) -> anyhow::Result<()> {
-        let outcomes = outcomes.into_iter().map(|(id, o, _)| (id, o)).collect();
-        self.record_outcomes(lease, outcomes).await
-    }
+    ) -> anyhow::Result<()>;
 
     /// Notifications kept, newest first, matching `query`: at most one page, looking through at
     /// most [`history::SEARCH_WINDOW`] inbox ids; `next` goes on from where it stopped.
@@ -438,13 +428,6 @@ impl Storage for Sqlite {
     }
     fn probe(&self) -> anyhow::Result<()> {
         Sqlite::probe(self)
-    }
-    async fn record_outcomes(
-        &self,
-        _lease: &[Owned],
-        outcomes: Vec<(i64, DeliveryOutcome)>,
-    ) -> anyhow::Result<()> {
-        Sqlite::record_outcomes(self, outcomes).await
     }
     fn list_deliveries(&self, dead: bool, limit: usize) -> anyhow::Result<Vec<OutboxRow>> {
         Sqlite::list_deliveries(self, dead, limit)

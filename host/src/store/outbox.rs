@@ -45,7 +45,8 @@ impl NewDelivery {
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxState {
-    /// Waiting for its first attempt or a retry (a delivered row is removed).
+    /// Waiting for its first attempt or a retry (a delivered row is kept as history, see
+    /// `history.rs`, and never claimed).
     Pending,
     /// Given up: listed by `deliveries list --dead`, replayed by `deliveries retry`.
     Dead,
@@ -169,36 +170,6 @@ impl Sqlite {
                 |r| r.get(0),
             )
         })
-    }
-
-    /// Record the outcomes of attempts: a delivered row is removed.
-    pub(super) async fn record_outcomes(
-        &self,
-        outcomes: Vec<(i64, DeliveryOutcome)>,
-    ) -> anyhow::Result<()> {
-        // Lazy: an outcome lost to a power cut means one more attempt (at least once).
-        self.work.writer.write(Sync::Lazy, move |txn| {
-            let now = now_millis();
-            for (id, outcome) in &outcomes {
-                match outcome {
-                    DeliveryOutcome::Delivered => txn
-                        .prepare_cached("DELETE FROM outbox WHERE id = ?1")?
-                        .execute([id])?,
-                    DeliveryOutcome::Retry { at, error } => txn
-                        .prepare_cached(
-                            "UPDATE outbox SET attempts = attempts + 1, next_at = ?2, last_error = ?3, revived = 0 WHERE id = ?1",
-                        )?
-                        .execute(params![id, at, error])?,
-                    DeliveryOutcome::Dead { error } => txn
-                        .prepare_cached(
-                            "UPDATE outbox SET state = 2, attempts = attempts + 1, finished_at = ?2, last_error = ?3, revived = 0 WHERE id = ?1",
-                        )?
-                        .execute(params![id, now, error])?,
-                };
-            }
-            Ok(())
-        }, |()| ())
-        .await
     }
 
     /// Deliveries for operators: the dead ones, or all not yet delivered.

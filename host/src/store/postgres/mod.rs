@@ -175,11 +175,11 @@ impl Postgres {
             .context("a PostgreSQL call panicked")?
     }
 
-    /// Record outcomes, fenced by `lease` (see `rows::record_outcomes`).
+    /// Record outcomes, fenced by `lease` (see `rows::record_attempts`).
     async fn record(
         &self,
         lease: &[Owned],
-        outcomes: Vec<(i64, DeliveryOutcome, Option<Attempted>)>,
+        outcomes: Vec<(i64, DeliveryOutcome, Attempted)>,
     ) -> anyhow::Result<()> {
         let lease = lease.to_vec();
         self.run(move |pool| async move {
@@ -187,7 +187,7 @@ impl Postgres {
             let txn = client.transaction().await?;
             lazy(&txn).await?;
             let held: Vec<i32> = fenced(&txn, &lease).await?.into_iter().collect();
-            let dropped = rows::record_outcomes(&txn, &held, outcomes).await?;
+            let dropped = rows::record_attempts(&txn, &held, outcomes).await?;
             txn.commit().await?;
             if dropped > 0 {
                 tracing::info!(
@@ -806,15 +806,6 @@ impl Storage for Postgres {
         })
     }
 
-    async fn record_outcomes(
-        &self,
-        lease: &[Owned],
-        outcomes: Vec<(i64, DeliveryOutcome)>,
-    ) -> anyhow::Result<()> {
-        let outcomes = outcomes.into_iter().map(|(id, o)| (id, o, None)).collect();
-        self.record(lease, outcomes).await
-    }
-
     fn list_deliveries(&self, dead: bool, limit: usize) -> anyhow::Result<Vec<OutboxRow>> {
         self.block(move |pool| async move {
             let client = pool.get().await?;
@@ -954,10 +945,6 @@ impl Storage for Postgres {
         lease: &[Owned],
         outcomes: Vec<(i64, DeliveryOutcome, Attempted)>,
     ) -> anyhow::Result<()> {
-        let outcomes = outcomes
-            .into_iter()
-            .map(|(id, o, a)| (id, o, Some(a)))
-            .collect();
         self.record(lease, outcomes).await
     }
 

@@ -105,47 +105,35 @@ pub async fn insert_outbox(
         .collect())
 }
 
-/// Apply outcomes to the rows of partitions in `held`; returns how many were dropped for
-/// belonging to other partitions. With what the attempt was, it is appended to the row's
-/// attempt log and a delivered row stays, as delivered (the history); without, a delivered
-/// row goes.
-pub async fn record_outcomes(
+/// Apply outcomes to the rows of partitions in `held`, each attempt appended to its row's
+/// attempt log (a delivered row stays, as delivered: the history); returns how many were
+/// dropped for belonging to other partitions.
+pub async fn record_attempts(
     txn: &Transaction<'_>,
     held: &[i32],
-    outcomes: Vec<(i64, DeliveryOutcome, Option<Attempted>)>,
+    outcomes: Vec<(i64, DeliveryOutcome, Attempted)>,
 ) -> anyhow::Result<usize> {
     let now = now_millis();
     let total = outcomes.len();
-    let mut gone = Vec::new();
     // Columns of the rows updated.
     let (mut ids, mut states, mut next_ats) = (vec![], vec![], vec![]);
     let (mut finished_ats, mut errors, mut lines) = (vec![], vec![], vec![]);
     for (id, outcome, attempted) in outcomes {
-        if attempted.is_none() && matches!(outcome, DeliveryOutcome::Delivered) {
-            gone.push(id);
-            continue;
-        }
-        let r = Recorded::of(&outcome, &attempted.unwrap_or_default(), now);
+        let r = Recorded::of(&outcome, &attempted, now);
         ids.push(id);
         states.push(r.state);
         next_ats.push(r.next_at);
         finished_ats.push(r.finished_at);
         errors.push(r.error);
-        lines.push(attempted.map(|_| r.line));
+        lines.push(r.line);
     }
     let mut done = 0;
-    if !gone.is_empty() {
-        let stmt = txn
-            .prepare_cached("DELETE FROM outbox WHERE id = ANY($1) AND partition = ANY($2)")
-            .await?;
-        done += txn.execute(&stmt, &[&gone, &held]).await?;
-    }
     if !ids.is_empty() {
         let stmt = txn
             .prepare_cached(
                 "UPDATE outbox o SET state = t.state, attempts = o.attempts + 1, next_at = t.next_at,
                         finished_at = t.finished_at, last_error = t.error, revived = false,
-                        attempt_log = CASE WHEN t.line IS NULL OR length(o.attempt_log) > $8::bigint
+                        attempt_log = CASE WHEN length(o.attempt_log) > $8::bigint
                             THEN o.attempt_log ELSE COALESCE(o.attempt_log, '') || t.line END
                  FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::text[],
                              $6::text[]) AS t(id, state, next_at, finished_at, error, line)
