@@ -321,7 +321,7 @@ pub struct StorageConfig {
     #[serde(default = "default_storage_url")]
     pub url: String,
     /// PostgreSQL connections per host at most. Dispatch runs a large batch in up to one group
-    /// per 4 connections (at most 4 groups).
+    /// per 4 connections (at most 4 groups); each group reads keys on one of them.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// Where the compiled plugins are cached; by default beside the SQLite database, or
@@ -345,6 +345,18 @@ impl Default for StorageConfig {
             dedup_window: default_dedup_window(),
             retention: default_retention(),
         }
+    }
+}
+
+impl StorageConfig {
+    /// How many groups dispatch runs a large batch in at once, on threads of their own, each
+    /// group the notifications of some of the customers, in order: one per 4 connections of
+    /// `pool_size`, 4 at most. A plugin call that reads the key-value store waits for the
+    /// database (a round trip on PostgreSQL, with the dispatcher's thread at idle priority): run
+    /// one after the other, those waits, not the plugins, set the pace. On PostgreSQL each group
+    /// reads keys on a connection of its own, counted in `pool_size`.
+    pub fn dispatch_groups(pool_size: usize) -> usize {
+        (pool_size / 4).clamp(1, 4)
     }
 }
 

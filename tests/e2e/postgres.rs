@@ -295,6 +295,52 @@ async fn two_hosts_pace_one_business_number_at_its_rate_together() {
     );
 }
 
+/// A plugin's key reads on PostgreSQL, made on the dispatcher's thread, also work in a call
+/// that waited in WASI first (a call that did not end at its first poll, driven on to its end):
+/// each message of one customer sees the count the one before it wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plugin_reads_its_keys_after_a_wasi_wait() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some((url, _db)) = postgres_database("a_plugin_reads_its_keys_after_a_wasi_wait").await
+    else {
+        return;
+    };
+    let sink = Fake::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut setup = ServerSetup::new(dir.path());
+    setup.example_plugins = false;
+    setup.destinations = vec![("sink".into(), sink.url())];
+    std::fs::create_dir_all(setup.plugins_dir()).unwrap();
+    install(
+        &setup.plugins_dir(),
+        "count",
+        &test_plugin("misbehave.wasm"),
+        "[config]\nmode = \"count\"\nwait_ms = 5\ndestination = \"sink\"\n\
+         [permissions]\ndestinations = [\"sink\"]\n[subscribe]\nkinds = [\"message\"]\n",
+    );
+    let server = host(setup, "h1", &url).await;
+    for seq in 0..4 {
+        let (status, body) = server.post(&message(7, seq)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let counts = || -> Vec<u64> {
+        sink.received()
+            .iter()
+            .filter_map(|r| r.json()["count"].as_u64())
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counts().len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "forwarded so far: {:?}",
+            counts()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counts(), [1, 2, 3, 4]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_host_is_taken_over_by_the_other() {
     let _one = ONE_AT_A_TIME.lock().await;

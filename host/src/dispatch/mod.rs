@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use switchboard_sdk::{Action, Notification};
 
 use crate::cluster::Membership;
-use crate::config::Config;
+use crate::config::{Config, StorageConfig};
 use crate::delivery::{self, Delivery, Request};
 use crate::metrics::Metrics;
 use crate::plugins::kv::KvOverlay;
@@ -27,11 +27,6 @@ pub use load::Storing;
 
 /// How many notifications one dispatch transaction covers at most.
 const BATCH: usize = 256;
-/// A batch is run in up to this many groups at once, on threads of their own, each group the
-/// notifications of some of the customers, in order. A plugin call that reads the key-value
-/// store waits for the database (a round trip on PostgreSQL, with the dispatcher's thread at
-/// idle priority): run one after the other, those waits, not the plugins, set the pace.
-const GROUPS: usize = 4;
 /// The fewest notifications per group: a smaller batch is not worth a thread more.
 const MIN_GROUP: usize = 16;
 
@@ -303,20 +298,21 @@ impl Dispatcher {
     /// attempts (`Some(attempts)`). `waiting` are the customers with notifications waiting:
     /// fresh ones of theirs wait behind them, in order.
     ///
-    /// A large batch runs in groups at once (see [`GROUPS`]), split by customer: a customer's
-    /// notifications stay in order, in one group. Each group reads the key-value store through
-    /// an overlay of its own, so a key one customer's call writes (a key not named after the
-    /// customer) is seen by another customer's call in the same batch only if both are in one
-    /// group, as it is seen across hosts only once committed; a plugin's key quota counts what
-    /// is committed and its group's writes.
+    /// A large batch runs in groups at once (see [`StorageConfig::dispatch_groups`]), split by
+    /// customer: a customer's notifications stay in order, in one group. Each group reads the
+    /// key-value store through an overlay of its own, so a key one customer's call writes (a key
+    /// not named after the customer) is seen by another customer's call in the same batch only
+    /// if both are in one group, as it is seen across hosts only once committed; a plugin's key
+    /// quota counts what is committed and its group's writes.
     fn dispatch_batch(
         &self,
         items: &[(InboxItem, Option<i64>)],
         waiting: &HashSet<String>,
     ) -> BatchOutcome {
-        // A group may hold two pooled connections at once (its reader, and a read of sends):
-        // the groups take at most half of a PostgreSQL pool, so ingest and delivery keep theirs.
-        let most = (self.config.storage.pool_size / 4).clamp(1, GROUPS);
+        // On PostgreSQL a group reads keys on a connection of its own and may read sends on a
+        // pooled one: the groups take at most half of the connections, so ingest and delivery
+        // keep theirs.
+        let most = StorageConfig::dispatch_groups(self.config.storage.pool_size);
         let groups = (items.len() / MIN_GROUP).clamp(1, most);
         if groups == 1 {
             return self.dispatch_group(items.iter(), waiting);

@@ -469,7 +469,11 @@ impl Runtime {
             }
         }
         let interrupt = self.interrupt.clone();
-        self.timers.block_on(async move {
+        // Parked on this thread, with the timers' context entered, rather than in the timers'
+        // `block_on`: a host function may wait on a runtime of its own (a key-value read on
+        // PostgreSQL), which tokio refuses inside another runtime's `block_on`.
+        let _context = self.timers.enter();
+        futures_executor::block_on(async move {
             tokio::select! {
                 biased;
                 () = interrupt.wait() => Err(Cut::Interrupted),

@@ -1,84 +1,173 @@
 //! The plugins' key-value state on PostgreSQL.
 //!
-//! A dispatch batch reads keys on one pooled connection, outside any transaction: plugin calls
-//! run between the reads, and a transaction open across them would hold back vacuum. A
+//! A dispatch batch reads keys on a connection of its own, outside any transaction: plugin
+//! calls run between the reads, and a transaction open across them would hold back vacuum. A
 //! customer's keys are written only by the host holding the customer's partition, so reads
 //! see the last write of the keys a batch depends on.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use deadpool_postgres::{Object, Pool, Transaction};
+use deadpool_postgres::Transaction;
+use tokio_postgres::{NoTls, Statement};
 
 use super::super::kv::UsageCache;
 use super::super::{KvWrite, now_millis};
+use super::Tls;
 
-pub struct Reader {
-    pool: Pool,
-    handle: tokio::runtime::Handle,
-    usage: UsageCache,
-    /// The batch's connection, taken from the pool at its first read and kept until the batch
-    /// ends (the reader is dropped), instead of a pool round for each key.
-    client: Option<Object>,
+const GET: &str = "SELECT value FROM kv WHERE plugin = $1 AND key = $2
+                   AND (expires_at IS NULL OR expires_at > $3)";
+const USAGE: &str =
+    "SELECT count(*), coalesce(sum(octet_length(key) + octet_length(value)), 0)::bigint
+     FROM kv WHERE plugin = $1 AND (expires_at IS NULL OR expires_at > $2)";
+
+/// A connection for key reads, driven by a single-threaded runtime of its own on the thread
+/// that reads. A plugin call waits for each read; through the store's runtime, each read also
+/// cost a task and two hand-offs between threads, more CPU than the query itself.
+struct Session {
+    runtime: Option<tokio::runtime::Runtime>,
+    client: tokio_postgres::Client,
+    get: Statement,
+    usage: Statement,
 }
 
-impl Reader {
-    pub fn new(pool: Pool, handle: tokio::runtime::Handle, usage: UsageCache) -> Reader {
-        Reader {
-            pool,
-            handle,
+impl Session {
+    fn open(config: &tokio_postgres::Config, tls: &Tls) -> anyhow::Result<Session> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let client = runtime.block_on(async {
+            let client = match tls {
+                Tls::None => {
+                    let (client, connection) = config.connect(NoTls).await?;
+                    tokio::spawn(connection);
+                    client
+                }
+                Tls::Rustls(t) => {
+                    let (client, connection) = config.connect(t.clone()).await?;
+                    tokio::spawn(connection);
+                    client
+                }
+            };
+            anyhow::Ok(client)
+        })?;
+        let (get, usage) = runtime.block_on(async {
+            anyhow::Ok((client.prepare(GET).await?, client.prepare(USAGE).await?))
+        })?;
+        Ok(Session {
+            runtime: Some(runtime),
+            client,
+            get,
             usage,
-            client: None,
+        })
+    }
+
+    fn query(
+        &self,
+        stmt: &Statement,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> anyhow::Result<Option<tokio_postgres::Row>> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .context("the key-value connection is closed")?;
+        Ok(runtime.block_on(self.client.query_opt(stmt, params))?)
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Dropped from async code (the store going away), a runtime must not wait.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The key-value connections of a store: opened when a reader needs one and none is idle, and
+/// kept between batches, as many as read at once.
+pub struct Sessions {
+    config: tokio_postgres::Config,
+    tls: Tls,
+    idle: Mutex<Vec<Session>>,
+    kept: usize,
+}
+
+impl Sessions {
+    /// Keep at most `kept` idle (as many as dispatch groups read at once).
+    pub fn new(config: tokio_postgres::Config, tls: Tls, kept: usize) -> Arc<Sessions> {
+        Arc::new(Sessions {
+            config,
+            tls,
+            idle: Mutex::new(Vec::new()),
+            kept,
+        })
+    }
+
+    fn take(&self) -> anyhow::Result<Session> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match idle {
+            Some(session) if !session.client.is_closed() => Ok(session),
+            _ => Session::open(&self.config, &self.tls)
+                .context("cannot connect to PostgreSQL for key-value reads"),
         }
     }
 
-    /// Run one query on the store's runtime and wait for it (plugin calls block on reads).
+    fn give_back(&self, session: Session) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < self.kept {
+            idle.push(session);
+        }
+    }
+}
+
+pub struct Reader {
+    sessions: Arc<Sessions>,
+    usage: UsageCache,
+    /// The batch's connection, taken at its first read and given back when the batch ends (the
+    /// reader is dropped).
+    session: Option<Session>,
+}
+
+impl Reader {
+    pub fn new(sessions: Arc<Sessions>, usage: UsageCache) -> Reader {
+        Reader {
+            sessions,
+            usage,
+            session: None,
+        }
+    }
+
+    /// Run one query, on this thread, and wait for it (plugin calls block on reads).
     fn query(
         &mut self,
-        sql: &'static str,
-        plugin: &str,
-        key: Option<&str>,
+        stmt: impl Fn(&Session) -> &Statement,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> anyhow::Result<Option<tokio_postgres::Row>> {
-        let (pool, client, plugin, key) = (
-            self.pool.clone(),
-            self.client.take(),
-            plugin.to_string(),
-            key.map(str::to_string),
-        );
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.handle.spawn(async move {
-            let result = async {
-                let client = match client {
-                    Some(client) => client,
-                    None => pool.get().await?,
-                };
-                let stmt = client.prepare_cached(sql).await?;
-                let now = now_millis();
-                let row = match &key {
-                    Some(key) => client.query_opt(&stmt, &[&plugin, key, &now]).await?,
-                    None => client.query_opt(&stmt, &[&plugin, &now]).await?,
-                };
-                anyhow::Ok((row, client))
-            }
-            .await;
-            let _ = tx.send(result);
-        });
-        // A failed read drops its connection: the pool hands a sound one to the next.
-        let (row, client) = rx.recv().context("the PostgreSQL store stopped")??;
-        self.client = Some(client);
+        let session = match self.session.take() {
+            Some(session) => session,
+            None => self.sessions.take()?,
+        };
+        // A failed read drops its connection: the next read opens a sound one.
+        let row = session.query(stmt(&session), params)?;
+        self.session = Some(session);
         Ok(row)
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.sessions.give_back(session);
+        }
     }
 }
 
 impl super::super::KvReader for Reader {
     fn get(&mut self, plugin: &str, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
         let row = self
-            .query(
-                "SELECT value FROM kv WHERE plugin = $1 AND key = $2
-                   AND (expires_at IS NULL OR expires_at > $3)",
-                plugin,
-                Some(key),
-            )
+            .query(|s| &s.get, &[&plugin, &key, &now_millis()])
             .context("key-value read failed")?;
         Ok(row.map(|r| r.get(0)))
     }
@@ -88,12 +177,7 @@ impl super::super::KvReader for Reader {
             return Ok(u);
         }
         let row = self
-            .query(
-                "SELECT count(*), coalesce(sum(octet_length(key) + octet_length(value)), 0)::bigint
-                 FROM kv WHERE plugin = $1 AND (expires_at IS NULL OR expires_at > $2)",
-                plugin,
-                None,
-            )
+            .query(|s| &s.usage, &[&plugin, &now_millis()])
             .context("key-value usage read failed")?
             .context("no usage row")?;
         let counted = (row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64);

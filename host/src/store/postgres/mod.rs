@@ -68,6 +68,7 @@ pub struct Postgres {
     /// Partitions this host is giving up: not worked on, released at the next heartbeat.
     releasing: Mutex<HashSet<i32>>,
     kv_usage: super::kv::UsageCache,
+    kv_sessions: Arc<kv::Sessions>,
 }
 
 struct IngestJob {
@@ -84,7 +85,8 @@ enum Tls {
 
 impl Postgres {
     /// Connect to `url`, apply the migrations, and start the background tasks (group commit,
-    /// wake-ups). `pool_size` connections at most.
+    /// wake-ups). `pool_size` connections at most (and one for wake-ups): one for each
+    /// dispatch group's key reads, the rest pooled.
     pub fn connect(url: &str, pool_size: usize) -> anyhow::Result<Postgres> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -98,6 +100,12 @@ impl Postgres {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
+        // A link cut without a reset (a partition) fails a query after this, where the kernel's
+        // retransmissions would take about 15 minutes: the connection is dropped, a sound one
+        // opened. It counts unacknowledged data only, so a busy server does not trip it.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(Duration::from_secs(10));
+        }
         config.application_name("switchboard");
         let tls = tls(&config)?;
         let manager_config = ManagerConfig {
@@ -107,8 +115,9 @@ impl Postgres {
             Tls::None => Manager::from_config(config.clone(), NoTls, manager_config),
             Tls::Rustls(t) => Manager::from_config(config.clone(), t.clone(), manager_config),
         };
+        let readers = crate::config::StorageConfig::dispatch_groups(pool_size);
         let pool = Pool::builder(manager)
-            .max_size(pool_size.max(2))
+            .max_size(pool_size.saturating_sub(readers).max(2))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .wait_timeout(Some(Duration::from_secs(10)))
             .create_timeout(Some(Duration::from_secs(10)))
@@ -136,6 +145,7 @@ impl Postgres {
             handle.spawn(committer(pool.clone(), jobs.clone(), stored.clone()));
         }
         handle.spawn(notifier(pool.clone(), stored.clone()));
+        let kv_sessions = kv::Sessions::new(config.clone(), tls.clone(), readers);
         handle.spawn(listener(config, tls, wakers.clone()));
         Ok(Postgres {
             pool,
@@ -146,6 +156,7 @@ impl Postgres {
             wakers,
             releasing: Mutex::new(HashSet::new()),
             kv_usage: Default::default(),
+            kv_sessions,
         })
     }
 
@@ -837,8 +848,7 @@ impl Storage for Postgres {
 
     fn kv_reader(&self) -> anyhow::Result<Box<dyn KvReader>> {
         Ok(Box::new(kv::Reader::new(
-            self.pool.clone(),
-            self.handle.clone(),
+            self.kv_sessions.clone(),
             self.kv_usage.clone(),
         )))
     }

@@ -2,7 +2,8 @@
 //!
 //! - `echo`: forward `{"build", "config", "id"}` to `destination` (which build and which config
 //!   handled each notification, for the hot-reload test);
-//! - `count`: forward how many times the sender was seen, counted in the key-value store;
+//! - `count`: forward how many times the sender was seen, counted in the key-value store (after
+//!   a WASI wait of `wait_ms` first, when set);
 //! - `loop`, `alloc`, `trap`, `panic`: never return, allocate without end, trap, panic;
 //! - `noop`: return no action (the cheapest call, for benchmarks);
 //! - `error`: return an error; `init-error`: fail `init`;
@@ -48,6 +49,8 @@ struct Settings {
     init: String,
     #[serde(default = "an_hour")]
     sleep_ms: u64,
+    #[serde(default)]
+    wait_ms: u64,
     #[serde(default)]
     sends_json: String,
     #[serde(default)]
@@ -171,6 +174,9 @@ impl Plugin for Misbehave {
                 Ok(actions)
             }
             "count" => {
+                if s.wait_ms > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(s.wait_ms));
+                }
                 let key = format!("count:{}", n.sender.as_deref().unwrap_or("?"));
                 let count = kv::get_string(&key)
                     .and_then(|v| v.parse::<u64>().ok())
