@@ -321,7 +321,7 @@ pub struct StorageConfig {
     #[serde(default = "default_storage_url")]
     pub url: String,
     /// PostgreSQL connections per host at most. Dispatch runs a large batch in up to one group
-    /// per 4 connections (at most 4 groups); each group reads keys on one of them.
+    /// per 4 connections (at most 4 groups), each reading keys on a connection of its own.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// Where the compiled plugins are cached; by default beside the SQLite database, or
@@ -349,13 +349,27 @@ impl Default for StorageConfig {
 }
 
 impl StorageConfig {
-    /// How many groups dispatch runs a large batch in at once, on threads of their own, each
-    /// group the notifications of some of the customers, in order: one per 4 connections of
-    /// `pool_size`, 4 at most. A plugin call that reads the key-value store waits for the
-    /// database (a round trip on PostgreSQL, with the dispatcher's thread at idle priority): run
-    /// one after the other, those waits, not the plugins, set the pace. On PostgreSQL each group
-    /// reads keys on a connection of its own, counted in `pool_size`.
-    pub fn dispatch_groups(pool_size: usize) -> usize {
+    /// How many groups dispatch runs a large batch in at most, at once, on threads of their
+    /// own, each group the notifications of some of the customers, in order.
+    ///
+    /// On PostgreSQL a plugin call that reads the key-value store waits for a round trip (with
+    /// the dispatcher's thread at idle priority): run one after the other, those waits, not the
+    /// plugins, set the pace. So one group per key reader ([`StorageConfig::key_readers`]).
+    /// On SQLite a read waits for nothing, and groups pay only with cores to spare: one per
+    /// core beyond the first, 4 at most (on 2 cores, one group used less CPU per webhook).
+    pub fn dispatch_groups(&self) -> usize {
+        if self.is_postgres() {
+            Self::key_readers(self.pool_size)
+        } else {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores - 1).clamp(1, 4)
+        }
+    }
+
+    /// The PostgreSQL connections of `pool_size` that dispatch keeps for key reads, one per
+    /// dispatch group: one per 4 connections, 4 at most, so that ingest and delivery keep
+    /// theirs.
+    pub fn key_readers(pool_size: usize) -> usize {
         (pool_size / 4).clamp(1, 4)
     }
 }
@@ -804,5 +818,20 @@ mod tests {
         std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:8080\"\n").unwrap();
         let config = Config::load(&path).unwrap();
         assert_eq!(config.dispatch.max_attempts, 10);
+    }
+
+    #[test]
+    fn dispatch_groups_follow_the_pool_on_postgres_and_the_spare_cores_on_sqlite() {
+        let mut storage = StorageConfig {
+            url: "postgres://switchboard@127.0.0.1/switchboard".into(),
+            ..StorageConfig::default()
+        };
+        assert_eq!(storage.dispatch_groups(), 4, "the default pool of 16");
+        storage.pool_size = 6;
+        assert_eq!(storage.dispatch_groups(), 1);
+        storage.url = "sqlite://data/switchboard.db".into();
+        storage.pool_size = 16;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(storage.dispatch_groups(), (cores - 1).clamp(1, 4));
     }
 }

@@ -74,6 +74,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         delivery: delivery.clone(),
         membership: membership.clone(),
+        groups: config.storage.dispatch_groups(),
     };
     let dispatch_thread = {
         let (stop, handle) = (stop_dispatch.clone(), tokio::runtime::Handle::current());

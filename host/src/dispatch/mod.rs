@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use switchboard_sdk::{Action, Notification};
 
 use crate::cluster::Membership;
-use crate::config::{Config, StorageConfig};
+use crate::config::Config;
 use crate::delivery::{self, Delivery, Request};
 use crate::metrics::Metrics;
 use crate::plugins::kv::KvOverlay;
@@ -70,6 +70,8 @@ pub struct Dispatcher {
     pub metrics: Arc<Metrics>,
     pub delivery: Arc<Delivery>,
     pub membership: Arc<Membership>,
+    /// How many groups a large batch runs in at most ([`crate::config::StorageConfig::dispatch_groups`]).
+    pub groups: usize,
 }
 
 /// How long an idle dispatcher waits before it claims again, without a wake-up: the fallback
@@ -298,7 +300,7 @@ impl Dispatcher {
     /// attempts (`Some(attempts)`). `waiting` are the customers with notifications waiting:
     /// fresh ones of theirs wait behind them, in order.
     ///
-    /// A large batch runs in groups at once (see [`StorageConfig::dispatch_groups`]), split by
+    /// A large batch runs in groups at once (see [`crate::config::StorageConfig::dispatch_groups`]), split by
     /// customer: a customer's notifications stay in order, in one group. Each group reads the
     /// key-value store through an overlay of its own, so a key one customer's call writes (a key
     /// not named after the customer) is seen by another customer's call in the same batch only
@@ -309,11 +311,7 @@ impl Dispatcher {
         items: &[(InboxItem, Option<i64>)],
         waiting: &HashSet<String>,
     ) -> BatchOutcome {
-        // On PostgreSQL a group reads keys on a connection of its own and may read sends on a
-        // pooled one: the groups take at most half of the connections, so ingest and delivery
-        // keep theirs.
-        let most = StorageConfig::dispatch_groups(self.config.storage.pool_size);
-        let groups = (items.len() / MIN_GROUP).clamp(1, most);
+        let groups = (items.len() / MIN_GROUP).clamp(1, self.groups.max(1));
         if groups == 1 {
             return self.dispatch_group(items.iter(), waiting);
         }
@@ -813,6 +811,8 @@ mod tests {
             metrics,
             delivery,
             membership,
+            // As with PostgreSQL's default pool, or SQLite on 5 cores: the grouping is tested.
+            groups: 4,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

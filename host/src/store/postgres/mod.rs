@@ -115,7 +115,7 @@ impl Postgres {
             Tls::None => Manager::from_config(config.clone(), NoTls, manager_config),
             Tls::Rustls(t) => Manager::from_config(config.clone(), t.clone(), manager_config),
         };
-        let readers = crate::config::StorageConfig::dispatch_groups(pool_size);
+        let readers = crate::config::StorageConfig::key_readers(pool_size);
         let pool = Pool::builder(manager)
             .max_size(pool_size.saturating_sub(readers).max(2))
             .runtime(deadpool_postgres::Runtime::Tokio1)
