@@ -70,7 +70,8 @@ pub struct Dispatcher {
     pub metrics: Arc<Metrics>,
     pub delivery: Arc<Delivery>,
     pub membership: Arc<Membership>,
-    /// How many groups a large batch runs in at most ([`crate::config::StorageConfig::dispatch_groups`]).
+    /// How many groups a large batch runs in at most
+    /// ([`crate::config::StorageConfig::dispatch_groups`]).
     pub groups: usize,
 }
 
@@ -300,12 +301,12 @@ impl Dispatcher {
     /// attempts (`Some(attempts)`). `waiting` are the customers with notifications waiting:
     /// fresh ones of theirs wait behind them, in order.
     ///
-    /// A large batch runs in groups at once (see [`crate::config::StorageConfig::dispatch_groups`]), split by
-    /// customer: a customer's notifications stay in order, in one group. Each group reads the
-    /// key-value store through an overlay of its own, so a key one customer's call writes (a key
-    /// not named after the customer) is seen by another customer's call in the same batch only
-    /// if both are in one group, as it is seen across hosts only once committed; a plugin's key
-    /// quota counts what is committed and its group's writes.
+    /// A large batch runs in groups at once (up to [`Dispatcher::groups`]), split by customer: a
+    /// customer's notifications stay in order, in one group. Each group reads the key-value
+    /// store through an overlay of its own, so a key one customer's call writes (a key not named
+    /// after the customer) is seen by another customer's call in the same batch only if both
+    /// are in one group, as it is seen across hosts only once committed; a plugin's key quota
+    /// counts what is committed and its group's writes.
     fn dispatch_batch(
         &self,
         items: &[(InboxItem, Option<i64>)],
