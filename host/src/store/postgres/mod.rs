@@ -83,6 +83,24 @@ enum Tls {
     Rustls(tokio_postgres_rustls::MakeRustlsConnect),
 }
 
+/// The connection settings of `url`, with the timeouts it does not set.
+fn client_config(url: &str) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .with_context(|| format!("[storage] url is not a PostgreSQL URL: {}", redact(url)))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    // A link cut without a reset (a partition) fails a query after this, where the kernel's
+    // retransmissions would take about 15 minutes: the connection is dropped, a sound one
+    // opened. It counts unacknowledged data only, so a busy server does not trip it.
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(Duration::from_secs(10));
+    }
+    config.application_name("switchboard");
+    Ok(config)
+}
+
 impl Postgres {
     /// Connect to `url`, apply the migrations, and start the background tasks (group commit,
     /// wake-ups). `pool_size` connections at most (and one for wake-ups): one for each
@@ -94,19 +112,7 @@ impl Postgres {
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .with_context(|| format!("[storage] url is not a PostgreSQL URL: {}", redact(url)))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
-        }
-        // A link cut without a reset (a partition) fails a query after this, where the kernel's
-        // retransmissions would take about 15 minutes: the connection is dropped, a sound one
-        // opened. It counts unacknowledged data only, so a busy server does not trip it.
-        if config.get_tcp_user_timeout().is_none() {
-            config.tcp_user_timeout(Duration::from_secs(10));
-        }
-        config.application_name("switchboard");
+        let config = client_config(url)?;
         let tls = tls(&config)?;
         let manager_config = ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
@@ -1140,5 +1146,32 @@ fn host_row(r: &tokio_postgres::Row, partitions: &[PartitionRow]) -> HostRow {
         last_seen_ms_ago: (r.get::<_, f64>(2) * 1000.0) as i64,
         live: r.get(3),
         id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_gets_timeouts_it_does_not_set_and_keeps_those_it_sets() {
+        let config = client_config("postgres://switchboard@127.0.0.1/switchboard").unwrap();
+        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(5)));
+        assert_eq!(
+            config.get_tcp_user_timeout(),
+            Some(&Duration::from_secs(10))
+        );
+        let config = client_config(
+            "postgres://switchboard@127.0.0.1/switchboard?connect_timeout=2&tcp_user_timeout=30",
+        )
+        .unwrap();
+        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(2)));
+        assert_eq!(
+            config.get_tcp_user_timeout(),
+            Some(&Duration::from_secs(30))
+        );
+        let refused = client_config("postgres://switchboard:secret@127.0.0.1/x?sslmode=nonsense")
+            .unwrap_err();
+        assert!(!format!("{refused:#}").contains("secret"), "{refused:#}");
     }
 }
