@@ -128,6 +128,14 @@ async fn a_body_shorter_than_its_content_length_is_answered_408_and_cut() {
     let m = metrics(&server).await;
     assert_eq!(value(&m, "slow_clients_total{phase=\"body\"}"), 1, "{m}");
     assert_eq!(value(&m, "notifications_accepted_total"), 0, "{m}");
+    assert_eq!(
+        value(
+            &m,
+            "webhook_requests_total{endpoint=\"default\",status=\"408\"}"
+        ),
+        1,
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -185,6 +193,14 @@ async fn a_content_length_above_max_body_bytes_is_answered_413_before_the_body()
     }
     let m = metrics(&server).await;
     assert_eq!(value(&m, "requests_too_large_total"), 2, "{m}");
+    assert_eq!(
+        value(
+            &m,
+            "webhook_requests_total{endpoint=\"default\",status=\"413\"}"
+        ),
+        2,
+        "{m}"
+    );
 }
 
 #[tokio::test]

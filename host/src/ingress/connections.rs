@@ -1,7 +1,8 @@
 //! The listener: accepts plain or TLS connections, at most `max_connections` at once, and cuts
 //! clients that hold a connection without using it. A request's head (and a TLS handshake) must
 //! arrive within `header_timeout` of its first byte; a keep-alive connection with no request
-//! for `idle_timeout` is closed; a body must arrive within `body_timeout` ([`read_body`]).
+//! for `idle_timeout` is closed; a webhook's body must arrive within `body_timeout`
+//! ([`read_body`]).
 //!
 //! Hand-written rather than `axum::serve`, which has no timeouts or cap. hyper's own
 //! `header_read_timeout` is not used: it also closes idle keep-alive connections after the
@@ -15,10 +16,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request};
+use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -338,24 +339,24 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     }
 }
 
-/// Middleware: read the request's body before the handler, within `body_timeout` (408 past
-/// it) and `max_body_bytes` (413 above it; a `Content-Length` above it is answered at once,
-/// before the body is read, so no `100 Continue` goes out).
+/// Read a webhook's body within `body_timeout` (408 past it) and `max_body_bytes` (413 above
+/// it; a `Content-Length` above it is answered at once, before the body is read, so no
+/// `100 Continue` goes out). The error is the answer to give.
 pub async fn read_body(
-    State(app): State<Arc<AppState>>,
-    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
-    req: Request,
-    next: Next,
-) -> Response {
+    app: &AppState,
+    client: SocketAddr,
+    path: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, Response> {
     let max = app.config.server.max_body_bytes;
-    let announced = req
-        .headers()
+    let announced = headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let too_large = |what: String| {
         app.metrics.inc(&app.metrics.requests_too_large);
-        tracing::warn!(client = %client.ip(), path = %req.uri().path(), status = 413, reason = %what, "webhook refused");
+        tracing::warn!(client = %client.ip(), path, status = 413, reason = %what, "webhook refused");
         WhatsAppError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "Request entity too large",
@@ -364,43 +365,41 @@ pub async fn read_body(
         .into_response()
     };
     if let Some(len) = announced.filter(|&n| n > max as u64) {
-        return too_large(format!("the body announces {len} bytes"));
+        return Err(too_large(format!("the body announces {len} bytes")));
     }
-    let (parts, body) = req.into_parts();
     let timeout = app.config.server.body_timeout;
-    let body = match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
-        Ok(Ok(body)) => body,
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, max)).await {
+        Ok(Ok(body)) => Ok(body),
         Ok(Err(e)) => {
             let over = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if over {
                 app.metrics.inc(&app.metrics.requests_too_large);
-                tracing::warn!(client = %client.ip(), path = %parts.uri.path(), status = 413, reason = "the body is above max_body_bytes", "webhook refused");
-                return WhatsAppError::new(
+                tracing::warn!(client = %client.ip(), path, status = 413, reason = "the body is above max_body_bytes", "webhook refused");
+                return Err(WhatsAppError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "Request entity too large",
                     format!("the body is larger than {max} bytes (max_body_bytes)"),
                 )
-                .into_response();
+                .into_response());
             }
-            tracing::warn!(client = %client.ip(), path = %parts.uri.path(), status = 400, reason = %format!("the body could not be read: {e}"), "webhook refused");
-            return WhatsAppError::new(
+            tracing::warn!(client = %client.ip(), path, status = 400, reason = %format!("the body could not be read: {e}"), "webhook refused");
+            Err(WhatsAppError::new(
                 StatusCode::BAD_REQUEST,
                 "Request body rejected",
                 format!("the body could not be read: {e}"),
             )
-            .into_response();
+            .into_response())
         }
         Err(_) => {
             app.metrics.inc(&app.metrics.slow_body);
-            tracing::warn!(client = %client.ip(), path = %parts.uri.path(), status = 408, reason = "the body did not arrive within body_timeout", "webhook refused");
-            return WhatsAppError::new(
+            tracing::warn!(client = %client.ip(), path, status = 408, reason = "the body did not arrive within body_timeout", "webhook refused");
+            Err(WhatsAppError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "Request timeout",
                 format!("the body did not arrive within {timeout:?} (body_timeout)"),
             )
-            .into_response();
+            .into_response())
         }
-    };
-    next.run(Request::from_parts(parts, Body::from(body))).await
+    }
 }
