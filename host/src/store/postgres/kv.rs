@@ -38,19 +38,10 @@ impl Session {
             .enable_all()
             .build()?;
         let client = runtime.block_on(async {
-            let client = match tls {
-                Tls::None => {
-                    let (client, connection) = config.connect(NoTls).await?;
-                    tokio::spawn(connection);
-                    client
-                }
-                Tls::Rustls(t) => {
-                    let (client, connection) = config.connect(t.clone()).await?;
-                    tokio::spawn(connection);
-                    client
-                }
-            };
-            anyhow::Ok(client)
+            match tls {
+                Tls::None => connect(config, NoTls).await,
+                Tls::Rustls(t) => connect(config, t.clone()).await,
+            }
         })?;
         let (get, usage) = runtime.block_on(async {
             anyhow::Ok((client.prepare(GET).await?, client.prepare(USAGE).await?))
@@ -74,6 +65,20 @@ impl Session {
             .context("the key-value connection is closed")?;
         Ok(runtime.block_on(self.client.query_opt(stmt, params))?)
     }
+}
+
+/// A client on `config`, its connection driven by a task of the current runtime.
+async fn connect<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+) -> anyhow::Result<tokio_postgres::Client>
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let (client, connection) = config.connect(tls).await?;
+    tokio::spawn(connection);
+    Ok(client)
 }
 
 impl Drop for Session {
