@@ -284,14 +284,18 @@ async fn two_hosts_pace_one_business_number_at_its_rate_together() {
         b.metric("notifications_dispatched_total").await,
     );
     assert!(dispatched.0 > 0 && dispatched.1 > 0, "{dispatched:?}");
-    let times = sent();
-    let (first, last) = (times.iter().min().unwrap(), times.iter().max().unwrap());
-    let span = *last - *first;
-    // Each host alone at the rate would take about half as long.
-    let least = Duration::from_secs_f64((SENDS - 1) as f64 / RATE - 0.2);
+    let mut times = sent();
+    times.sort();
+    // Ten slots at the rate take a second; each host alone at the rate would fill them in half
+    // that. The median over every run of ten slots, so that one send late on a busy machine (the
+    // first, opening its connection) does not decide.
+    let mut spans: Vec<Duration> = times.windows(11).map(|w| w[10] - w[0]).collect();
+    spans.sort();
+    let median = spans[spans.len() / 2];
+    let least = Duration::from_secs_f64(10.0 / RATE * 0.85);
     assert!(
-        span >= least,
-        "{SENDS} sends at {RATE}/s over two hosts took {span:?}, less than {least:?}"
+        median >= least,
+        "{SENDS} sends at {RATE}/s over two hosts: ten took {median:?} (median), less than {least:?}: {spans:?}"
     );
 }
 
