@@ -204,6 +204,28 @@ async fn claims_and_records(store: Store) {
         .await
         .unwrap();
     assert!(more[0].id > top, "delivery ids are not reused");
+
+    // More deliveries than one statement stores: each row returned has the id it was stored
+    // under.
+    let many: Vec<NewDelivery> = (10..31).map(|n| delivery(0, n)).collect();
+    let rows = store
+        .dispatched(&lease, vec![], many, vec![], vec![])
+        .await
+        .unwrap();
+    let (after, l) = (more[0].id, lease.clone());
+    let top = blocking(&store, |s| s.max_delivery_id().unwrap()).await;
+    let stored = blocking(&store, move |s| {
+        s.claim_deliveries(&l, after, top, 100).unwrap()
+    })
+    .await;
+    let ids = |rows: &[OutboxRow]| -> Vec<(i64, String)> {
+        rows.iter()
+            .filter(|r| r.id > after)
+            .map(|r| (r.id, r.webhook_id.clone()))
+            .collect()
+    };
+    assert_eq!(ids(&rows).len(), 21);
+    assert_eq!(ids(&rows), ids(&stored));
     store.close().await;
 }
 

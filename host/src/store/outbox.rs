@@ -1,4 +1,4 @@
-use rusqlite::{Transaction, params};
+use rusqlite::{ToSql, Transaction, params, params_from_iter};
 
 use super::{Sqlite, Sync, now_millis};
 
@@ -114,31 +114,51 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
     })
 }
 
+/// Rows per `INSERT`, largest first: a statement of many rows pays SQLite's work per statement
+/// (opening the table and its indexes, reading and writing the `AUTOINCREMENT` counter) once
+/// for all of them. Few sizes, so that few statements are cached.
+const CHUNKS: [usize; 3] = [16, 4, 1];
+
 /// Queue deliveries inside a transaction; returns the stored rows.
 pub fn insert(
     txn: &Transaction<'_>,
     deliveries: Vec<NewDelivery>,
 ) -> rusqlite::Result<Vec<OutboxRow>> {
     let now = now_millis();
-    let mut stmt = txn.prepare_cached(
-        "INSERT INTO outbox (kind, target, lane, webhook_id, request, created_at, next_at, inbox_id, plugin)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)",
-    )?;
-    let mut rows = Vec::with_capacity(deliveries.len());
-    for d in deliveries {
-        stmt.execute(params![
-            d.kind,
-            d.target,
-            d.lane,
-            d.webhook_id,
-            d.request,
-            now,
-            d.inbox_id,
-            d.plugin
-        ])?;
-        rows.push(d.stored(txn.last_insert_rowid(), now));
+    let mut ids = Vec::with_capacity(deliveries.len());
+    let mut rest = &deliveries[..];
+    while !rest.is_empty() {
+        let n = CHUNKS.into_iter().find(|&c| c <= rest.len()).unwrap_or(1);
+        let (chunk, after) = rest.split_at(n);
+        let mut stmt = txn.prepare_cached(&format!(
+            "INSERT INTO outbox (kind, target, lane, webhook_id, request, created_at, next_at, inbox_id, plugin)
+             VALUES {}",
+            vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; n].join(", ")
+        ))?;
+        stmt.execute(params_from_iter(chunk.iter().flat_map(|d| {
+            [
+                &d.kind as &dyn ToSql,
+                &d.target,
+                &d.lane,
+                &d.webhook_id,
+                &d.request,
+                &now,
+                &now,
+                &d.inbox_id,
+                &d.plugin,
+            ]
+        })))?;
+        // One writer in a transaction, and AUTOINCREMENT gives each row one more than the
+        // largest ever: a statement's rows have consecutive ids, up to the last one.
+        let last = txn.last_insert_rowid();
+        ids.extend((last - n as i64 + 1)..=last);
+        rest = after;
     }
-    Ok(rows)
+    Ok(deliveries
+        .into_iter()
+        .zip(ids)
+        .map(|(d, id)| d.stored(id, now))
+        .collect())
 }
 
 impl Sqlite {
