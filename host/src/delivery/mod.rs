@@ -271,6 +271,7 @@ impl Delivery {
     async fn attempt(&self, attempt: &Attempt) -> (DeliveryOutcome, Attempted) {
         let task = &*attempt.task;
         let mut attempted = Attempted {
+            target: task.target.clone(),
             at: now_millis(),
             ..Attempted::default()
         };

@@ -484,7 +484,8 @@ async fn history_is_kept_searched_retried_and_pruned(store: Store) {
         .await
         .unwrap();
     let (forward, send, refused) = (rows[0].id, rows[1].id, rows[2].id);
-    let tried = |status| Attempted {
+    let tried = |status, target: &str| Attempted {
+        target: target.into(),
         at: now_millis(),
         duration_ms: 5,
         status: Some(status),
@@ -494,7 +495,7 @@ async fn history_is_kept_searched_retried_and_pruned(store: Store) {
         error: "503: busy".into(),
     };
     store
-        .record_attempts(&lease, vec![(forward, retry, tried(503))])
+        .record_attempts(&lease, vec![(forward, retry, tried(503, "sink"))])
         .await
         .unwrap();
     let dead = DeliveryOutcome::Dead {
@@ -504,9 +505,9 @@ async fn history_is_kept_searched_retried_and_pruned(store: Store) {
         .record_attempts(
             &lease,
             vec![
-                (forward, DeliveryOutcome::Delivered, tried(200)),
-                (send, DeliveryOutcome::Delivered, tried(200)),
-                (refused, dead, tried(400)),
+                (forward, DeliveryOutcome::Delivered, tried(200, "sink")),
+                (send, DeliveryOutcome::Delivered, tried(200, "whatsapp")),
+                (refused, dead, tried(400, "sink")),
             ],
         )
         .await
@@ -728,6 +729,60 @@ async fn pacing_reservations_are_disjoint_on_sqlite() {
     pacing_reservations_are_disjoint(store.clone(), store).await;
 }
 
+/// The times of the rows `older_outbox` stores, as a schema before the delivery counters
+/// left them: delivered two hours ago, delivered a second ago, pending.
+const OLDER_ROWS: [(i16, Option<i64>); 3] = [(1, Some(-2 * HOUR)), (1, Some(-1_000)), (0, None)];
+const HOUR: i64 = 3_600_000;
+
+/// Rows stored before deliveries were counted per minute (`OLDER_ROWS`, relative to `now`) are
+/// counted after the upgrade, and pruned past the retention with their counts.
+async fn delivered_rows_of_an_older_schema_are_counted_and_pruned(store: Store, now: i64) {
+    let sink = |since: i64| {
+        let store = store.clone();
+        async move {
+            let health = blocking(&store, move |s| s.destination_health(since).unwrap()).await;
+            assert_eq!(health.len(), 1);
+            (health[0].delivered, health[0].pending)
+        }
+    };
+    assert_eq!(sink(now - HOUR).await, (1, 1));
+    assert_eq!(sink(now - 3 * HOUR).await, (2, 1));
+    assert_eq!(store.prune_history(now - HOUR, 10).await.unwrap(), 1);
+    assert_eq!(
+        sink(now - 3 * HOUR).await,
+        (1, 1),
+        "counts past the retention go too"
+    );
+    let kept = blocking(&store, |s| {
+        s.find_deliveries(&DeliveryQuery::default()).unwrap()
+    })
+    .await;
+    assert_eq!(kept.items.iter().map(|d| d.id).collect::<Vec<_>>(), [3, 2]);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivered_rows_of_an_older_schema_are_counted_and_pruned_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite");
+    let now = now_millis();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        super::schema::create_work_version(&conn, 7).unwrap();
+        for (state, finished) in OLDER_ROWS {
+            conn.execute(
+                "INSERT INTO outbox (kind, target, lane, webhook_id, request, state, created_at,
+                                     next_at, finished_at)
+                 VALUES ('forward', 'sink', 'l', 'w', '{}', ?1, ?2, ?2, ?3)",
+                rusqlite::params![state, now - 3 * HOUR, finished.map(|f| now + f)],
+            )
+            .unwrap();
+        }
+    }
+    let store = open(&path).unwrap();
+    delivered_rows_of_an_older_schema_are_counted_and_pruned(store, now).await;
+}
+
 /// A fresh PostgreSQL database for one test, dropped with the guard; `None` (and a line saying
 /// why) when no server answers.
 pub fn postgres_database() -> Option<(String, DropDatabase)> {
@@ -845,6 +900,56 @@ mod shared {
             assert_eq!(status.backend, "postgres");
             assert_eq!(status.applied, (1..=status.latest).collect::<Vec<_>>());
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delivered_rows_of_an_older_schema_are_counted_and_pruned() {
+        use super::super::postgres::schema::MIGRATIONS;
+        let Some((url, _drop)) = super::postgres_database() else {
+            return;
+        };
+        let now = super::now_millis();
+        // Migration 7 brought the counters.
+        super::run_apart({
+            let url = url.clone();
+            move || async move {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                tokio::spawn(conn);
+                client
+                    .batch_execute(
+                        "CREATE TABLE schema_migrations (version bigint PRIMARY KEY,
+                            applied_at timestamptz NOT NULL DEFAULT now())",
+                    )
+                    .await?;
+                for (i, sql) in MIGRATIONS[..6].iter().enumerate() {
+                    client.batch_execute(sql).await?;
+                    client
+                        .execute(
+                            "INSERT INTO schema_migrations (version) VALUES ($1)",
+                            &[&(i as i64 + 1)],
+                        )
+                        .await?;
+                }
+                for (state, finished) in super::OLDER_ROWS {
+                    client
+                        .execute(
+                            "INSERT INTO outbox (partition, kind, target, lane, webhook_id,
+                                request, state, created_at, next_at, finished_at)
+                             VALUES (0, 'forward', 'sink', 'l', 'w', '{}', $1, $2, $2, $3)",
+                            &[&state, &(now - 3 * super::HOUR), &finished.map(|f| now + f)],
+                        )
+                        .await?;
+                }
+                anyhow::Ok(())
+            }
+        })
+        .unwrap();
+        let store =
+            tokio::task::spawn_blocking(move || super::connect(&url, 4, super::Opener::Server))
+                .await
+                .unwrap()
+                .unwrap();
+        super::delivered_rows_of_an_older_schema_are_counted_and_pruned(store, now).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,9 @@
 //! The types and the helpers that are not SQL are shared with PostgreSQL
 //! (`postgres/history.rs`), so that both backends answer alike.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use switchboard_sdk::Notification;
@@ -19,8 +22,11 @@ use super::outbox::REVIVE;
 use super::{DeliveryOutcome, InboxItem, SentMessage, Sqlite, Sync, now_millis};
 
 /// What a delivery attempt was, beside its outcome.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Attempted {
+    /// The delivery's destination (its row's `target`), counted by SQLite for
+    /// `destination_health`.
+    pub target: Arc<str>,
     /// When it started (Unix ms).
     pub at: i64,
     pub duration_ms: i64,
@@ -239,6 +245,9 @@ pub const SEARCH_WINDOW: i64 = 100_000;
 const ERROR_KEPT: usize = 300;
 /// An attempt log past this size gets no more records (a row retried for days).
 pub(super) const LOG_KEPT: i64 = 16_000;
+
+/// Deliveries are counted per destination and minute (ms).
+pub(super) const MINUTE: i64 = 60_000;
 
 pub(super) fn page_limit(limit: Option<usize>) -> usize {
     limit.unwrap_or(50).clamp(1, MAX_PAGE)
@@ -529,9 +538,11 @@ impl Sqlite {
                                 ELSE COALESCE(attempt_log, '') || ?6 END
                          WHERE id = ?1",
                     )?;
+                    // Deliveries per destination, counted for `destination_health`.
+                    let mut delivered: HashMap<&str, i64> = HashMap::new();
                     for (id, outcome, attempted) in &outcomes {
                         let r = Recorded::of(outcome, attempted, now);
-                        stmt.execute(params![
+                        let updated = stmt.execute(params![
                             id,
                             r.state,
                             r.next_at,
@@ -540,6 +551,16 @@ impl Sqlite {
                             r.line,
                             LOG_KEPT
                         ])?;
+                        if updated == 1 && matches!(outcome, DeliveryOutcome::Delivered) {
+                            *delivered.entry(&attempted.target).or_default() += 1;
+                        }
+                    }
+                    let mut count = txn.prepare_cached(
+                        "INSERT INTO delivered_minute (target, minute, n) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (target, minute) DO UPDATE SET n = n + excluded.n",
+                    )?;
+                    for (target, n) in delivered {
+                        count.execute(params![target, now / MINUTE, n])?;
                     }
                     Ok(())
                 },
@@ -708,15 +729,18 @@ impl Sqlite {
         })
     }
 
+    /// Deliveries are counted by the minute: those of the minute `since` falls in all count.
     pub(super) fn destination_health(&self, since: i64) -> anyhow::Result<Vec<DestinationHealth>> {
         let rows = self.work.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT target, 1, COUNT(*), NULL FROM outbox WHERE state = 1 AND finished_at >= ?1 GROUP BY target
+                "SELECT target, 1, SUM(n), NULL FROM delivered_minute WHERE minute >= ?2 GROUP BY target
                  UNION ALL SELECT target, 2, COUNT(*), NULL FROM outbox WHERE state = 2 AND finished_at >= ?1 GROUP BY target
                  UNION ALL SELECT target, 3, COUNT(*), NULL FROM outbox WHERE state = 0 AND attempts > 0 GROUP BY target
                  UNION ALL SELECT target, 0, COUNT(*), MIN(created_at) FROM outbox WHERE state = 0 GROUP BY target",
             )?;
-            let rows = stmt.query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            let rows = stmt.query_map(params![since, since / MINUTE], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
             rows.collect()
         })?;
         Ok(health(rows))
@@ -733,21 +757,55 @@ impl Sqlite {
         })
     }
 
+    /// Delivered rows are found by id, as they are not indexed: those finished before `before`
+    /// have ids up to the highest that existed at `before`, which the latest mark taken by then
+    /// gives (a mark is taken here, at most every half minute). Rows kept below it (pending, dead,
+    /// delivered later) are looked at again by each call.
     pub(super) async fn prune_history(&self, before: i64, limit: usize) -> anyhow::Result<usize> {
         self.work
             .writer
             .write(
                 Sync::Lazy,
                 move |txn| {
+                    let now = now_millis();
+                    let max_id: i64 = txn.query_row(
+                        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0)",
+                        [],
+                        |r| r.get(0),
+                    )?;
+                    txn.execute(
+                        "INSERT INTO outbox_mark (at, max_id) SELECT ?1, ?2
+                         WHERE NOT EXISTS (SELECT 1 FROM outbox_mark WHERE at > ?1 - ?3)",
+                        params![now, max_id, MINUTE / 2],
+                    )?;
+                    let upto: i64 = if before >= now {
+                        max_id
+                    } else {
+                        txn.query_row(
+                            "SELECT COALESCE((SELECT max_id FROM outbox_mark WHERE at <= ?1
+                                              ORDER BY at DESC LIMIT 1), 0)",
+                            [before],
+                            |r| r.get(0),
+                        )?
+                    };
                     let delivered = txn.execute(
-                        "DELETE FROM outbox WHERE id IN
-                           (SELECT id FROM outbox WHERE state = 1 AND finished_at < ?1 LIMIT ?2)",
-                        params![before, limit as i64],
+                        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
+                           WHERE id <= ?3 AND state = 1 AND finished_at < ?1 ORDER BY id LIMIT ?2)",
+                        params![before, limit as i64, upto],
                     )?;
                     let audit = txn.execute(
                         "DELETE FROM admin_audit WHERE id IN
                            (SELECT id FROM admin_audit WHERE at < ?1 LIMIT ?2)",
                         params![before, limit as i64],
+                    )?;
+                    // Both small: one row per minute (and destination).
+                    txn.execute(
+                        "DELETE FROM delivered_minute WHERE minute < ?1",
+                        [before / MINUTE],
+                    )?;
+                    txn.execute(
+                        "DELETE FROM outbox_mark WHERE at < (SELECT MAX(at) FROM outbox_mark WHERE at <= ?1)",
+                        [before],
                     )?;
                     Ok(delivered + audit)
                 },

@@ -782,7 +782,7 @@ mod tests {
     /// at `sequence`; `keep` notifications from the end are left in the table.
     fn version_2(path: &Path, keep: usize, sequence: i64) {
         let conn = rusqlite::Connection::open(path).unwrap();
-        schema::create_version_2(&conn).unwrap();
+        schema::create_work_version(&conn, 2).unwrap();
         for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
             let it = item(id);
             conn.execute(

@@ -7,7 +7,7 @@ use tokio_postgres::types::ToSql;
 
 use super::super::history::{
     AuditRow, DELIVERY_COLUMNS, DeadFilter, DeliveryQuery, DeliveryRecord, DestinationHealth,
-    INBOX_IDS, MAX_PAGE, NotificationQuery, NotificationSummary, Page, RetryReport, Search,
+    INBOX_IDS, MAX_PAGE, MINUTE, NotificationQuery, NotificationSummary, Page, RetryReport, Search,
     attach_sends, delivery_record, health, page_limit, state_code,
 };
 use super::super::now_millis;
@@ -192,21 +192,22 @@ pub async fn audit_log(client: &impl GenericClient, limit: usize) -> anyhow::Res
         .collect())
 }
 
+/// Deliveries are counted by the minute: those of the minute `since` falls in all count.
 pub async fn destination_health(
     client: &impl GenericClient,
     since: i64,
 ) -> anyhow::Result<Vec<DestinationHealth>> {
     let rows = client
         .query(
-            "SELECT target, 1::bigint, count(*), NULL::bigint FROM outbox
-                WHERE state = 1 AND finished_at >= $1 GROUP BY target
+            "SELECT target, 1::bigint, sum(n)::bigint, NULL::bigint FROM delivered_minute
+                WHERE minute >= $2 GROUP BY target
              UNION ALL SELECT target, 2, count(*), NULL FROM outbox
                 WHERE state = 2 AND finished_at >= $1 GROUP BY target
              UNION ALL SELECT target, 3, count(*), NULL FROM outbox
                 WHERE state = 0 AND attempts > 0 GROUP BY target
              UNION ALL SELECT target, 0, count(*), min(created_at) FROM outbox
                 WHERE state = 0 GROUP BY target",
-            &[&since],
+            &[&since, &(since / MINUTE)],
         )
         .await?;
     Ok(health(
@@ -224,20 +225,67 @@ pub async fn history_since(client: &impl GenericClient) -> anyhow::Result<Option
 }
 
 /// Delivered rows and console records finished before `before`, at most `limit` of each, each
-/// statement its own transaction.
+/// statement its own transaction. Delivered rows are found by id, as they are not indexed:
+/// those finished before `before` have ids up to the highest that existed at `before`, which
+/// the latest mark taken by then gives (a mark is taken here, at most every half minute).
 pub async fn prune(
     client: &impl GenericClient,
     before: i64,
     limit: usize,
 ) -> anyhow::Result<usize> {
-    let mut total = 0;
-    for sql in [
-        "DELETE FROM outbox WHERE id IN (
-            SELECT id FROM outbox WHERE state = 1 AND finished_at < $1 LIMIT $2)",
-        "DELETE FROM admin_audit WHERE id IN (
-            SELECT id FROM admin_audit WHERE at < $1 LIMIT $2)",
-    ] {
-        total += client.execute(sql, &[&before, &(limit as i64)]).await? as usize;
-    }
-    Ok(total)
+    let now = now_millis();
+    let max_id: i64 = client
+        .query_one("SELECT COALESCE(max(id), 0) FROM outbox", &[])
+        .await?
+        .get(0);
+    client
+        .execute(
+            "INSERT INTO outbox_mark (at, max_id) SELECT $1::bigint, $2::bigint
+             WHERE NOT EXISTS (SELECT 1 FROM outbox_mark WHERE at > $1::bigint - $3::bigint)
+             ON CONFLICT DO NOTHING",
+            &[&now, &max_id, &(MINUTE / 2)],
+        )
+        .await?;
+    let upto: i64 = if before >= now {
+        max_id
+    } else {
+        client
+            .query_one(
+                "SELECT COALESCE((SELECT max_id FROM outbox_mark WHERE at <= $1
+                                  ORDER BY at DESC LIMIT 1), 0)",
+                &[&before],
+            )
+            .await?
+            .get(0)
+    };
+    let limit = limit as i64;
+    let delivered = client
+        .execute(
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
+               WHERE id <= $3 AND state = 1 AND finished_at < $1 ORDER BY id LIMIT $2)",
+            &[&before, &limit, &upto],
+        )
+        .await?;
+    let audit = client
+        .execute(
+            "DELETE FROM admin_audit WHERE id IN (
+                SELECT id FROM admin_audit WHERE at < $1 LIMIT $2)",
+            &[&before, &limit],
+        )
+        .await?;
+    // Both small: a row per minute (and destination and partition).
+    client
+        .execute(
+            "DELETE FROM delivered_minute WHERE minute < $1",
+            &[&(before / MINUTE)],
+        )
+        .await?;
+    client
+        .execute(
+            "DELETE FROM outbox_mark
+             WHERE at < (SELECT max(at) FROM outbox_mark WHERE at <= $1)",
+            &[&before],
+        )
+        .await?;
+    Ok((delivered + audit) as usize)
 }

@@ -2,7 +2,7 @@
 
 use deadpool_postgres::{GenericClient, Transaction};
 
-use super::super::history::{LOG_KEPT, Recorded};
+use super::super::history::{LOG_KEPT, MINUTE, Recorded};
 use super::super::inbox::{decode, encode};
 use super::super::lease::Cluster;
 use super::super::outbox::OutboxState;
@@ -129,19 +129,30 @@ pub async fn record_attempts(
     }
     let mut done = 0;
     if !ids.is_empty() {
+        // Deliveries are counted per destination, minute and partition for
+        // `destination_health`, in the same statement.
         let stmt = txn
             .prepare_cached(
-                "UPDATE outbox o SET state = t.state, attempts = o.attempts + 1, next_at = t.next_at,
+                "WITH done AS (
+                   UPDATE outbox o SET state = t.state, attempts = o.attempts + 1, next_at = t.next_at,
                         finished_at = t.finished_at, last_error = t.error, revived = false,
                         attempt_log = CASE WHEN length(o.attempt_log) > $8::bigint
                             THEN o.attempt_log ELSE COALESCE(o.attempt_log, '') || t.line END
-                 FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::text[],
-                             $6::text[]) AS t(id, state, next_at, finished_at, error, line)
-                 WHERE o.id = t.id AND o.partition = ANY($7)",
+                   FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::text[],
+                               $6::text[]) AS t(id, state, next_at, finished_at, error, line)
+                   WHERE o.id = t.id AND o.partition = ANY($7)
+                   RETURNING o.target, o.partition, o.state),
+                 counted AS (
+                   INSERT INTO delivered_minute (target, minute, partition, n)
+                   SELECT target, $9, partition, count(*) FROM done WHERE state = 1
+                   GROUP BY target, partition ORDER BY target, partition
+                   ON CONFLICT (target, minute, partition)
+                   DO UPDATE SET n = delivered_minute.n + excluded.n)
+                 SELECT count(*) FROM done",
             )
             .await?;
-        done += txn
-            .execute(
+        let updated: i64 = txn
+            .query_one(
                 &stmt,
                 &[
                     &ids,
@@ -152,9 +163,12 @@ pub async fn record_attempts(
                     &lines,
                     &held,
                     &LOG_KEPT,
+                    &(now / MINUTE),
                 ],
             )
-            .await?;
+            .await?
+            .get(0);
+        done += updated as u64;
     }
     Ok(total.saturating_sub(done as usize))
 }
