@@ -129,8 +129,9 @@ pub async fn record_attempts(
     }
     let mut done = 0;
     if !ids.is_empty() {
-        // Deliveries are counted per destination, minute and partition for
-        // `destination_health`, in the same statement.
+        // Deliveries are counted per destination and minute for `destination_health`, in the
+        // same statement: a few rows, which hosts recording at once update in one order (by
+        // destination), so that they wait on each other briefly but never deadlock.
         let stmt = txn
             .prepare_cached(
                 "WITH done AS (
@@ -141,13 +142,12 @@ pub async fn record_attempts(
                    FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::text[],
                                $6::text[]) AS t(id, state, next_at, finished_at, error, line)
                    WHERE o.id = t.id AND o.partition = ANY($7)
-                   RETURNING o.target, o.partition, o.state),
+                   RETURNING o.target, o.state),
                  counted AS (
-                   INSERT INTO delivered_minute (target, minute, partition, n)
-                   SELECT target, $9, partition, count(*) FROM done WHERE state = 1
-                   GROUP BY target, partition ORDER BY target, partition
-                   ON CONFLICT (target, minute, partition)
-                   DO UPDATE SET n = delivered_minute.n + excluded.n)
+                   INSERT INTO delivered_minute (target, minute, n)
+                   SELECT target, $9, count(*) FROM done WHERE state = 1
+                   GROUP BY target ORDER BY target
+                   ON CONFLICT (target, minute) DO UPDATE SET n = delivered_minute.n + excluded.n)
                  SELECT count(*) FROM done",
             )
             .await?;

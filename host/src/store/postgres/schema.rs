@@ -120,20 +120,17 @@ pub const MIGRATIONS: &[&str] = &[
     // console's history, so the primary key is no shortcut either.
     "CREATE INDEX inbox_claim ON inbox (id) WHERE NOT handled",
     // 7: delivered rows are no longer indexed (an index write per delivery): they are counted
-    // per destination, minute and partition as outcomes are recorded (a partition's counters
-    // are written by its owner only, so hosts do not wait on each other), and pruning finds
-    // them by id, up to the highest id a mark says existed at a time.
+    // per destination and minute as outcomes are recorded, and pruning finds them by id, up to
+    // the highest id a mark says existed at a time.
     "DROP INDEX outbox_delivered;
      CREATE TABLE delivered_minute (
         target text NOT NULL,
         minute bigint NOT NULL,
-        partition integer NOT NULL,
         n bigint NOT NULL,
-        PRIMARY KEY (target, minute, partition)
+        PRIMARY KEY (target, minute)
      );
-     INSERT INTO delivered_minute (target, minute, partition, n)
-        SELECT target, finished_at / 60000, partition, count(*) FROM outbox WHERE state = 1
-        GROUP BY 1, 2, 3;
+     INSERT INTO delivered_minute (target, minute, n)
+        SELECT target, finished_at / 60000, count(*) FROM outbox WHERE state = 1 GROUP BY 1, 2;
      CREATE TABLE outbox_mark (at bigint PRIMARY KEY, max_id bigint NOT NULL);
      INSERT INTO outbox_mark (at, max_id) SELECT created_at, id FROM outbox ORDER BY id DESC LIMIT 1",
 ];
