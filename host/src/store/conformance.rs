@@ -690,6 +690,82 @@ async fn history_is_kept_searched_retried_and_pruned(store: Store) {
     store.close().await;
 }
 
+/// Pruning in batches of one goes past the dead letters kept below, and a row delivered late,
+/// below where the round had got to, goes in the next round.
+async fn pruning_in_batches_finds_every_delivered_row(store: Store) {
+    let lease = sole_host(&store).await;
+    store.ingest(vec![item("wamid.a", "111")]).await.unwrap();
+    let l = lease.clone();
+    let claimed = blocking(&store, move |s| s.claim_notifications(&l, 10).unwrap()).await;
+    let p = partition_of(&claimed[0].notification, store.partitions());
+    let rows = store
+        .dispatched(
+            &lease,
+            claimed.iter().map(|i| i.id).collect(),
+            (0..5).map(|n| delivery(p, n)).collect(),
+            vec![],
+            vec![],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let dead = || DeliveryOutcome::Dead {
+        error: "400".into(),
+    };
+    let outcomes = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| {
+            let outcome = if i % 2 == 0 {
+                dead()
+            } else {
+                DeliveryOutcome::Delivered
+            };
+            (id, outcome, Attempted::default())
+        })
+        .collect();
+    store.record_attempts(&lease, outcomes).await.unwrap();
+    let kept = |store: &Store| {
+        let store = store.clone();
+        async move {
+            let page = blocking(&store, |s| {
+                s.find_deliveries(&DeliveryQuery::default()).unwrap()
+            })
+            .await;
+            let mut ids: Vec<i64> = page.items.iter().map(|d| d.id).collect();
+            ids.sort();
+            ids
+        }
+    };
+
+    // The first batch takes the first delivered row, past the first dead letter.
+    assert_eq!(store.prune_history(now_millis() + 1, 1).await.unwrap(), 1);
+    assert_eq!(kept(&store).await, [ids[0], ids[2], ids[3], ids[4]]);
+    // The first dead letter is retried and delivered: it is below where the round got to.
+    assert_eq!(store.retry_dead(Some(ids[0])).await.unwrap(), 1);
+    store
+        .record_attempts(
+            &lease,
+            vec![(ids[0], DeliveryOutcome::Delivered, Attempted::default())],
+        )
+        .await
+        .unwrap();
+    let mut pruned = 0;
+    for _ in 0..6 {
+        pruned += store.prune_history(now_millis() + 1, 1).await.unwrap();
+    }
+    assert_eq!(
+        pruned, 2,
+        "the second delivered row, and the one delivered late"
+    );
+    assert_eq!(
+        kept(&store).await,
+        [ids[2], ids[4]],
+        "the dead letters stay"
+    );
+    store.close().await;
+}
+
 /// Two hosts reserving one number's sending time at once get spans that do not overlap, one
 /// after the other from the first; a pause holds back the next reservation of either.
 async fn pacing_reservations_are_disjoint(a: Store, b: Store) {
@@ -875,7 +951,8 @@ macro_rules! both_backends {
 both_backends!(
     claims_and_records,
     retries_wait_per_customer,
-    history_is_kept_searched_retried_and_pruned
+    history_is_kept_searched_retried_and_pruned,
+    pruning_in_batches_finds_every_delivered_row
 );
 
 mod shared {

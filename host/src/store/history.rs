@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -248,6 +249,28 @@ pub(super) const LOG_KEPT: i64 = 16_000;
 
 /// Deliveries are counted per destination and minute (ms).
 pub(super) const MINUTE: i64 = 60_000;
+
+/// Where the next scan for delivered rows to prune starts (both backends): after the last row
+/// a full batch deleted, so that the batches of one round do not each scan again the rows kept
+/// below it (dead letters stay until retried, and can be many); from the start again after a
+/// batch that was not full, so that rows delivered late below it go in the next round.
+#[derive(Debug, Default)]
+pub struct PruneCursor(AtomicI64);
+
+impl PruneCursor {
+    pub(super) fn start(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// After a batch of at most `limit` that deleted the rows `deleted`.
+    pub(super) fn deleted(&self, deleted: &[i64], limit: usize) {
+        let next = match deleted.iter().max() {
+            Some(&last) if deleted.len() >= limit => last,
+            _ => 0,
+        };
+        self.0.store(next, Ordering::Relaxed);
+    }
+}
 
 pub(super) fn page_limit(limit: Option<usize>) -> usize {
     limit.unwrap_or(50).clamp(1, MAX_PAGE)
@@ -760,8 +783,9 @@ impl Sqlite {
     /// Delivered rows are found by id, as they are not indexed: those finished before `before`
     /// have ids up to the highest that existed at `before`, which the latest mark taken by then
     /// gives (a mark is taken here, at most every half minute). Rows kept below it (pending, dead,
-    /// delivered later) are looked at again by each call.
+    /// delivered later) are looked at again in each round (see [`PruneCursor`]).
     pub(super) async fn prune_history(&self, before: i64, limit: usize) -> anyhow::Result<usize> {
+        let cursor = self.prune_cursor.clone();
         self.work
             .writer
             .write(
@@ -788,11 +812,19 @@ impl Sqlite {
                             |r| r.get(0),
                         )?
                     };
-                    let delivered = txn.execute(
-                        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
-                           WHERE id <= ?3 AND state = 1 AND finished_at < ?1 ORDER BY id LIMIT ?2)",
-                        params![before, limit as i64, upto],
-                    )?;
+                    let deleted: Vec<i64> = txn
+                        .prepare_cached(
+                            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
+                               WHERE id > ?4 AND id <= ?3 AND state = 1 AND finished_at < ?1
+                               ORDER BY id LIMIT ?2)
+                             RETURNING id",
+                        )?
+                        .query_map(
+                            params![before, limit as i64, upto, cursor.start()],
+                            |r| r.get(0),
+                        )?
+                        .collect::<rusqlite::Result<_>>()?;
+                    cursor.deleted(&deleted, limit);
                     let audit = txn.execute(
                         "DELETE FROM admin_audit WHERE id IN
                            (SELECT id FROM admin_audit WHERE at < ?1 LIMIT ?2)",
@@ -807,7 +839,7 @@ impl Sqlite {
                         "DELETE FROM outbox_mark WHERE at < (SELECT MAX(at) FROM outbox_mark WHERE at <= ?1)",
                         [before],
                     )?;
-                    Ok(delivered + audit)
+                    Ok(deleted.len() + audit)
                 },
                 |n| n,
             )

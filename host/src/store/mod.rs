@@ -597,6 +597,7 @@ pub struct Sqlite {
     handoff: Arc<inbox::Handoff>,
     /// Each business number's next free moment to send (see [`Storage::reserve_pacing`]).
     pacing: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    prune_cursor: Arc<history::PruneCursor>,
 }
 
 impl Sqlite {
@@ -629,6 +630,7 @@ impl Sqlite {
             kv_usage: Default::default(),
             handoff: Default::default(),
             pacing: Default::default(),
+            prune_cursor: Default::default(),
         })
     }
 

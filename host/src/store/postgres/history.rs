@@ -7,8 +7,8 @@ use tokio_postgres::types::ToSql;
 
 use super::super::history::{
     AuditRow, DELIVERY_COLUMNS, DeadFilter, DeliveryQuery, DeliveryRecord, DestinationHealth,
-    INBOX_IDS, MAX_PAGE, MINUTE, NotificationQuery, NotificationSummary, Page, RetryReport, Search,
-    attach_sends, delivery_record, health, page_limit, state_code,
+    INBOX_IDS, MAX_PAGE, MINUTE, NotificationQuery, NotificationSummary, Page, PruneCursor,
+    RetryReport, Search, attach_sends, delivery_record, health, page_limit, state_code,
 };
 use super::super::now_millis;
 use super::rows::REVIVE;
@@ -227,11 +227,13 @@ pub async fn history_since(client: &impl GenericClient) -> anyhow::Result<Option
 /// Delivered rows and console records finished before `before`, at most `limit` of each, each
 /// statement its own transaction. Delivered rows are found by id, as they are not indexed:
 /// those finished before `before` have ids up to the highest that existed at `before`, which
-/// the latest mark taken by then gives (a mark is taken here, at most every half minute).
+/// the latest mark taken by then gives (a mark is taken here, at most every half minute), from
+/// where `cursor` says.
 pub async fn prune(
     client: &impl GenericClient,
     before: i64,
     limit: usize,
+    cursor: &PruneCursor,
 ) -> anyhow::Result<usize> {
     let now = now_millis();
     let max_id: i64 = client
@@ -258,14 +260,20 @@ pub async fn prune(
             .await?
             .get(0)
     };
-    let limit = limit as i64;
-    let delivered = client
-        .execute(
+    let deleted: Vec<i64> = client
+        .query(
             "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
-               WHERE id <= $3 AND state = 1 AND finished_at < $1 ORDER BY id LIMIT $2)",
-            &[&before, &limit, &upto],
+               WHERE id > $4 AND id <= $3 AND state = 1 AND finished_at < $1
+               ORDER BY id LIMIT $2)
+             RETURNING id",
+            &[&before, &(limit as i64), &upto, &cursor.start()],
         )
-        .await?;
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    cursor.deleted(&deleted, limit);
+    let limit = limit as i64;
     let audit = client
         .execute(
             "DELETE FROM admin_audit WHERE id IN (
@@ -287,5 +295,5 @@ pub async fn prune(
             &[&before],
         )
         .await?;
-    Ok((delivered + audit) as usize)
+    Ok(deleted.len() + audit as usize)
 }

@@ -69,6 +69,7 @@ pub struct Postgres {
     releasing: Mutex<HashSet<i32>>,
     kv_usage: super::kv::UsageCache,
     kv_sessions: Arc<kv::Sessions>,
+    prune_cursor: Arc<super::history::PruneCursor>,
 }
 
 struct IngestJob {
@@ -163,6 +164,7 @@ impl Postgres {
             releasing: Mutex::new(HashSet::new()),
             kv_usage: Default::default(),
             kv_sessions,
+            prune_cursor: Default::default(),
         })
     }
 
@@ -1069,8 +1071,9 @@ impl Storage for Postgres {
     }
 
     async fn prune_history(&self, before: i64, limit: usize) -> anyhow::Result<usize> {
+        let cursor = self.prune_cursor.clone();
         self.pruning(move |client| async move {
-            let result = history::prune(&client, before, limit).await;
+            let result = history::prune(&client, before, limit, &cursor).await;
             (client, result)
         })
         .await
