@@ -281,7 +281,7 @@ pub async fn prune(
             &[&before, &limit],
         )
         .await?;
-    // Both small: a row per minute (and destination and partition).
+    // Both small: a row per minute (and destination).
     client
         .execute(
             "DELETE FROM delivered_minute WHERE minute < $1",
