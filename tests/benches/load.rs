@@ -17,6 +17,9 @@
 //! the rate of the 5-second paced run. `LOAD_INGEST_ONLY=1` measures burst ingest with no
 //! plugins loaded, so nothing runs behind it. `LOAD_PLUGINS=auto-reply,keyword-router` loads
 //! only those example plugins (all of them by default).
+//!
+//! It ends with burst and end to end on each storage backend (`LOAD_BACKENDS`), in turns for
+//! `LOAD_ROUNDS` rounds; `LOAD_BACKENDS_ONLY=1` runs only that.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -533,7 +536,7 @@ fn with_fakes(setup: &mut ServerSetup, fakes: &[&Fake; 4]) {
     }
 }
 
-/// What one backend did: burst ingest, end to end, CPU, memory.
+/// What one backend did in one round: burst ingest, end to end, CPU.
 struct Figures {
     burst: Stats,
     burst_cpu_us: f64,
@@ -542,12 +545,23 @@ struct Figures {
     e2e_rate: f64,
     e2e_cpu_us: f64,
     e2e_pg_us: f64,
-    rss_mb: f64,
+}
+
+/// The hosts of one backend, on storage of their own.
+struct Cluster {
+    name: String,
+    servers: Vec<Server>,
+    _dirs: Vec<tempfile::TempDir>,
+    _db: Option<switchboard_tests::PostgresDatabase>,
+    rounds: Vec<Figures>,
 }
 
 /// The same runs on each backend of `LOAD_BACKENDS` (default `sqlite,postgres,postgres-2`):
 /// SQLite, PostgreSQL with one host, PostgreSQL with two hosts sharing the database (webhooks
 /// round-robin over them), each on fresh storage; PostgreSQL from `SWITCHBOARD_TEST_POSTGRES`.
+/// All of them are started first, then run in turns, `LOAD_ROUNDS` times (default 3): this
+/// machine's speed drifts by more than the differences measured, and backends run back to back
+/// in each round are compared in that round.
 async fn compare_backends(
     n: usize,
     conc: usize,
@@ -556,7 +570,8 @@ async fn compare_backends(
 ) {
     let wanted =
         std::env::var("LOAD_BACKENDS").unwrap_or_else(|_| "sqlite,postgres,postgres-2".into());
-    let mut rows = Vec::new();
+    let rounds = env("LOAD_ROUNDS", 3).max(1);
+    let mut clusters = Vec::new();
     for backend in wanted.split(',').map(str::trim) {
         let (hosts, postgres) = match backend {
             "sqlite" => (1, false),
@@ -572,46 +587,113 @@ async fn compare_backends(
         } else {
             None
         };
-        let figures = backend_run(
-            hosts,
-            db.as_ref().map(|(url, _)| url.as_str()),
-            n,
-            conc,
-            fakes,
-            fresh,
-        )
-        .await;
-        rows.push((backend, figures));
+        let (url, db) = db.unzip();
+        let mut cluster = start_cluster(backend, hosts, url.as_deref(), fakes).await;
+        cluster._db = db;
+        // Warm up: plugins compiled and instantiated, connections open.
+        let before = received(fakes);
+        blast_to(&cluster.urls(), fresh(), n / 10, conc, None).await;
+        drained(fakes, before + 3 * (n / 10), &cluster.servers[0]).await;
+        clusters.push(cluster);
     }
-    println!("\nbackends, {n} webhooks per run, {conc} connections:");
-    println!("(CPU: microseconds per webhook of Switchboard's processes, and of PostgreSQL's)");
+    for _ in 0..rounds {
+        for cluster in &mut clusters {
+            let figures = burst_and_end_to_end(cluster, n, conc, fakes, fresh).await;
+            cluster.rounds.push(figures);
+        }
+    }
+
+    println!("\nbackends, {n} webhooks per run, {conc} connections, {rounds} rounds in turns:");
+    println!(
+        "(the median of the rounds; CPU: microseconds per webhook of Switchboard's processes, and of PostgreSQL's)"
+    );
     println!(
         "{:<12} {:>9} {:>8} {:>7} {:>7} {:>9} {:>7} {:>7} {:>8}",
         "backend", "burst/s", "p99 ms", "CPU", "PG CPU", "e2e/s", "CPU", "PG CPU", "peak MB"
     );
-    for (name, f) in &rows {
+    for c in &clusters {
+        let m = |f: &dyn Fn(&Figures) -> f64| median(c.rounds.iter().map(f).collect());
         println!(
-            "{name:<12} {:>9.0} {:>8.2} {:>7.0} {:>7.0} {:>9.0} {:>7.0} {:>7.0} {:>8.1}",
-            f.burst.rate(),
-            f.burst.pct(0.99).as_secs_f64() * 1e3,
-            f.burst_cpu_us,
-            f.burst_pg_us,
-            f.e2e_rate,
-            f.e2e_cpu_us,
-            f.e2e_pg_us,
-            f.rss_mb
+            "{:<12} {:>9.0} {:>8.2} {:>7.0} {:>7.0} {:>9.0} {:>7.0} {:>7.0} {:>8.1}",
+            c.name,
+            m(&|f| f.burst.rate()),
+            m(&|f| f.burst.pct(0.99).as_secs_f64() * 1e3),
+            m(&|f| f.burst_cpu_us),
+            m(&|f| f.burst_pg_us),
+            m(&|f| f.e2e_rate),
+            m(&|f| f.e2e_cpu_us),
+            m(&|f| f.e2e_pg_us),
+            c.servers.iter().map(|s| peak_rss_mb(s.pid())).sum::<f64>(),
         );
+    }
+    println!("per round, burst/s and end to end/s:");
+    for c in &clusters {
+        let each: Vec<String> = c
+            .rounds
+            .iter()
+            .map(|f| format!("{:.0} / {:.0}", f.burst.rate(), f.e2e_rate))
+            .collect();
+        println!("  {:<12} {}", c.name, each.join(", "));
+    }
+    let find = |name: &str| clusters.iter().find(|c| c.name == name);
+    for (what, of, against) in [
+        ("PostgreSQL (one host) against SQLite", "postgres", "sqlite"),
+        ("two hosts against one", "postgres-2", "postgres"),
+    ] {
+        if let (Some(a), Some(b)) = (find(of), find(against)) {
+            let ratios = |f: &dyn Fn(&Figures) -> f64| -> Vec<f64> {
+                a.rounds
+                    .iter()
+                    .zip(&b.rounds)
+                    .map(|(a, b)| 100.0 * f(a) / f(b))
+                    .collect()
+            };
+            let burst = ratios(&|f| f.burst.rate());
+            let e2e = ratios(&|f| f.e2e_rate);
+            let show = |r: &[f64]| {
+                r.iter()
+                    .map(|p| format!("{p:.0} %"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            println!(
+                "{what}, round by round: burst {} (median {:.0} %); end to end {} (median {:.0} %)",
+                show(&burst),
+                median(burst.clone()),
+                show(&e2e),
+                median(e2e.clone())
+            );
+        }
     }
 }
 
-async fn backend_run(
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn received(fakes: &[&Fake; 4]) -> usize {
+    fakes.iter().map(|f| f.count()).sum()
+}
+
+impl Cluster {
+    fn urls(&self) -> Vec<String> {
+        self.servers.iter().map(|s| s.url("/webhook")).collect()
+    }
+}
+
+/// Start `hosts` servers on one storage (`postgres`, or SQLite); with several, wait until
+/// each holds its share of the partitions.
+async fn start_cluster(
+    name: &str,
     hosts: usize,
     postgres: Option<&str>,
-    n: usize,
-    conc: usize,
     fakes: &[&Fake; 4],
-    fresh: &mut impl FnMut() -> usize,
-) -> Figures {
+) -> Cluster {
     let dirs: Vec<tempfile::TempDir> = (0..hosts).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut servers = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
@@ -619,11 +701,10 @@ async fn backend_run(
         with_fakes(&mut setup, fakes);
         if let Some(url) = postgres {
             setup.storage_url = url.to_string();
-            setup.extra += &format!("[cluster]\nhost_id = \"load-{i}\"\n");
+            setup.extra += &format!("[cluster]\nhost_id = \"{name}-{i}\"\n");
         }
         servers.push(setup.start().await);
     }
-    // Two hosts: each holds its share before the load starts.
     let deadline = Instant::now() + Duration::from_secs(60);
     if hosts > 1 {
         loop {
@@ -641,21 +722,34 @@ async fn backend_run(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let urls: Vec<String> = servers.iter().map(|s| s.url("/webhook")).collect();
-    let received = || fakes.iter().map(|f| f.count()).sum::<usize>();
+    Cluster {
+        name: name.to_string(),
+        servers,
+        _dirs: dirs,
+        _db: None,
+        rounds: Vec::new(),
+    }
+}
+
+/// One round on `cluster`: a burst of `n` webhooks (figures until the last is answered), its
+/// work drained, then `n` more end to end (until every call has reached the fakes).
+async fn burst_and_end_to_end(
+    cluster: &Cluster,
+    n: usize,
+    conc: usize,
+    fakes: &[&Fake; 4],
+    fresh: &mut impl FnMut() -> usize,
+) -> Figures {
+    let (urls, servers) = (cluster.urls(), &cluster.servers);
     let cpu = || servers.iter().map(|s| cpu_seconds(s.pid())).sum::<f64>();
     let pg = postgres_cpu;
 
-    let before = received();
-    blast_to(&urls, fresh(), n / 10, conc, None).await;
-    drained(fakes, before + 3 * (n / 10), &servers[0]).await;
-
-    let (before, cpu0, pg0) = (received(), cpu(), pg());
+    let (before, cpu0, pg0) = (received(fakes), cpu(), pg());
     let burst = blast_to(&urls, fresh(), n, conc, None).await;
     let (burst_cpu, burst_pg) = (cpu() - cpu0, pg() - pg0);
     drained(fakes, before + 3 * n, &servers[0]).await;
 
-    let (before, started, cpu0, pg0) = (received(), Instant::now(), cpu(), pg());
+    let (before, started, cpu0, pg0) = (received(fakes), Instant::now(), cpu(), pg());
     blast_to(&urls, fresh(), n, conc, None).await;
     drained(fakes, before + 3 * n, &servers[0]).await;
     let e2e_rate = n as f64 / started.elapsed().as_secs_f64();
@@ -667,6 +761,5 @@ async fn backend_run(
         e2e_rate,
         e2e_cpu_us: e2e_cpu * 1e6 / n as f64,
         e2e_pg_us: e2e_pg * 1e6 / n as f64,
-        rss_mb: servers.iter().map(|s| peak_rss_mb(s.pid())).sum(),
     }
 }
