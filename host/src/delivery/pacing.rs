@@ -6,7 +6,8 @@
 //! the rate is the number's across all of them: each host reserves the number's sending time
 //! from the database ([`Storage::reserve_pacing`](crate::store::Storage::reserve_pacing)): one
 //! slot for each send waiting at that moment, up to [`BLOCK`] of them, so a busy number costs
-//! one round trip per batch of sends, not per send, and no slot is reserved that no send takes.
+//! one round trip per batch of sends, not per send, and no slot is reserved that no send takes
+//! (past 1,000 a second, the slots left in the reservation's last millisecond too).
 //! When the database does not answer, the host paces alone for a while.
 
 use std::collections::HashMap;
@@ -199,9 +200,12 @@ impl Shared {
                     {
                         tracing::info!("sends are paced across the hosts again");
                     }
+                    // The span is whole milliseconds: every slot that fits in it is this
+                    // host's. (Only one slot per reservation was a millisecond a send at
+                    // rates over 1,000 a second.)
                     block.next = at as f64;
-                    block.left = slots;
-                    block.interval = span as f64 / f64::from(slots);
+                    block.interval = 1000.0 / rate;
+                    block.left = ((span as f64 * rate / 1000.0) as u32).max(slots);
                 }
                 Err(e) => {
                     tracing::warn!(
@@ -323,5 +327,23 @@ mod tests {
         let waits = burst.join_all().await;
         let longest = waits.iter().max().copied().unwrap_or_default();
         assert!(longest > Duration::from_millis(200), "{waits:?}");
+    }
+
+    #[tokio::test]
+    async fn a_shared_number_paced_over_a_thousand_a_second_keeps_its_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(&dir.path().join("db.sqlite")).unwrap();
+        let config: WhatsAppConfig = toml::from_str("rate = 100000.0").unwrap();
+        let pacer = Pacer::new(Some(&config), Some(store));
+        // 200 sends one after the other at 100,000/s take 2 ms. Reserving whole milliseconds
+        // for one slot at a time made it one send a millisecond: the last waited 199 ms.
+        let mut longest = Duration::ZERO;
+        for _ in 0..200 {
+            longest = longest.max(pacer.reserve("n").await);
+        }
+        assert!(
+            longest < Duration::from_millis(50),
+            "the longest wait: {longest:?}"
+        );
     }
 }
