@@ -159,7 +159,7 @@ async fn sustained_run(
 ) -> (Stats, u64) {
     let n = (5.0 * rate) as usize;
     let held = server.metric("dispatch_held_milliseconds_total").await;
-    let before = fakes.iter().map(|f| f.count()).sum::<usize>();
+    let before = received(fakes);
     let stats = blast(&server.url("/webhook"), first, n, conc, pace).await;
     drained(fakes, before + 3 * n, server).await;
     let held = server.metric("dispatch_held_milliseconds_total").await - held;
@@ -170,7 +170,7 @@ async fn sustained_run(
 /// they do not, fail with what each got, Switchboard's metrics and its warnings.
 async fn drained(fakes: &[&Fake], expected: usize, server: &Server) {
     let deadline = Instant::now() + Duration::from_secs(120);
-    while fakes.iter().map(|f| f.count()).sum::<usize>() < expected {
+    while received(fakes) < expected {
         if Instant::now() > deadline {
             let counts: Vec<usize> = fakes.iter().map(|f| f.count()).collect();
             let metrics = http()
@@ -324,7 +324,6 @@ async fn main() {
         Fake::counting().await,
     );
     let fakes = [&coreapp, &sales, &support, &crm];
-    let received = || fakes.iter().map(|f| f.count()).sum::<usize>();
     let mut ids = 0..;
     let mut fresh = move || ids.next().unwrap() * 1_000_000;
 
@@ -377,14 +376,14 @@ async fn main() {
     let relay_url = format!("http://{relay_addr}/webhook");
 
     // Warm both up; every webhook makes three calls (reply, mark-read, forward).
-    let before = received();
+    let before = received(&fakes);
     blast(&url, fresh(), n / 10, conc, None).await;
     blast(&relay_url, fresh(), n / 10, conc, None).await;
     drained(&fakes, before + 6 * (n / 10), &server).await;
 
     // 2. Burst ingest of Switchboard: until every POST got its 200.
     let (before, cpu, threads) = (
-        received(),
+        received(&fakes),
         cpu_seconds(server.pid()),
         thread_cpu(server.pid()),
     );
@@ -395,7 +394,7 @@ async fn main() {
     // How much of the work behind ingest ran during the burst.
     let behind = (
         server.metric("notifications_dispatched_total").await,
-        received() - before,
+        received(&fakes) - before,
     );
     drained(&fakes, before + 3 * n, &server).await;
     let burst_held = server.metric("dispatch_held_milliseconds_total").await - held;
@@ -407,7 +406,7 @@ async fn main() {
     // 3. Latency paced at 80% of the burst's peak: for as long as the burst (dispatch held
     //    back), then for 5 seconds at least (`LOAD_PACED_RATE` sets another rate for this one).
     let rate = 0.8 * ingest.rate();
-    let before = received();
+    let before = received(&fakes);
     let short = blast(&url, fresh(), n, conc, Some(rate)).await;
     drained(&fakes, before + 3 * n, &server).await;
     let long_rate = std::env::var("LOAD_PACED_RATE")
@@ -427,7 +426,7 @@ async fn main() {
             .into_iter()
             .enumerate()
         {
-            let (before, started, cpu) = (received(), Instant::now(), cpu_seconds(pid));
+            let (before, started, cpu) = (received(&fakes), Instant::now(), cpu_seconds(pid));
             let threads = thread_cpu(server.pid());
             blast(target, fresh(), n, conc, None).await;
             drained(&fakes, before + 3 * n, &server).await;
@@ -587,9 +586,7 @@ async fn compare_backends(
         } else {
             None
         };
-        let (url, db) = db.unzip();
-        let mut cluster = start_cluster(backend, hosts, url.as_deref(), fakes).await;
-        cluster._db = db;
+        let cluster = start_cluster(backend, hosts, db, fakes).await;
         // Warm up: plugins compiled and instantiated, connections open.
         let before = received(fakes);
         blast_to(&cluster.urls(), fresh(), n / 10, conc, None).await;
@@ -676,7 +673,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn received(fakes: &[&Fake; 4]) -> usize {
+/// Requests the fakes have received in all.
+fn received(fakes: &[&Fake]) -> usize {
     fakes.iter().map(|f| f.count()).sum()
 }
 
@@ -686,12 +684,12 @@ impl Cluster {
     }
 }
 
-/// Start `hosts` servers on one storage (`postgres`, or SQLite); with several, wait until
-/// each holds its share of the partitions.
+/// Start `hosts` servers on one storage (the PostgreSQL database `postgres`, or SQLite); with
+/// several, wait until each holds its share of the partitions.
 async fn start_cluster(
     name: &str,
     hosts: usize,
-    postgres: Option<&str>,
+    postgres: Option<(String, switchboard_tests::PostgresDatabase)>,
     fakes: &[&Fake; 4],
 ) -> Cluster {
     let dirs: Vec<tempfile::TempDir> = (0..hosts).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -699,8 +697,8 @@ async fn start_cluster(
     for (i, dir) in dirs.iter().enumerate() {
         let mut setup = ServerSetup::new(dir.path());
         with_fakes(&mut setup, fakes);
-        if let Some(url) = postgres {
-            setup.storage_url = url.to_string();
+        if let Some((url, _)) = &postgres {
+            setup.storage_url = url.clone();
             setup.extra += &format!("[cluster]\nhost_id = \"{name}-{i}\"\n");
         }
         servers.push(setup.start().await);
@@ -726,7 +724,7 @@ async fn start_cluster(
         name: name.to_string(),
         servers,
         _dirs: dirs,
-        _db: None,
+        _db: postgres.map(|(_, db)| db),
         rounds: Vec::new(),
     }
 }

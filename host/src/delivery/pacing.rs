@@ -201,8 +201,8 @@ impl Shared {
                         tracing::info!("sends are paced across the hosts again");
                     }
                     // The span is whole milliseconds: every slot that fits in it is this
-                    // host's. (Only one slot per reservation was a millisecond a send at
-                    // rates over 1,000 a second.)
+                    // host's. (Over 1,000 a second, taking only the slots asked for would
+                    // spend a whole millisecond on a single waiting send.)
                     block.next = at as f64;
                     block.interval = 1000.0 / rate;
                     block.left = ((span as f64 * rate / 1000.0) as u32).max(slots);
