@@ -126,8 +126,9 @@ struct Shared {
 /// One number's pacing on this host.
 #[derive(Default)]
 struct Number {
-    /// Sends asking for a slot now. A reservation takes one slot for each (up to a block), so
-    /// no reserved slot goes unused: unused slots would hold back every host.
+    /// Sends asking for a slot now. A reservation asks for one slot for each (up to a block),
+    /// so no reserved slot goes unused: unused slots would hold back every host. (Past 1,000 a
+    /// second it also keeps the rest of its last whole millisecond, see [`Shared::slot`].)
     waiting: AtomicU32,
     /// Slots reserved and not taken yet; the sends take them one at a time, in the order they
     /// asked.
