@@ -493,7 +493,13 @@ impl Runtime {
         let api_version = version::check(wasm)?;
         let hash = cache::hash(wasm);
         let (component, cached) =
-            cache::compile(&self.engine, self.cache_dir.as_deref(), wasm, &hash)
+            cache::compile(
+                &self.engine,
+                &engine_config(false),
+                self.cache_dir.as_deref(),
+                wasm,
+                &hash,
+            )
                 .context("cannot compile the component")?;
         let pre = self
             .linker
