@@ -492,15 +492,14 @@ impl Runtime {
     ) -> anyhow::Result<Arc<LoadedPlugin>> {
         let api_version = version::check(wasm)?;
         let hash = cache::hash(wasm);
-        let (component, cached) =
-            cache::compile(
-                &self.engine,
-                &engine_config(false),
-                self.cache_dir.as_deref(),
-                wasm,
-                &hash,
-            )
-                .context("cannot compile the component")?;
+        let (component, cached) = cache::compile(
+            &self.engine,
+            &engine_config(false),
+            self.cache_dir.as_deref(),
+            wasm,
+            &hash,
+        )
+        .context("cannot compile the component")?;
         let pre = self
             .linker
             .instantiate_pre(&component)

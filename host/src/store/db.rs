@@ -222,7 +222,10 @@ mod tests {
             }
             Ok(())
         };
-        db.writer.write(Sync::Durable, insert, |()| ()).await.unwrap();
+        db.writer
+            .write(Sync::Durable, insert, |()| ())
+            .await
+            .unwrap();
         let (rows, held) = db
             .read(|c| {
                 let rows: i64 =
