@@ -19,7 +19,9 @@
 //! only those example plugins (all of them by default).
 //!
 //! It ends with burst and end to end on each storage backend (`LOAD_BACKENDS`), in turns for
-//! `LOAD_ROUNDS` rounds; `LOAD_BACKENDS_ONLY=1` runs only that.
+//! `LOAD_ROUNDS` rounds; `LOAD_BACKENDS_ONLY=1` runs only that. `LOAD_PERF_CTL=<fifo>` writes
+//! `enable` and `disable` to `perf record --control=fifo:<fifo> -D -1` around each of those
+//! bursts, so that a profile holds the bursts only.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -541,9 +543,12 @@ struct Figures {
     burst_cpu_us: f64,
     /// PostgreSQL's own processes (the server's CPU, on the same cores).
     burst_pg_us: f64,
+    /// This process: the load generator (and the fakes), on the same cores too.
+    burst_bench_us: f64,
     e2e_rate: f64,
     e2e_cpu_us: f64,
     e2e_pg_us: f64,
+    e2e_bench_us: f64,
 }
 
 /// The hosts of one backend, on storage of their own.
@@ -602,24 +607,36 @@ async fn compare_backends(
 
     println!("\nbackends, {n} webhooks per run, {conc} connections, {rounds} rounds in turns:");
     println!(
-        "(the median of the rounds; CPU: microseconds per webhook of Switchboard's processes, and of PostgreSQL's)"
+        "(the median of the rounds; CPU: microseconds per webhook of Switchboard's processes, of PostgreSQL's, and of this bench's load generator and fakes)"
     );
     println!(
-        "{:<12} {:>9} {:>8} {:>7} {:>7} {:>9} {:>7} {:>7} {:>8}",
-        "backend", "burst/s", "p99 ms", "CPU", "PG CPU", "e2e/s", "CPU", "PG CPU", "peak MB"
+        "{:<12} {:>9} {:>8} {:>7} {:>7} {:>7} {:>9} {:>7} {:>7} {:>7} {:>8}",
+        "backend",
+        "burst/s",
+        "p99 ms",
+        "CPU",
+        "PG CPU",
+        "bench",
+        "e2e/s",
+        "CPU",
+        "PG CPU",
+        "bench",
+        "peak MB"
     );
     for c in &clusters {
         let m = |f: &dyn Fn(&Figures) -> f64| median(c.rounds.iter().map(f).collect());
         println!(
-            "{:<12} {:>9.0} {:>8.2} {:>7.0} {:>7.0} {:>9.0} {:>7.0} {:>7.0} {:>8.1}",
+            "{:<12} {:>9.0} {:>8.2} {:>7.0} {:>7.0} {:>7.0} {:>9.0} {:>7.0} {:>7.0} {:>7.0} {:>8.1}",
             c.name,
             m(&|f| f.burst.rate()),
             m(&|f| f.burst.pct(0.99).as_secs_f64() * 1e3),
             m(&|f| f.burst_cpu_us),
             m(&|f| f.burst_pg_us),
+            m(&|f| f.burst_bench_us),
             m(&|f| f.e2e_rate),
             m(&|f| f.e2e_cpu_us),
             m(&|f| f.e2e_pg_us),
+            m(&|f| f.e2e_bench_us),
             c.servers.iter().map(|s| peak_rss_mb(s.pid())).sum::<f64>(),
         );
     }
@@ -741,23 +758,36 @@ async fn burst_and_end_to_end(
     let (urls, servers) = (cluster.urls(), &cluster.servers);
     let cpu = || servers.iter().map(|s| cpu_seconds(s.pid())).sum::<f64>();
     let pg = postgres_cpu;
+    let bench = || cpu_seconds(std::process::id());
+    let perf = |command: &str| {
+        if let Ok(fifo) = std::env::var("LOAD_PERF_CTL") {
+            std::fs::write(&fifo, command)
+                .unwrap_or_else(|e| panic!("LOAD_PERF_CTL: cannot write to {fifo}: {e}"));
+        }
+    };
 
-    let (before, cpu0, pg0) = (received(fakes), cpu(), pg());
+    let (before, cpu0, pg0, bench0) = (received(fakes), cpu(), pg(), bench());
+    perf("enable\n");
     let burst = blast_to(&urls, fresh(), n, conc, None).await;
-    let (burst_cpu, burst_pg) = (cpu() - cpu0, pg() - pg0);
+    perf("disable\n");
+    let (burst_cpu, burst_pg, burst_bench) = (cpu() - cpu0, pg() - pg0, bench() - bench0);
     drained(fakes, before + 3 * n, &servers[0]).await;
 
-    let (before, started, cpu0, pg0) = (received(fakes), Instant::now(), cpu(), pg());
+    let (before, started) = (received(fakes), Instant::now());
+    let (cpu0, pg0, bench0) = (cpu(), pg(), bench());
     blast_to(&urls, fresh(), n, conc, None).await;
     drained(fakes, before + 3 * n, &servers[0]).await;
     let e2e_rate = n as f64 / started.elapsed().as_secs_f64();
-    let (e2e_cpu, e2e_pg) = (cpu() - cpu0, pg() - pg0);
+    let (e2e_cpu, e2e_pg, e2e_bench) = (cpu() - cpu0, pg() - pg0, bench() - bench0);
+    let per_webhook = |seconds: f64| seconds * 1e6 / n as f64;
     Figures {
         burst,
-        burst_cpu_us: burst_cpu * 1e6 / n as f64,
-        burst_pg_us: burst_pg * 1e6 / n as f64,
+        burst_cpu_us: per_webhook(burst_cpu),
+        burst_pg_us: per_webhook(burst_pg),
+        burst_bench_us: per_webhook(burst_bench),
         e2e_rate,
-        e2e_cpu_us: e2e_cpu * 1e6 / n as f64,
-        e2e_pg_us: e2e_pg * 1e6 / n as f64,
+        e2e_cpu_us: per_webhook(e2e_cpu),
+        e2e_pg_us: per_webhook(e2e_pg),
+        e2e_bench_us: per_webhook(e2e_bench),
     }
 }
