@@ -172,12 +172,7 @@ impl Connection {
         tokio::spawn(connection);
         Connection {
             url: url.to_string(),
-            path: uri
-                .path_and_query()
-                .expect("a path")
-                .as_str()
-                .parse()
-                .unwrap(),
+            path: uri.path_and_query().expect("a path").clone().into(),
             host: authority.as_str().parse().unwrap(),
             sender,
         }
@@ -333,9 +328,14 @@ fn thread_cpu_since(
 }
 
 /// `name us, ...`: CPU microseconds per webhook of each thread.
+/// CPU seconds as microseconds per webhook.
+fn us_per_webhook(seconds: f64, webhooks: usize) -> f64 {
+    seconds * 1e6 / webhooks as f64
+}
+
 fn per_thread(secs: &std::collections::BTreeMap<String, f64>, webhooks: usize) -> String {
     secs.iter()
-        .map(|(name, s)| format!("{name} {:.0}", s * 1e6 / webhooks as f64))
+        .map(|(name, s)| format!("{name} {:.0}", us_per_webhook(*s, webhooks)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -405,8 +405,8 @@ async fn main() {
         println!("{}", ingest.line("burst ingest, switchboard, no plugins"));
         println!(
             "CPU per webhook: reference handler {:.0} us, switchboard {:.0} us",
-            handler_cpu * 1e6 / n as f64,
-            ingest_cpu * 1e6 / n as f64
+            us_per_webhook(handler_cpu, n),
+            us_per_webhook(ingest_cpu, n)
         );
         return;
     }
@@ -540,17 +540,16 @@ async fn main() {
             100.0 * sb_rate / relay_rate
         );
     }
-    let per = |secs: f64, webhooks: usize| secs * 1e6 / webhooks as f64;
     println!(
         "CPU per webhook during the burst: reference handler {:.0} us, switchboard {:.0} us",
-        per(handler_cpu, n),
-        per(ingest_cpu, n)
+        us_per_webhook(handler_cpu, n),
+        us_per_webhook(ingest_cpu, n)
     );
     println!("  by thread (us): {by_thread}");
     println!(
         "CPU per webhook, end to end: reference relay {:.0} us, switchboard {:.0} us",
-        per(e2e_cpu[0], 2 * n),
-        per(e2e_cpu[1], 2 * n)
+        us_per_webhook(e2e_cpu[0], 2 * n),
+        us_per_webhook(e2e_cpu[1], 2 * n)
     );
     println!("  by thread (us): {}", per_thread(&e2e_threads, 2 * n));
     println!("switchboard peak resident memory: {rss:.1} MB");
@@ -831,15 +830,14 @@ async fn burst_and_end_to_end(
     drained(fakes, before + 3 * n, &servers[0]).await;
     let e2e_rate = n as f64 / started.elapsed().as_secs_f64();
     let (e2e_cpu, e2e_pg, e2e_bench) = (cpu() - cpu0, pg() - pg0, bench() - bench0);
-    let per_webhook = |seconds: f64| seconds * 1e6 / n as f64;
     Figures {
         burst,
-        burst_cpu_us: per_webhook(burst_cpu),
-        burst_pg_us: per_webhook(burst_pg),
-        burst_bench_us: per_webhook(burst_bench),
+        burst_cpu_us: us_per_webhook(burst_cpu, n),
+        burst_pg_us: us_per_webhook(burst_pg, n),
+        burst_bench_us: us_per_webhook(burst_bench, n),
         e2e_rate,
-        e2e_cpu_us: per_webhook(e2e_cpu),
-        e2e_pg_us: per_webhook(e2e_pg),
-        e2e_bench_us: per_webhook(e2e_bench),
+        e2e_cpu_us: us_per_webhook(e2e_cpu, n),
+        e2e_pg_us: us_per_webhook(e2e_pg, n),
+        e2e_bench_us: us_per_webhook(e2e_bench, n),
     }
 }
